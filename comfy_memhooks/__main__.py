@@ -1,0 +1,9 @@
+"""Runs the command line: ``python -m comfy_memhooks status``."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

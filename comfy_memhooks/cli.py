@@ -1,0 +1,107 @@
+"""``python -m comfy_memhooks``: the probes and the engine outside ComfyUI, for a shell, a container or a script."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Sequence
+
+from .engine import Engine
+from .errors import InvalidSetting
+from .history import Trigger, TriggerKind
+from .modes import Mode
+from .report import detailed_report, record_lines, status_line
+from .snapshots import to_plain
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def _mode(text: str) -> Mode:
+    try:
+        return Mode.parse(text)
+    except InvalidSetting as error:
+        raise argparse.ArgumentTypeError(error.problem) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m comfy_memhooks",
+        description="RAM (container-aware) and VRAM per GPU, and the cleanup engine, outside ComfyUI.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    status = commands.add_parser("status", help="print the status line")
+    output = status.add_mutually_exclusive_group()
+    output.add_argument("--detailed", action="store_true", help="the full report, GPU processes included")
+    output.add_argument("--json", action="store_true", help="a snapshot as JSON")
+
+    optimize = commands.add_parser("optimize", help="run the engine on this process and print what it freed")
+    optimize.add_argument(
+        "--mode", type=_mode, default=Mode.BALANCED, help="Monitor Only, Conservative, Balanced or Aggressive"
+    )
+    optimize.add_argument("--json", action="store_true", help="the history record as JSON")
+
+    watch = commands.add_parser("watch", help="print a live status line until interrupted")
+    watch.add_argument("--interval", type=_positive_seconds, default=1.0, help="seconds between lines")
+    watch.add_argument("--count", type=int, default=None, help="stop after this many lines")
+
+    serve = commands.add_parser("serve", help="serve the Memory panel without ComfyUI")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8189)
+    serve.add_argument("--interval", type=_positive_seconds, default=1.0, help="seconds between live samples")
+    return parser
+
+
+def _print(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    engine = Engine()
+    if arguments.command == "status":
+        snapshot = engine.snapshot(include_processes=arguments.detailed or arguments.json)
+        if arguments.json:
+            _print(json.dumps(snapshot.to_json(), indent=2))
+        elif arguments.detailed:
+            _print(detailed_report(snapshot))
+        else:
+            _print(status_line(snapshot))
+    elif arguments.command == "optimize":
+        outcome = engine.optimize(arguments.mode, Trigger(TriggerKind.MANUAL, "command line"))
+        if arguments.json:
+            _print(json.dumps(to_plain(outcome.record), indent=2))
+        elif outcome.record is None:
+            _print(f"{status_line(outcome.snapshot)}\nNo optimization: {outcome.reason}")
+        else:
+            _print("\n".join([status_line(outcome.snapshot), *record_lines(outcome.record)]))
+    elif arguments.command == "watch":
+        printed = 0
+        try:
+            while arguments.count is None or printed < arguments.count:
+                if printed:
+                    time.sleep(arguments.interval)
+                snapshot = engine.snapshot()
+                _print(f"{time.strftime('%H:%M:%S', time.localtime(snapshot.taken_at))}  {status_line(snapshot)}")
+                printed += 1
+        except KeyboardInterrupt:
+            return 0
+    elif arguments.command == "serve":
+        from .standalone import serve
+
+        serve(engine, host=arguments.host, port=arguments.port, interval=arguments.interval)
+    return 0

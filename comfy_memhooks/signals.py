@@ -1,0 +1,89 @@
+"""The public signals of comfy_memhooks, in a blinker namespace of its own.
+
+Other extensions subscribe to these; the README documents each one's sender and keyword arguments. The
+namespace is private to this package: blinker's process-wide default namespace is shared by every extension
+ComfyUI loads, and a name clash there would cross-wire two extensions.
+
+Receivers run in the thread that sends, which is ComfyUI's worker thread for the node and prompt signals.
+blinker holds receivers by weak reference unless ``connect(..., weak=False)`` is used: a receiver defined inside
+a function disappears when that function returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from blinker import Namespace, Signal
+
+logger = logging.getLogger(__name__)
+
+memhooks_signals = Namespace()
+
+node_started: Signal = memhooks_signals.signal(
+    "node-started",
+    doc="A node is about to run. Sender: the node's class name. "
+    "kwargs: node_id, node_class, prompt_id, heavy (bool: matches a heavy-node pattern).",
+)
+node_finished: Signal = memhooks_signals.signal(
+    "node-finished",
+    doc="A node finished. Sender: the node's class name. kwargs: node_id, node_class, prompt_id, heavy, "
+    "result (ComfyUI's ExecutionResult or None), cached (bool), duration_seconds (float), "
+    "error (the exception or None).",
+)
+prompt_started: Signal = memhooks_signals.signal(
+    "prompt-started",
+    doc="A prompt started. Sender: the prompt id. kwargs: prompt_id.",
+)
+prompt_finished: Signal = memhooks_signals.signal(
+    "prompt-finished",
+    doc="A prompt finished. Sender: the prompt id. kwargs: prompt_id, success (bool), duration_seconds (float), "
+    "error (the exception or None).",
+)
+optimization_performed: Signal = memhooks_signals.signal(
+    "optimization-performed",
+    doc="Memory was freed. Sender: the Engine. kwargs: record (history.OptimizationRecord).",
+)
+
+
+class ReceiverFailures:
+    """Counts receivers' failures and logs each failing receiver once, with its traceback."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._logged: set[str] = set()
+        self.count = 0
+        self.last_error: str | None = None
+
+    def record(self, receiver: Any, signal: Signal, error: BaseException) -> None:
+        name = f"{getattr(receiver, '__module__', '?')}.{getattr(receiver, '__qualname__', repr(receiver))}"
+        with self._lock:
+            self.count += 1
+            self.last_error = f"{name} on {signal.name}: {type(error).__name__}: {error}"
+            first = name not in self._logged
+            self._logged.add(name)
+        if first:
+            logger.error(
+                "comfy_memhooks receiver %s failed on signal %r; ComfyUI goes on (logged once per receiver)",
+                name,
+                signal.name,
+                exc_info=error,
+            )
+
+
+receiver_failures = ReceiverFailures()
+
+
+def send_safely(signal: Signal, sender: Any, **kwargs: Any) -> None:
+    """Sends ``signal``, calling each receiver in its own ``try``: one subscriber's bug must not reach ComfyUI.
+
+    blinker's own ``send`` stops at, and re-raises, the first receiver's exception.
+    """
+    if not signal.receivers:
+        return
+    for receiver in signal.receivers_for(sender):
+        try:
+            receiver(sender, **kwargs)
+        except Exception as error:  # any receiver bug is contained here; the executor must never see it.
+            receiver_failures.record(receiver, signal, error)
