@@ -80,7 +80,9 @@ def _gc_collect(_: ActionContext) -> ActionOutcome:
 def _gc_collect_until_stable(_: ActionContext) -> ActionOutcome:
     """Collects until a pass finds nothing: freeing one cycle can orphan the next (ten passes at most)."""
     total = 0
-    for passes in range(1, 11):
+    passes = 0
+    while passes < 10:
+        passes += 1
         collected = gc.collect()
         total += collected
         if collected == 0:

@@ -166,7 +166,7 @@ def _read_v2(location: _Location) -> CgroupMemory:
                 logger.debug("unreadable %s: %r", directory / "memory.max", text)
             else:
                 limit = value if limit is None else min(limit, value)
-        if directory == location.mount or directory.parent == directory:
+        if directory in (location.mount, directory.parent):
             break
         directory = directory.parent
     usage = _read_int(location.path / "memory.current")

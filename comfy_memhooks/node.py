@@ -66,7 +66,7 @@ class UnifiedMemoryManager:
     )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, dict[str, tuple[Any, ...]]]:
+    def INPUT_TYPES(cls) -> dict[str, dict[str, Any]]:
         modes = [mode.value for mode in Mode]
         return {
             "required": {

@@ -54,7 +54,10 @@ def _ram_lines(ram: RamReading) -> list[str]:
     if ram.source is RamSource.HOST:
         origin = "host RAM"
     else:
-        origin = f"container limit from {ram.source.value} ({ram.cgroup_path}); host RAM {format_gb(ram.host_total_bytes)}"
+        origin = (
+            f"container limit from {ram.source.value} ({ram.cgroup_path}); "
+            f"host RAM {format_gb(ram.host_total_bytes)}"
+        )
     return [
         f"RAM: {_usage(ram.used_bytes, ram.total_bytes, ram.percent)} used, "
         f"{format_gb(ram.available_bytes)} available — {origin}",

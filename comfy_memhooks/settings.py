@@ -14,10 +14,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 import fnmatch
-import sys
 import json
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time

@@ -156,7 +156,7 @@ class MemorySnapshot:
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types only: a numpy or torch number in a websocket payload crashes ComfyUI's server."""
-        data = to_plain(self)
+        data: dict[str, Any] = to_plain(self)
         data["ram"]["percent"] = self.ram.percent
         for gpu_data, gpu in zip(data["gpus"], self.gpus, strict=True):
             gpu_data["percent"] = gpu.percent
