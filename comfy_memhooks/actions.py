@@ -130,9 +130,11 @@ def _comfy_free_memory_to_threshold(context: ActionContext) -> ActionOutcome:
         return ActionOutcome(skipped_reason=NOT_IN_COMFYUI)
     if context.vram_threshold is None:
         return ActionOutcome(skipped_reason="no VRAM threshold was given")
-    torch = loaded_torch()
-    if torch is None or not context.before.gpus:
+    if not context.before.gpus:
         return ActionOutcome(skipped_reason="no GPU memory reading")
+    torch = loaded_torch()
+    if torch is None:
+        return ActionOutcome(skipped_reason="torch is not loaded in this process")
     done = []
     for gpu in context.before.gpus:
         percent = gpu.percent

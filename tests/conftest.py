@@ -1,0 +1,94 @@
+"""Shared fixtures: engines built on real probes with a fake NVML where the machine has no GPU."""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from comfy_memhooks import engine as engine_module
+from comfy_memhooks.engine import Engine
+from comfy_memhooks.gpu import GpuProbe
+from comfy_memhooks.nvml import Nvml
+from comfy_memhooks.probe import MemoryProbe
+from tests.fake_nvml import FakeGpu, make_fake_pynvml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self, start: float = 1000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def probe_with_gpus(gpus: list[FakeGpu] | None, environ: dict[str, str] | None = None) -> MemoryProbe:
+    """A real RAM probe beside a GPU probe answering from a fake NVML (or from none, when ``gpus`` is None)."""
+    if gpus is None:
+
+        def missing() -> types.ModuleType:
+            raise ImportError("pynvml")
+
+        nvml = Nvml(loader=missing)
+    else:
+        fake = make_fake_pynvml(gpus)
+        nvml = Nvml(loader=lambda: fake)
+    return MemoryProbe(gpu=GpuProbe(nvml=nvml, environ=environ or {}))
+
+
+@pytest.fixture
+def make_engine(clock: FakeClock) -> Callable[..., Engine]:
+    def build(gpus: list[FakeGpu] | None = None) -> Engine:
+        return Engine(probe=probe_with_gpus(gpus), clock=clock)
+
+    return build
+
+
+@pytest.fixture
+def shared_engine(monkeypatch: pytest.MonkeyPatch, make_engine: Callable[..., Engine]) -> Callable[..., Engine]:
+    """Installs a fresh engine as the process's one engine (what the node uses) for the test's duration."""
+
+    def install(gpus: list[FakeGpu] | None = None) -> Engine:
+        engine = make_engine(gpus)
+        monkeypatch.setattr(engine_module, "_engine", engine)
+        return engine
+
+    return install
+
+
+@pytest.fixture
+def comfy_model_management(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
+    """A stand-in ``comfy.model_management`` recording what was called, as ComfyUI's would be loaded."""
+    module = types.ModuleType("comfy.model_management")
+    module.calls = []  # type: ignore[attr-defined]
+
+    def soft_empty_cache(force: bool = False) -> None:
+        module.calls.append(("soft_empty_cache",))  # type: ignore[attr-defined]
+
+    def free_memory(memory_required: int, device: object, keep_loaded: list[object] | None = None) -> list[object]:
+        module.calls.append(("free_memory", memory_required, str(device)))  # type: ignore[attr-defined]
+        return ["a model"]
+
+    def unload_all_models() -> None:
+        module.calls.append(("unload_all_models",))  # type: ignore[attr-defined]
+
+    module.soft_empty_cache = soft_empty_cache  # type: ignore[attr-defined]
+    module.free_memory = free_memory  # type: ignore[attr-defined]
+    module.unload_all_models = unload_all_models  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "comfy.model_management", module)
+    yield module

@@ -1,0 +1,69 @@
+"""``python -m comfy_memhooks`` as a user runs it, in a fresh interpreter."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "comfy_memhooks", *arguments], check=False,
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_status_prints_the_status_line() -> None:
+    done = cli("status")
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"RAM: \S+/\S+ \(\d+%\) \| VRAM: .+\n", done.stdout)
+
+
+def test_status_detailed() -> None:
+    done = cli("status", "--detailed")
+    assert done.returncode == 0, done.stderr
+    assert "RAM:" in done.stdout and "this process:" in done.stdout
+    assert ("VRAM: n/a" in done.stdout) or ("GPU 0" in done.stdout)
+
+
+def test_status_json_is_a_snapshot() -> None:
+    done = cli("status", "--json")
+    assert done.returncode == 0, done.stderr
+    snapshot = json.loads(done.stdout)
+    assert set(snapshot) >= {"taken_at", "ram", "gpus", "gpu_source", "processes", "vram_percent"}
+    assert snapshot["ram"]["source"] in {"host", "cgroup v1", "cgroup v2"}
+    assert 0 < snapshot["ram"]["percent"] <= 100
+
+
+def test_optimize_prints_what_it_freed() -> None:
+    done = cli("optimize", "--mode", "Balanced")
+    assert done.returncode == 0, done.stderr
+    assert "Optimization #1: Balanced, manual" in done.stdout
+    assert "malloc_trim" in done.stdout
+
+
+def test_optimize_json() -> None:
+    record = json.loads(cli("optimize", "--mode", "Aggressive", "--json").stdout)
+    assert record["mode"] == "Aggressive" and record["trigger"]["kind"] == "manual"
+    assert record["actions"][0]["name"] == "release_reactor_caches"
+
+
+def test_watch_prints_live_lines() -> None:
+    done = cli("watch", "--interval", "0.1", "--count", "3")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3 and all("| VRAM:" in line for line in lines)
+
+
+def test_bad_arguments_give_usage_and_fail() -> None:
+    for arguments in (("optimize", "--mode", "Turbo"), ("watch", "--interval", "-1"), ("explode",), ()):
+        done = cli(*arguments)
+        assert done.returncode == 2, arguments
+        assert "usage:" in done.stderr
+    assert "'Turbo' is not a mode" in cli("optimize", "--mode", "Turbo").stderr
