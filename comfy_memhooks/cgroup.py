@@ -13,6 +13,7 @@ v1 and v2 trees in a temporary folder.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,8 @@ class CgroupMemory:
         version: ``RamSource.CGROUP_V1`` or ``RamSource.CGROUP_V2``.
         path: the cgroup directory that was read.
         limit_bytes: the effective limit (the smallest along the path), ``None`` when unlimited.
-        usage_bytes: usage minus inactive file cache (``cat memory.current`` minus ``inactive_file``).
+        usage_bytes: usage minus inactive file cache (``cat memory.current`` minus ``inactive_file``);
+            not read, so ``None``, when there is no limit.
     """
 
     version: RamSource
@@ -63,8 +65,12 @@ class CgroupReader:
         self._location: _Location | None = None
         self._located = False
 
-    def read(self) -> CgroupMemory | None:
-        """The cgroup's memory figures, or ``None`` when the process is in no readable memory cgroup."""
+    def read(self, no_limit_from: int | None = None) -> CgroupMemory | None:
+        """The cgroup's memory figures, or ``None`` when the process is in no readable memory cgroup.
+
+        Args:
+            no_limit_from: a limit at or above this (the host's RAM) counts as none, and usage is then not read.
+        """
         if not self._located:
             self._location = self._locate()
             self._located = True
@@ -72,8 +78,8 @@ class CgroupReader:
         if location is None:
             return None
         if location.version is RamSource.CGROUP_V2:
-            return _read_v2(location)
-        return _read_v1(location)
+            return _read_v2(location, no_limit_from)
+        return _read_v1(location, no_limit_from)
 
     def _locate(self) -> _Location | None:
         try:
@@ -115,26 +121,38 @@ def _deepest_existing(mount: Path, cgroup_path: str, marker: str) -> Path | None
     return None
 
 
-def _read_int(path: Path) -> int | None:
+def _read_bytes(path: Path) -> bytes | None:
+    """The file's bytes, or ``None``. Raw ``os.read``: a cgroup file is a few bytes, and this runs per node."""
     try:
-        text = path.read_text().strip()
+        descriptor = os.open(path, os.O_RDONLY)
     except OSError:
         return None
     try:
-        return int(text)
+        return os.read(descriptor, 65536)
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
+
+
+def _read_int(path: Path) -> int | None:
+    data = _read_bytes(path)
+    if data is None:
+        return None
+    try:
+        return int(data.strip())
     except ValueError:
         return None
 
 
-def _read_stat(path: Path) -> dict[str, int]:
+def _read_stat(path: Path) -> dict[bytes, int]:
     """Parses ``memory.stat``: one ``name value`` pair a line; malformed lines are skipped, not fatal."""
-    stats: dict[str, int] = {}
-    try:
-        text = path.read_text()
-    except OSError:
+    stats: dict[bytes, int] = {}
+    data = _read_bytes(path)
+    if data is None:
         return stats
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
+    for line in data.splitlines():
+        name, _, value = line.partition(b" ")
         try:
             stats[name] = int(value)
         except ValueError:
@@ -150,43 +168,52 @@ def _usage_minus_inactive(usage: int | None, inactive_file: int | None) -> int |
     return usage - inactive_file
 
 
-def _read_v2(location: _Location) -> CgroupMemory:
+def _effective_limit(limit: int | None, no_limit_from: int | None) -> int | None:
+    if limit is None or limit <= 0 or (no_limit_from is not None and limit >= no_limit_from):
+        return None
+    return limit
+
+
+def _read_v2(location: _Location, no_limit_from: int | None) -> CgroupMemory:
     """cgroup v2: ``memory.max`` (``max`` = none) at each level up to the mount; the smallest one applies."""
     limit: int | None = None
     directory = location.path
     while True:
-        try:
-            text = (directory / "memory.max").read_text().strip()
-        except OSError:
-            text = "max"
-        if text != "max":
+        text = _read_bytes(directory / "memory.max")
+        value = None if text is None else text.strip()
+        if value and value != b"max":
             try:
-                value = int(text)
+                number = int(value)
             except ValueError:
-                logger.debug("unreadable %s: %r", directory / "memory.max", text)
+                logger.debug("unreadable %s: %r", directory / "memory.max", value)
             else:
-                limit = value if limit is None else min(limit, value)
+                limit = number if limit is None else min(limit, number)
         if directory in (location.mount, directory.parent):
             break
         directory = directory.parent
+    limit = _effective_limit(limit, no_limit_from)
+    if limit is None:
+        return CgroupMemory(RamSource.CGROUP_V2, location.path, None, None)
     usage = _read_int(location.path / "memory.current")
-    inactive = _read_stat(location.path / "memory.stat").get("inactive_file")
+    inactive = _read_stat(location.path / "memory.stat").get(b"inactive_file")
     return CgroupMemory(RamSource.CGROUP_V2, location.path, limit, _usage_minus_inactive(usage, inactive))
 
 
-def _read_v1(location: _Location) -> CgroupMemory:
+def _read_v1(location: _Location, no_limit_from: int | None) -> CgroupMemory:
     """cgroup v1: ``memory.limit_in_bytes``, and ``hierarchical_memory_limit`` for a tighter parent's limit.
 
-    v1 has no "max": an unlimited group reports a huge number (2**63 rounded down to a page). The caller
-    treats any limit at or above the host's RAM as no limit.
+    v1 has no "max": an unlimited group reports a huge number (2**63 rounded down to a page), which
+    ``no_limit_from`` (the host's RAM) turns into no limit.
     """
     stats = _read_stat(location.path / "memory.stat")
     candidates = [
         value
-        for value in (_read_int(location.path / "memory.limit_in_bytes"), stats.get("hierarchical_memory_limit"))
+        for value in (_read_int(location.path / "memory.limit_in_bytes"), stats.get(b"hierarchical_memory_limit"))
         if value is not None and value > 0
     ]
-    limit = min(candidates) if candidates else None
+    limit = _effective_limit(min(candidates) if candidates else None, no_limit_from)
+    if limit is None:
+        return CgroupMemory(RamSource.CGROUP_V1, location.path, None, None)
     usage = _read_int(location.path / "memory.usage_in_bytes")
-    inactive = stats.get("total_inactive_file", stats.get("inactive_file"))
+    inactive = stats.get(b"total_inactive_file", stats.get(b"inactive_file"))
     return CgroupMemory(RamSource.CGROUP_V1, location.path, limit, _usage_minus_inactive(usage, inactive))

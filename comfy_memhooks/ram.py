@@ -22,12 +22,12 @@ class RamProbe:
     def __init__(self, cgroup_reader: CgroupReader | None = None):
         self._cgroup = cgroup_reader if cgroup_reader is not None else CgroupReader()
         self._process = psutil.Process()
+        self._host_total = int(psutil.virtual_memory().total)  # physical RAM does not change under a process
 
     def read(self) -> RamReading:
-        host = psutil.virtual_memory()  # /proc/meminfo
         rss = self.process_rss()
-        cgroup = self._cgroup.read()
-        if cgroup is not None and cgroup.limit_bytes is not None and cgroup.limit_bytes < host.total:
+        cgroup = self._cgroup.read(no_limit_from=self._host_total)
+        if cgroup is not None and cgroup.limit_bytes is not None:
             used = cgroup.usage_bytes
             available = None if used is None else max(cgroup.limit_bytes - used, 0)
             return RamReading(
@@ -36,9 +36,10 @@ class RamProbe:
                 used_bytes=used,
                 available_bytes=available,
                 process_rss_bytes=rss,
-                host_total_bytes=host.total,
+                host_total_bytes=self._host_total,
                 cgroup_path=str(cgroup.path),
             )
+        host = psutil.virtual_memory()  # /proc/meminfo
         return RamReading(
             source=RamSource.HOST,
             total_bytes=host.total,
