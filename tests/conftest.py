@@ -51,9 +51,21 @@ def probe_with_gpus(gpus: list[FakeGpu] | None, environ: dict[str, str] | None =
     return MemoryProbe(gpu=GpuProbe(nvml=nvml, environ=environ or {}))
 
 
+def hide_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Makes this process look as if torch were not loaded, as on a machine without GPU.
+
+    ``None`` in ``sys.modules`` makes a later ``import torch`` fail instead of loading a second copy.
+    """
+    monkeypatch.setitem(sys.modules, "torch", None)
+
+
 @pytest.fixture
-def make_engine(clock: FakeClock) -> Callable[..., Engine]:
+def make_engine(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Engine]:
+    """Builds engines; without ``gpus`` the engine sees no GPU at all, even on a machine that has one."""
+
     def build(gpus: list[FakeGpu] | None = None) -> Engine:
+        if gpus is None:
+            hide_torch(monkeypatch)
         return Engine(probe=probe_with_gpus(gpus), clock=clock)
 
     return build

@@ -16,8 +16,14 @@ from comfy_memhooks.gpu import GpuProbe
 from comfy_memhooks.nvml import Nvml
 from comfy_memhooks.report import status_line
 from comfy_memhooks.snapshots import GpuProcess, GpuSource
-from tests.conftest import probe_with_gpus
+from tests.conftest import hide_torch, probe_with_gpus
 from tests.fake_nvml import GIB, FakeGpu, make_fake_pynvml, two_gpus
+
+
+@pytest.fixture(autouse=True)
+def _no_torch_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake NVML alone answers, also on a machine with a GPU; torch tests install a fake torch."""
+    hide_torch(monkeypatch)
 
 
 def gpu_probe(gpus: list[FakeGpu], environ: dict[str, str] | None = None, **fake_options: object) -> GpuProbe:

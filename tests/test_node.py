@@ -83,9 +83,9 @@ def test_is_changed_is_nan_so_it_runs_every_time() -> None:
 
 
 def test_pass_through_returns_the_very_objects(shared_engine: Callable[..., Engine]) -> None:
-    shared_engine()
     torch = pytest.importorskip("torch")
     image = torch.zeros((1, 8, 8, 3))
+    shared_engine()
     model = object()
     result = UnifiedMemoryManager().run(**inputs(), trigger_image=image, passthrough=model)["result"]
     assert result[6] is image and result[7] is model
