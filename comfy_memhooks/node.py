@@ -131,8 +131,12 @@ class UnifiedMemoryManager:
 
     @classmethod
     def IS_CHANGED(cls, **_: Any) -> float:
-        """NaN never equals itself, so ComfyUI's cache never reuses this node's last result: memory changes."""
-        return math.nan
+        """A new NaN each call, so ComfyUI's cache never reuses this node's last result: memory changes.
+
+        It must be a new object: ComfyUI compares cache keys as tuples, and tuple equality tries identity before
+        ``==``, so the one shared ``math.nan`` would compare equal to itself and the node would be served cached.
+        """
+        return float("nan")
 
     def run(
         self,
