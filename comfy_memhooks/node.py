@@ -17,7 +17,22 @@ from .modes import Mode
 from .policy import PolicySettings, parse_bool
 from .report import detailed_report, status_line
 
-ANY_TYPE = "*"  # ComfyUI's IO.ANY: accepted on either side of a link by its validation.
+
+class AnyType(str):
+    """ComfyUI's any-type, ``"*"``, that also links on ComfyUI releases whose validation predates ``IO.ANY``.
+
+    Those releases accept a link when ``not received_type != input_type``; a ``str`` subclass is asked first on
+    either side of ``!=``, so answering "never different" makes it match every type. Current releases accept
+    ``"*"`` itself, and this still equals ``"*"`` for them and for the frontend.
+    """
+
+    __slots__ = ()
+
+    def __ne__(self, other: object) -> bool:
+        return False
+
+
+ANY_TYPE = AnyType("*")
 NODE_CLASS_NAME = "UnifiedMemoryManager"
 NODE_DISPLAY_NAME = "Unified Memory Manager"
 MISSING_PERCENT = math.nan  # a FLOAT output has no None; NaN says "unknown" where 0% would lie

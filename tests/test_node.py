@@ -173,3 +173,12 @@ def test_unknown_mode_error_lists_the_allowed_ones(shared_engine: Callable[..., 
         run(mode="Turbo")
     for mode in Mode:
         assert repr(mode.value) in str(raised.value)
+
+
+def test_any_type_links_with_every_type_on_old_and_new_comfyui() -> None:
+    any_type = UnifiedMemoryManager.RETURN_TYPES[7]
+    assert any_type == "*"
+    # The check of ComfyUI releases before IO.ANY: `not received_type != input_type`, from both sides.
+    assert not (any_type != "IMAGE")  # noqa: SIM202 - the `!=` is what old releases call
+    assert not ("MODEL" != any_type)  # noqa: SIM202 - the operand order is what is being tested
+    assert UnifiedMemoryManager.INPUT_TYPES()["optional"]["passthrough"][0] is any_type
