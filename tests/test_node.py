@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from comfy_memhooks.engine import Engine
 from comfy_memhooks.errors import InvalidSetting
 from comfy_memhooks.modes import Mode
 from comfy_memhooks.node import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, UnifiedMemoryManager
+from comfy_memhooks.policy import PolicySettings
 from tests.fake_nvml import two_gpus
 
 STATUS = re.compile(r"^RAM: \d+(\.\d)?GB/\d+(\.\d)?GB \(\d+%\) \| VRAM: (n/a|\d+(\.\d)?GB/\d+(\.\d)?GB \(\d+%\))$")
@@ -182,3 +185,18 @@ def test_any_type_links_with_every_type_on_old_and_new_comfyui() -> None:
     assert not (any_type != "IMAGE")  # noqa: SIM202 - the `!=` is what old releases call
     assert not ("MODEL" != any_type)  # noqa: SIM202 - the operand order is what is being tested
     assert UnifiedMemoryManager.INPUT_TYPES()["optional"]["passthrough"][0] is any_type
+
+
+def test_the_example_workflows_match_the_node() -> None:
+    workflows = Path(__file__).resolve().parent.parent / "workflows"
+    spec = UnifiedMemoryManager.INPUT_TYPES()
+    api = json.loads((workflows / "unified_memory_manager_api.json").read_text())
+    node_inputs = next(n["inputs"] for n in api.values() if n["class_type"] == "UnifiedMemoryManager")
+    widgets = {name: value for name, value in node_inputs.items() if not isinstance(value, list)}
+    assert list(widgets) == list(spec["required"])
+    # The values validate as the node validates them.
+    PolicySettings.parse(**{k: v for k, v in widgets.items() if k not in {"enable_monitoring", "detailed_report"}})
+    ui = json.loads((workflows / "unified_memory_manager.json").read_text())
+    node = next(n for n in ui["nodes"] if n["type"] == "UnifiedMemoryManager")
+    assert len(node["widgets_values"]) == len(spec["required"])
+    assert [o["name"] for o in node["outputs"]] == list(UnifiedMemoryManager.RETURN_NAMES)
