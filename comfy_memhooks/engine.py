@@ -72,11 +72,15 @@ class Engine:
         return self.probe.snapshot(include_processes=include_processes)
 
     def cooldown_remaining(self, cooldown_seconds: float) -> float:
-        """Seconds until an optimization with this cooldown may run; 0 when it may run now."""
-        with self._lock:
-            if cooldown_seconds <= 0 or self._last_optimized_at is None:
-                return 0.0
-            return max(0.0, self._last_optimized_at + cooldown_seconds - self._clock())
+        """Seconds until an optimization with this cooldown may run; 0 when it may run now.
+
+        Lock-free on purpose: the web server's thread asks this while the worker thread may hold the lock for
+        a whole Aggressive run, and reading one float is atomic.
+        """
+        last = self._last_optimized_at
+        if cooldown_seconds <= 0 or last is None:
+            return 0.0
+        return max(0.0, last + cooldown_seconds - self._clock())
 
     def evaluate(
         self,
