@@ -141,8 +141,10 @@ def register_routes(routes: web.RouteTableDef, backend: PanelBackend, prefix: st
         if answer["state"] == "queued":
             return web.json_response(answer, status=202)
         if answer["state"] == "cooldown":
+            # 200, not 429: the request was understood and answered ("not now, in N s"); a browser logs every
+            # 4xx answer as a console error, and a cooldown is no error.
             seconds = answer["cooldown_remaining_seconds"] or 0
-            return web.json_response(answer, status=429, headers={"Retry-After": str(max(1, round(seconds)))})
+            return web.json_response(answer, headers={"Retry-After": str(max(1, round(seconds)))})
         return web.json_response(answer)
 
     @routes.get(f"{prefix}/settings")

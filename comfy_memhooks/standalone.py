@@ -148,9 +148,14 @@ def build_app(
             return web.Response(status=500, text=f"the panel's files are missing: {page} not found")
         return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
 
+    async def no_icon(request: web.Request) -> web.StreamResponse:
+        # Browsers ask for one on every page they open here; a 404 would be logged in their console.
+        return web.Response(status=204)
+
     app = web.Application(middlewares=[same_origin_only])
     app.router.add_routes(routes)
     app.router.add_get("/", index)
+    app.router.add_get("/favicon.ico", no_icon)
     app.router.add_get(WEBSOCKET_PATH, hub.handle)
     if web_root.is_dir():
         app.router.add_static(STATIC_PATH, web_root)

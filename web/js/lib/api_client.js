@@ -76,9 +76,9 @@ export class MemhooksClient {
     return this._json("PUT", "/memhooks/settings", settings);
   }
 
-  /** Resolves to the answer: state "performed", "queued" (202), "cooldown" (429) or "not performed". */
+  /** Resolves to the answer: state "performed", "queued" (HTTP 202), "cooldown" or "not performed". */
   optimize(mode) {
-    return this._json("POST", "/memhooks/optimize", { mode }, [200, 202, 429]);
+    return this._json("POST", "/memhooks/optimize", { mode }, [200, 202]);
   }
 
   async _json(method, path, body = undefined, accepted = [200]) {

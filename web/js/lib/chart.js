@@ -155,6 +155,14 @@ export class MemoryChart {
         previousAt = sample.taken_at;
       }
       context.stroke();
+      // The latest reading as a dot: visible from the first sample on.
+      const latest = visible[visible.length - 1];
+      if (latest && latest[key] !== null && latest[key] !== undefined) {
+        context.fillStyle = color;
+        context.beginPath();
+        context.arc(xOf(latest.taken_at) - 2, yOf(latest[key]), 2.5, 0, 2 * Math.PI);
+        context.fill();
+      }
     }
     this._draws += 1;
     this.foreground.dataset.draws = String(this._draws);

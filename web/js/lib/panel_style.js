@@ -82,6 +82,7 @@ export const PANEL_CSS = `
 .memhooks-field label { display: flex; align-items: center; gap: 6px; }
 .memhooks-field label span:first-child { flex: 1; }
 .memhooks-field input { width: 80px; text-align: right; }
+.memhooks-field label span:last-child { width: 12px; }
 .memhooks-subtitle { margin-top: 6px; font-weight: 600; }
 .memhooks-rule { padding: 5px; border: 1px solid var(--memhooks-border); border-radius: 5px; display: flex; flex-direction: column; gap: 3px; }
 .memhooks-rule-head { display: flex; gap: 4px; }

@@ -343,6 +343,7 @@ export class MemoryPanel {
     const known = Number.isFinite(percent);
     setText(gauge._value, known ? `${usage(used, total)} · ${formatPercent(percent)}` : "n/a");
     setText(gauge._note, note);
+    if (gauge._note.title !== note) gauge._note.title = note;
     setData(gauge, "percent", known ? percent : "");
     setData(gauge, "usedBytes", used);
     setData(gauge, "totalBytes", total);
