@@ -223,6 +223,8 @@ class ManualRequests:
 
     def _on_prompt_started(self, sender: Any, **kwargs: Any) -> None:
         acquired = self._run_lock.acquire(timeout=self._wait)
+        if not acquired:
+            logger.warning("a manual optimization still runs after %.0f s; the prompt starts anyway", self._wait)
         try:
             with self._state_lock:
                 self._running_prompt = str(kwargs.get("prompt_id", sender))

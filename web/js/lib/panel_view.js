@@ -24,7 +24,7 @@ const MAX_RECORDS = 10;
 const MAX_ACTIVITY = 8;
 const STYLE_ID = "memhooks-panel-style";
 const CHART_MINUTES_KEY = "memhooks.chartMinutes";
-const SECTIONS = ["connection", "gauges", "engine", "chart", "history", "processes", "activity", "settings"];
+const SECTIONS = ["connection", "gauges", "engine", "chart", "history", "processes", "activity"];
 const NUMBER_FIELDS = [
   ["ram_threshold", "RAM threshold", "%", 1],
   ["vram_threshold", "VRAM threshold", "%", 1],
@@ -106,6 +106,7 @@ export class MemoryPanel {
     this._expanded = new Set();
     this._historyKey = "";
     this._settingsDirty = false;
+    this._wasDisconnected = false;
     this._rules = [];
     this._ensureStyle();
     this._build();
@@ -117,7 +118,7 @@ export class MemoryPanel {
       client.on("memhooks.prompt", (data) => this._onActivity(data, "prompt")),
       client.on("memhooks.manual", (data) => this._onManual(data)),
       client.on("memhooks.settings", (data) => this._onSettings(data)),
-      client.on("memhooks.connection", () => this._invalidate("connection")),
+      client.on("memhooks.connection", ({ connected }) => this._onConnection(connected)),
     ];
     this._onVisibility = () => this._schedule();
     doc.addEventListener("visibilitychange", this._onVisibility);
@@ -234,6 +235,17 @@ export class MemoryPanel {
     if (!answer) return;
     if (answer.record) this._addRecord(answer.record);
     this._showOptimizeAnswer(answer, true);
+  }
+
+  _onConnection(connected) {
+    // Back after an outage: what was missed meanwhile (optimizations, settings) comes from the server again.
+    if (connected === false) {
+      this._wasDisconnected = true;
+    } else if (this._wasDisconnected) {
+      this._wasDisconnected = false;
+      if (this._mounted) this.refresh();
+    }
+    this._invalidate("connection");
   }
 
   _onSettings(data) {
@@ -474,10 +486,6 @@ export class MemoryPanel {
     );
     if (!items.length) items.push(element(doc, "li", { class: "memhooks-muted", text: "No heavy node has run yet." }));
     this.activityList.replaceChildren(...items);
-  }
-
-  _render_settings() {
-    // The form is filled by _loadSettings; nothing here redraws while the user types.
   }
 
   // Optimize now ---------------------------------------------------------------------------------------------------
