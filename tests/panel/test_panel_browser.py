@@ -372,3 +372,22 @@ async def test_without_the_sidebar_api_a_floating_panel_opens(serve: Callable[..
     assert await page.locator('[data-role="memhooks-floating"]').is_visible()
     await page.evaluate("() => window.fakeFrontend.registered[0].commands[0].function()")
     assert not await page.locator('[data-role="memhooks-floating"]').is_visible()
+
+
+async def test_after_a_lost_connection_the_panel_reconnects_and_reloads(
+    serve: Callable[..., Awaitable[Served]],
+) -> None:
+    served = await serve()
+    await served.goto_panel()
+    await served.wait_live()
+    page = served.page
+    async with page.expect_request(lambda request: request.url.endswith("/memhooks/history"), timeout=15_000):
+        for socket in list(served.page_app_hub._sockets):
+            await socket.close()
+    await page.wait_for_selector('[data-role="connection"][data-state="live"]')
+    await served.wait_live()
+    sample = await asyncio.to_thread(served.backend.sample_now)
+    await page.wait_for_function(
+        "t => Math.abs(Number(document.querySelector('[data-role=chart]').dataset.lastSampleAt) - t) < 1e-6",
+        arg=sample.taken_at,
+    )

@@ -670,7 +670,8 @@ export class MemoryPanel {
     const engine = element(doc, "div", { class: "memhooks-engine", role: "engine" }, this.hookText, this.cooldownText, this.runText, this.errorsText);
 
     this.chart = new MemoryChart(doc);
-    const minutes = Number(this.storage?.getItem(CHART_MINUTES_KEY)) || 5;
+    const stored = Number(this.storage?.getItem(CHART_MINUTES_KEY));
+    const minutes = [1, 5, 10].includes(stored) ? stored : 5;
     this.chart.windowSeconds = minutes * 60;
     const windowSelect = element(doc, "select", {
       role: "chart-window",
