@@ -1,0 +1,183 @@
+"""Stand-ins for what this machine lacks (a GPU and its driver) and a publisher that records live events."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from comfy_memhooks import signals
+from comfy_memhooks.backend import PanelBackend
+from comfy_memhooks.cgroup import CgroupReader
+from comfy_memhooks.engine import Engine
+from comfy_memhooks.gpu import GpuProbe
+from comfy_memhooks.nvml import Nvml
+from comfy_memhooks.probe import MemoryProbe
+from comfy_memhooks.ram import RamProbe
+from comfy_memhooks.routes import register_routes
+
+GIB = 1024**3
+# A pid that exists in no pid namespace here: NVML lists host pids of other containers.
+FOREIGN_PID = 4_000_000
+
+
+class FakeNvmlError(Exception):
+    pass
+
+
+@dataclass
+class _Memory:
+    total: Any
+    used: Any
+    free: Any
+
+
+@dataclass
+class _Pci:
+    busId: bytes
+
+
+@dataclass
+class _Process:
+    pid: int
+    usedGpuMemory: Any
+
+
+def fake_pynvml(used_gib: float = 20.0, total_gib: float = 80.0) -> types.ModuleType:
+    """A ``pynvml`` with one GPU, following the real module's names; sizes are numpy integers, as some drivers'
+    bindings return, so the tests see that nothing numpy reaches a payload."""
+    module = types.ModuleType("pynvml")
+    total = np.uint64(int(total_gib * GIB))
+    used = np.uint64(int(used_gib * GIB))
+    module.NVMLError = FakeNvmlError
+    module.nvmlInit = lambda: None
+    module.nvmlShutdown = lambda: None
+    module.nvmlDeviceGetCount = lambda: 1
+    module.nvmlDeviceGetHandleByIndex = lambda index: f"handle-{index}"
+    module.nvmlDeviceGetPciInfo = lambda handle: _Pci(b"00000000:01:00.0")
+    module.nvmlDeviceGetName = lambda handle: b"NVIDIA Fake H100"
+    module.nvmlDeviceGetUUID = lambda handle: "GPU-fake-0000"
+    module.nvmlDeviceGetMemoryInfo = lambda handle: _Memory(total, used, total - used)
+    module.nvmlDeviceGetComputeRunningProcesses = lambda handle: [
+        _Process(os.getpid(), np.uint64(3 * GIB)),
+        _Process(FOREIGN_PID, np.uint64(5 * GIB)),
+    ]
+    module.nvmlDeviceGetGraphicsRunningProcesses = lambda handle: []
+    return module
+
+
+def _no_nvml() -> types.ModuleType:
+    raise ImportError("nvidia-ml-py is not installed")
+
+
+def no_gpu_engine() -> Engine:
+    """An engine on this machine's real RAM, with NVML absent (so VRAM is n/a whatever the machine has)."""
+    return Engine(probe=MemoryProbe(gpu=GpuProbe(nvml=Nvml(loader=_no_nvml), environ={})))
+
+
+def fake_gpu_engine(used_gib: float = 20.0) -> Engine:
+    module = fake_pynvml(used_gib)
+    return Engine(probe=MemoryProbe(gpu=GpuProbe(nvml=Nvml(loader=lambda: module), environ={})))
+
+
+def container_engine(tmp_path: Path, limit: int = 4 * GIB, usage: int = GIB) -> Engine:
+    """An engine whose RAM probe reads a cgroup v2 tree with a memory limit, as inside a container."""
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    (root / "memory.max").write_text(f"{limit}\n")
+    (root / "memory.current").write_text(f"{usage}\n")
+    (root / "memory.stat").write_text("anon 1\ninactive_file 0\n")
+    proc = tmp_path / "proc_self_cgroup"
+    proc.write_text("0::/\n")
+    ram = RamProbe(CgroupReader(root=root, proc_self_cgroup=proc))
+    return Engine(probe=MemoryProbe(ram=ram, gpu=GpuProbe(nvml=Nvml(loader=_no_nvml), environ={})))
+
+
+class RecordingPublisher:
+    """Records what would go to the browsers; each payload must survive ``json.dumps(allow_nan=False)``."""
+
+    def __init__(self, clients: bool = True):
+        self.clients = clients
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.threads: list[str] = []
+        self._lock = threading.Lock()
+        self.changed = threading.Condition(self._lock)
+
+    def publish(self, event: str, payload: dict[str, Any]) -> None:
+        json.dumps(payload, allow_nan=False)
+        with self._lock:
+            self.events.append((event, payload))
+            self.threads.append(threading.current_thread().name)
+            self.changed.notify_all()
+
+    def has_clients(self) -> bool:
+        return self.clients
+
+    def of(self, event: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [payload for name, payload in self.events if name == event]
+
+    def wait_for(self, event: str, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
+        with self._lock:
+            self.changed.wait_for(lambda: sum(1 for name, _ in self.events if name == event) >= count, timeout)
+        return self.of(event)
+
+
+def panel_app(backend: PanelBackend) -> web.Application:
+    """A bare aiohttp application with only the panel's routes, as a host other than ComfyUI would mount them."""
+    routes = web.RouteTableDef()
+    register_routes(routes, backend)
+    app = web.Application()
+    app.add_routes(routes)
+    return app
+
+
+# A fake running prompt: the executor hook's signals, sent from a thread named like ComfyUI's worker.
+
+
+def in_worker(send: Callable[[], None]) -> str:
+    """Runs ``send`` in a thread named like ComfyUI's worker and returns that name."""
+    thread = threading.Thread(target=send, name="Thread-1 (prompt_worker)")
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+    return thread.name
+
+
+def prompt_started(prompt_id: str = "p-1") -> None:
+    signals.send_safely(signals.prompt_started, prompt_id, prompt_id=prompt_id)
+
+
+def prompt_finished(prompt_id: str = "p-1") -> None:
+    signals.send_safely(
+        signals.prompt_finished, prompt_id, prompt_id=prompt_id, success=True, duration_seconds=1.5, error=None
+    )
+
+
+def node_started(node_id: str, node_class: str, heavy: bool = False, prompt_id: str = "p-1") -> None:
+    signals.send_safely(
+        signals.node_started, node_class, node_id=node_id, node_class=node_class, prompt_id=prompt_id, heavy=heavy
+    )
+
+
+def node_finished(node_id: str, node_class: str, heavy: bool = False, prompt_id: str = "p-1") -> None:
+    signals.send_safely(
+        signals.node_finished,
+        node_class,
+        node_id=node_id,
+        node_class=node_class,
+        prompt_id=prompt_id,
+        heavy=heavy,
+        result=None,
+        cached=False,
+        duration_seconds=0.25,
+        error=None,
+    )

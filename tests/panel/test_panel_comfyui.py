@@ -1,0 +1,213 @@
+"""The Memory panel in a real ComfyUI, in real Chromium: it loads cleanly, sits in the sidebar, and is live in a run.
+
+Needs ``COMFYUI_DIR`` (a ComfyUI checkout) and ``COMFYUI_PYTHON`` (a Python with its requirements; default: this
+one); ``COMFYUI_EXTRA_PYTHONPATH`` goes to ComfyUI's process only (an older release's frontend packages). With
+``MEMHOOKS_PANEL_SCREENSHOT=<path>`` the test also saves a screenshot of the panel during the run (docs/panel.png).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from comfyui_support import RunningComfyUI, holding_workflow, start_comfyui
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TAB_BUTTON = '[class~="memhooks.memory-tab-button"]'
+PANEL = '[data-role="panel"]'
+
+if not COMFYUI_DIR:
+    pytest.skip("COMFYUI_DIR is not set: no ComfyUI checkout to run the panel in", allow_module_level=True)
+if shutil.which(CHROMIUM) is None:
+    pytest.skip(f"Chromium is not installed at {CHROMIUM}", allow_module_level=True)
+async_api = pytest.importorskip("playwright.async_api", reason="the playwright package is not installed")
+
+
+@pytest.fixture(scope="module")
+def comfyui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningComfyUI]:
+    running = start_comfyui(
+        Path(str(COMFYUI_DIR)),
+        os.environ.get("COMFYUI_PYTHON", sys.executable),
+        tmp_path_factory.mktemp("comfyui"),
+        os.environ.get("COMFYUI_EXTRA_PYTHONPATH"),
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_comfyui_serves_the_routes_under_both_prefixes(comfyui: RunningComfyUI) -> None:
+    log = comfyui.log_text()
+    assert "IMPORT FAILED" not in log
+    assert "Traceback" not in log
+    for prefix in ("", "/api"):
+        status = comfyui.get_json(f"{prefix}/memhooks/status")
+        assert status["snapshot"]["ram"]["total_bytes"] > 0
+        assert set(status["hook"]) >= {"installed", "reason"}
+        assert comfyui.get_json(f"{prefix}/memhooks/history")["records"] == []
+        assert "settings" in comfyui.get_json(f"{prefix}/memhooks/settings")
+    extensions = comfyui.get_json("/extensions")
+    ours = sorted(path for path in extensions if path.startswith("/extensions/comfy_memhooks/"))
+    assert "/extensions/comfy_memhooks/js/memory_panel.js" in ours
+    assert "/extensions/comfy_memhooks/js/lib/panel_view.js" in ours
+
+
+def _ours(message: dict[str, str]) -> bool:
+    text = f"{message['text']} {message['url']}".lower()
+    return "memhooks" in text
+
+
+async def _drag_sidebar_wider(page: Any, pixels: int) -> None:
+    gutter = page.locator(".p-splitter-gutter").first
+    if not await gutter.count():
+        return
+    box = await gutter.bounding_box()
+    if box is None:
+        return
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    await page.mouse.move(x, y)
+    await page.mouse.down()
+    await page.mouse.move(x + pixels, y, steps=8)
+    await page.mouse.up()
+
+
+async def test_the_memory_tab_is_live_while_a_workflow_runs(comfyui: RunningComfyUI) -> None:
+    messages: list[dict[str, str]] = []
+    page_errors: list[str] = []
+    screenshot = os.environ.get("MEMHOOKS_PANEL_SCREENSHOT")
+    async with async_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.on(
+                "console",
+                lambda message: messages.append(
+                    {"type": message.type, "text": message.text, "url": message.location.get("url", "")}
+                ),
+            )
+            page.on("pageerror", lambda error: page_errors.append(str(error)))
+            await page.goto(comfyui.url)
+            await page.wait_for_function("window.app?.extensionManager && window.app.graph", timeout=120_000)
+
+            # The Memory tab is in the sidebar, registered by our extension.
+            tab = page.locator(TAB_BUTTON)
+            await tab.wait_for(timeout=60_000)
+            names = await page.evaluate("window.app.extensions.map((extension) => extension.name)")
+            assert "memhooks.MemoryPanel" in names
+            assert "memhooks.NodeStatus" in names
+            await tab.click()
+            await page.wait_for_selector(f'{PANEL} [data-role="gauge-ram"][data-percent]:not([data-percent=""])')
+            await page.wait_for_selector(f'{PANEL} [data-role="connection"][data-state="live"]')
+            await _drag_sidebar_wider(page, 150)
+
+            if screenshot:
+                # For the picture: a minute on the chart, some history before the run, and one optimization mark.
+                await page.select_option(f'{PANEL} [data-role="chart-window"]', "1")
+                comfyui.put_json("/memhooks/settings", {"cooldown_seconds": 5})
+                await asyncio.sleep(8)
+                await page.select_option(f'{PANEL} [data-role="optimize-mode"]', "Balanced")
+                await page.click(f'{PANEL} [data-role="optimize"]')
+                await page.wait_for_selector(f'{PANEL} [data-role="history-row"]')
+                await asyncio.sleep(10)
+
+            # A workflow that holds RAM for a few seconds a node, loaded into the canvas and queued from the UI.
+            workflow = holding_workflow((2560, 5120, 2560), 5.0) if screenshot else holding_workflow()
+            await page.evaluate("(prompt) => window.app.loadApiJson(prompt, 'memhooks panel test')", workflow)
+            if screenshot:
+                # Two rows of nodes, at full size, right of the sidebar (the canvas runs on under it).
+                await page.evaluate(
+                    """(panel) => {
+                        const canvas = window.app.canvas;
+                        const nodes = [...window.app.graph._nodes].sort((a, b) => a.id - b.id);
+                        nodes.forEach((node, index) => {
+                            node.pos = [(index % 3) * 340, Math.floor(index / 3) * 200];
+                        });
+                        canvas.ds.scale = 1;
+                        const left = document.querySelector(panel).getBoundingClientRect().right;
+                        canvas.ds.offset = [left + 60, 170];
+                        canvas.setDirty(true, true);
+                    }""",
+                    PANEL,
+                )
+            queued = comfyui.get_json("/queue")
+            assert queued["queue_running"] == [] and queued["queue_pending"] == []
+            records_before = len(comfyui.get_json("/memhooks/history")["records"])
+            baseline = float(await page.locator(f'{PANEL} [data-role="gauge-ram"]').get_attribute("data-percent"))
+            await page.evaluate("() => window.app.queuePrompt(0, 1)")
+
+            # Live while it runs: the run chip says so and new samples keep reaching the chart.
+            await page.wait_for_selector(f'{PANEL} [data-role="run"]:has-text("prompt running")', timeout=60_000)
+            chart = f"{PANEL} [data-role='chart']"
+            first = await page.eval_on_selector(chart, "canvas => Number(canvas.dataset.lastSampleAt)")
+            for _ in range(2):
+                await page.wait_for_function(
+                    "([selector, t]) => Number(document.querySelector(selector).dataset.lastSampleAt) > t",
+                    arg=[chart, first],
+                    timeout=10_000,
+                )
+                first = await page.eval_on_selector(chart, "canvas => Number(canvas.dataset.lastSampleAt)")
+            percent = float(await page.locator(f'{PANEL} [data-role="gauge-ram"]').get_attribute("data-percent"))
+            assert 0 < percent <= 100
+
+            # "Optimize now" during the run is queued, then carried out at a safe moment and shown in the table.
+            await page.select_option(f'{PANEL} [data-role="optimize-mode"]', "Conservative")
+            await page.click(f'{PANEL} [data-role="optimize"]')
+            result = page.locator(f'{PANEL} [data-role="optimize-result"]')
+            await page.wait_for_selector(f'{PANEL} [data-role="optimize-result"][data-state="queued"]')
+            if screenshot:
+                # Taken while the second node holds its 5 GB: the chart shows the climb.
+                await page.wait_for_function(
+                    "([selector, base]) => Number(document.querySelector(selector).dataset.percent) > base + 15",
+                    arg=[f'{PANEL} [data-role="gauge-ram"]', baseline],
+                    timeout=30_000,
+                )
+                await asyncio.sleep(1.5)
+                await page.screenshot(path=screenshot)
+            rows = page.locator(f'{PANEL} [data-role="history-row"]')
+            await page.wait_for_function(
+                "([selector, count]) => document.querySelectorAll(selector).length > count",
+                arg=[f'{PANEL} [data-role="history-row"]', records_before],
+                timeout=60_000,
+            )
+            row = await rows.first.text_content()
+            assert "manual" in row
+            assert "Conservative" in row
+            assert (await result.text_content()).startswith("Queued request done.")
+
+            deadline = time.monotonic() + 120
+            while comfyui.get_json("/queue")["queue_running"] and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+            record = comfyui.get_json("/memhooks/history")["records"][0]
+            assert (record["trigger"]["kind"], record["mode"]) == ("manual", "Conservative")
+            await page.wait_for_selector(f'{PANEL} [data-role="run"]:has-text("idle")', timeout=30_000)
+        finally:
+            await browser.close()
+
+    assert page_errors == []
+    ours = [message for message in messages if _ours(message) and message["type"] in ("error", "warning")]
+    assert ours == []
+    assert not [message for message in messages if "Unknown message type" in message["text"]]
+    log = comfyui.log_text()
+    assert "Traceback" not in log
+    assert "comfy_memhooks panel:" not in log
