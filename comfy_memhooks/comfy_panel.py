@@ -58,7 +58,7 @@ def attach() -> PanelBackend | None:
 
     Never raises: a panel that cannot start leaves ComfyUI and the nodes working, and says why in the log.
     """
-    global _backend  # noqa: PLW0603 - the one panel of the process, like the one engine.
+    global _backend
     with _lock:
         if _backend is not None:
             return _backend
