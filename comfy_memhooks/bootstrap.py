@@ -6,6 +6,7 @@ import logging
 import sys
 from typing import Any
 
+from . import auto
 from .node import NODE_CLASS_MAPPINGS, NODE_CLASS_NAME, NODE_DISPLAY_NAME_MAPPINGS
 
 logger = logging.getLogger(__name__)
@@ -35,4 +36,5 @@ def check_node_name_conflict() -> str | None:
 def setup() -> tuple[dict[str, type], dict[str, str]]:
     """Prepares comfy_memhooks inside ComfyUI and returns the node mappings for ComfyUI's loader."""
     check_node_name_conflict()
+    auto.start()  # the executor hook and its subscriber; never raises, leaves ComfyUI untouched on failure
     return dict(NODE_CLASS_MAPPINGS), dict(NODE_DISPLAY_NAME_MAPPINGS)

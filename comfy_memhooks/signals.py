@@ -15,33 +15,35 @@ import logging
 import threading
 from typing import Any
 
-from blinker import Namespace, Signal
+from blinker import NamedSignal, Namespace
 
 logger = logging.getLogger(__name__)
 
 memhooks_signals = Namespace()
 
-node_started: Signal = memhooks_signals.signal(
+node_started: NamedSignal = memhooks_signals.signal(
     "node-started",
-    doc="A node is about to run. Sender: the node's class name. "
-    "kwargs: node_id, node_class, prompt_id, heavy (bool: matches a heavy-node pattern).",
+    doc="A node is about to run (once per node and prompt, however often ComfyUI re-enters it). "
+    "Sender: the node's class name. kwargs: node_id, node_class, prompt_id, heavy (bool: matches a heavy-node "
+    "rule), cached (True when ComfyUI will answer from its cache; checked for heavy nodes only, else None).",
 )
-node_finished: Signal = memhooks_signals.signal(
+node_finished: NamedSignal = memhooks_signals.signal(
     "node-finished",
-    doc="A node finished. Sender: the node's class name. kwargs: node_id, node_class, prompt_id, heavy, "
-    "result (ComfyUI's ExecutionResult or None), cached (bool), duration_seconds (float), "
-    "error (the exception or None).",
+    doc="A node finished: succeeded, failed, or was answered from the cache. Sender: the node's class name. "
+    "kwargs: node_id, node_class, prompt_id, heavy, result (ComfyUI's ExecutionResult, None when execute "
+    "raised), cached (bool), duration_seconds (float, from the first entry), error (the exception or None), "
+    "rescued (None without an OOM rescue; else whether the node's second run succeeded).",
 )
-prompt_started: Signal = memhooks_signals.signal(
+prompt_started: NamedSignal = memhooks_signals.signal(
     "prompt-started",
     doc="A prompt started. Sender: the prompt id. kwargs: prompt_id.",
 )
-prompt_finished: Signal = memhooks_signals.signal(
+prompt_finished: NamedSignal = memhooks_signals.signal(
     "prompt-finished",
     doc="A prompt finished. Sender: the prompt id. kwargs: prompt_id, success (bool), duration_seconds (float), "
     "error (the exception or None).",
 )
-optimization_performed: Signal = memhooks_signals.signal(
+optimization_performed: NamedSignal = memhooks_signals.signal(
     "optimization-performed",
     doc="Memory was freed. Sender: the Engine. kwargs: record (history.OptimizationRecord).",
 )
@@ -56,7 +58,7 @@ class ReceiverFailures:
         self.count = 0
         self.last_error: str | None = None
 
-    def record(self, receiver: Any, signal: Signal, error: BaseException) -> None:
+    def record(self, receiver: Any, signal: NamedSignal, error: BaseException) -> None:
         name = f"{getattr(receiver, '__module__', '?')}.{getattr(receiver, '__qualname__', repr(receiver))}"
         with self._lock:
             self.count += 1
@@ -75,7 +77,7 @@ class ReceiverFailures:
 receiver_failures = ReceiverFailures()
 
 
-def send_safely(signal: Signal, sender: Any, **kwargs: Any) -> None:
+def send_safely(signal: NamedSignal, sender: Any, **kwargs: Any) -> None:
     """Sends ``signal``, calling each receiver in its own ``try``: one subscriber's bug must not reach ComfyUI.
 
     blinker's own ``send`` stops at, and re-raises, the first receiver's exception.
