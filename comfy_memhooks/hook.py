@@ -644,6 +644,11 @@ def install(
         version = comfyui_version(module)
         current = getattr(module, "execute", None)
         ours = _find_ours(current)
+        dormant = _registry.node_patch
+        if ours is None and dormant is not None and dormant.owner is module and not dormant.active:
+            # Another extension wrapped ours without ``functools.wraps``: ours cannot be seen under theirs, but
+            # theirs still calls it, so switching it back on gives signals without stacking a second wrapper.
+            ours = dormant
         if ours is not None:
             _reactivate(ours, module, heavy, rescue)
             return uninstall
