@@ -412,6 +412,7 @@ class _Patch:
     tracker: _Tracker
     wrapper: Callable[..., Any] | None = None
     active: bool = True
+    removed: bool = False
 
     def apply(self) -> None:
         setattr(self.owner, self.name, self.wrapper)
@@ -429,6 +430,7 @@ class _Patch:
             setattr(self.owner, self.name, self.original)
         else:
             delattr(self.owner, self.name)
+        self.removed = True
         return True
 
 
@@ -645,7 +647,7 @@ def install(
         current = getattr(module, "execute", None)
         ours = _find_ours(current)
         dormant = _registry.node_patch
-        if ours is None and dormant is not None and dormant.owner is module and not dormant.active:
+        if ours is None and dormant is not None and dormant.owner is module and not dormant.removed:
             # Another extension wrapped ours without ``functools.wraps``: ours cannot be seen under theirs, but
             # theirs still calls it, so switching it back on gives signals without stacking a second wrapper.
             ours = dormant

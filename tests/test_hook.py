@@ -332,6 +332,20 @@ def test_install_twice_is_a_no_op_and_uninstall_restores_the_exact_originals(kin
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_install_after_uninstall_works_again(kind: str, recorder: Recorder) -> None:
+    module = make_execution_module(kind, nodes())
+    original = module.execute
+    for round_number in range(3):
+        install(module)
+        recorder.events.clear()
+        prompt, order = chain_prompt("Const", "Double", first_input=round_number)
+        module.PromptExecutor().execute(prompt, f"p{round_number}", {}, order)
+        assert recorder.names() == ["prompt_started"] + ["node_started", "node_finished"] * 2 + ["prompt_finished"]
+        assert hook.uninstall() is True
+        assert module.execute is original
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("uses_wraps", [True, False])
 def test_another_wrapper_installed_after_ours_keeps_working(kind: str, uses_wraps: bool, recorder: Recorder) -> None:
     module = make_execution_module(kind, nodes())
