@@ -46,13 +46,14 @@ class AutoOptimizer:
         self.index = HeavyNodeIndex(lambda: self.store.current)
 
     def connect(self) -> None:
-        """Subscribes strongly: a bound method held by weak reference would vanish with a temporary optimizer."""
-        signals.node_started.connect(self.on_node_started, weak=False)
-        signals.node_finished.connect(self.on_node_finished, weak=False)
+        """Subscribes strongly (a bound method held weakly would vanish with a temporary optimizer), and to the
+        heavy-node signals only, so an ordinary node never calls it."""
+        signals.heavy_node_started.connect(self.on_node_started, weak=False)
+        signals.heavy_node_finished.connect(self.on_node_finished, weak=False)
 
     def disconnect(self) -> None:
-        signals.node_started.disconnect(self.on_node_started)
-        signals.node_finished.disconnect(self.on_node_finished)
+        signals.heavy_node_started.disconnect(self.on_node_started)
+        signals.heavy_node_finished.disconnect(self.on_node_finished)
 
     def on_node_started(
         self, sender: object, *, heavy: bool = False, cached: bool | None = None, **node: Any

@@ -157,18 +157,39 @@ def _argument(args: tuple[Any, ...], kwargs: Mapping[str, Any], position: int, n
     return args[position] if position < len(args) else kwargs[name]
 
 
-@dataclass(slots=True, eq=False)
 class _NodeRun:
-    """A node between its first entry into ``execute`` and its SUCCESS or FAILURE."""
+    """A node between its first entry into ``execute`` and its SUCCESS or FAILURE.
 
-    call: NodeCall
-    heavy: bool
-    executed: Any
-    started: float
-    entries: int = 0
-    rescue_tried: bool = False
-    rescue_report: RetryReport | None = None
-    rescued: bool | None = None
+    A plain slotted class rather than a dataclass: one is made for every node ComfyUI runs.
+    """
+
+    __slots__ = (
+        "entries",
+        "executed",
+        "heavy",
+        "node_class",
+        "node_id",
+        "prompt_id",
+        "rescue_report",
+        "rescue_tried",
+        "rescued",
+        "started",
+    )
+
+    def __init__(self, node_id: Any, node_class: str, prompt_id: Any, heavy: bool, executed: Any):
+        self.node_id = node_id
+        self.node_class = node_class
+        self.prompt_id = prompt_id
+        self.heavy = heavy
+        self.executed = executed
+        self.started = time.perf_counter()
+        self.entries = 0
+        self.rescue_tried = False
+        self.rescue_report: RetryReport | None = None
+        self.rescued: bool | None = None
+
+    def call(self) -> NodeCall:
+        return NodeCall(self.node_id, self.node_class, self.prompt_id)
 
 
 @dataclass(slots=True, eq=False)
@@ -181,14 +202,27 @@ class _PromptRun:
 class _Tracker:
     """Turns ComfyUI's calls into signals: the state of the running prompt and its unfinished nodes."""
 
-    def __init__(self, positions: Mapping[str, int], heavy: HeavyTest, rescue: RescueFunction | None):
+    def __init__(
+        self,
+        positions: Mapping[str, int],
+        heavy: HeavyTest,
+        rescue: RescueFunction | None,
+        results: Any = None,
+    ):
         self.heavy = heavy
         self.rescue = rescue
+        # ComfyUI's ExecutionResult members, compared by identity on the hot path; by name when unknown.
+        self._result_success = getattr(results, "SUCCESS", _UNCHECKED)
+        self._result_failure = getattr(results, "FAILURE", _UNCHECKED)
+        self._result_pending = getattr(results, "PENDING", _UNCHECKED)
         self._dynprompt_at = positions["dynprompt"]
         self._item_at = positions["current_item"]
         self._prompt_at = positions["prompt_id"]
         self._executed_at = positions["executed"]
         self._optional = {name: positions[name] for name in OPTIONAL_NODE_PARAMETERS if name in positions}
+        self._pending_at = tuple(
+            (positions[name], name) for name in ("pending_subgraph_results", "pending_async_nodes") if name in positions
+        )
         self._prompt_id: Any = _NO_PROMPT
         self._open: dict[Any, _NodeRun] = {}
         self._failure: BaseException | None = None
@@ -213,14 +247,13 @@ class _Tracker:
                 self._reset(prompt_id)
             run = self._open.get(node_id)
             if run is None:
-                if self._resumed_unseen(args, kwargs, node_id):
-                    return None
+                for position, name in self._pending_at:
+                    if node_id in (args[position] if position < count else kwargs[name]):
+                        return None  # a resumed node whose start we did not see: no "before" for it
                 dynprompt = args[self._dynprompt_at] if self._dynprompt_at < count else kwargs["dynprompt"]
                 executed = args[self._executed_at] if self._executed_at < count else kwargs["executed"]
                 node_class = dynprompt.get_node(node_id)["class_type"]
-                run = _NodeRun(
-                    NodeCall(node_id, node_class, prompt_id), self.heavy(node_class), executed, time.perf_counter()
-                )
+                run = _NodeRun(node_id, node_class, prompt_id, self.heavy(node_class), executed)
                 self._open[node_id] = run
             run.entries += 1
             return run
@@ -228,23 +261,16 @@ class _Tracker:
             hook_failures.record("reading execute's arguments", error)
             return None
 
-    def _resumed_unseen(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], node_id: Any) -> bool:
-        for name in ("pending_subgraph_results", "pending_async_nodes"):
-            position = self._optional.get(name)
-            if position is not None and node_id in _argument(args, kwargs, position, name):
-                return True
-        return False
-
     def cache_lookup(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], run: _NodeRun) -> Any:
         """ComfyUI's cached output for a heavy node about to start (``None``: it will run); may be awaitable.
 
         Only heavy nodes are looked up: the answer only decides whether an optimization runs before the node.
         """
         position = self._optional.get("caches")
-        if position is None or not run.heavy:
+        if position is None:
             return _UNCHECKED
         try:
-            return _argument(args, kwargs, position, "caches").outputs.get(run.call.node_id)
+            return _argument(args, kwargs, position, "caches").outputs.get(run.node_id)
         except Exception as error:  # an unknown cache API: the node counts as not cached, and runs as usual.
             hook_failures.record("looking up ComfyUI's cache", error)
             return _UNCHECKED
@@ -257,31 +283,47 @@ class _Tracker:
             return _UNCHECKED
 
     def node_started(self, run: _NodeRun, cached_output: Any) -> None:
+        everyone = signals.node_started.receivers
+        heavy = run.heavy and signals.heavy_node_started.receivers
+        if not (everyone or heavy):
+            return
         cached: bool | None = None
-        if inspect.isawaitable(cached_output):  # an async cache under a sync executor: unknown, and not awaited
+        if cached_output is _UNCHECKED:
+            pass
+        elif inspect.isawaitable(cached_output):  # an async cache under a sync executor: unknown, not awaited
             close = getattr(cached_output, "close", None)
             if callable(close):
                 close()
-        elif cached_output is not _UNCHECKED:
+        else:
             cached = cached_output is not None
-        call = run.call
         try:
-            signals.send_safely(
-                signals.node_started,
-                call.node_class,
-                node_id=call.node_id,
-                node_class=call.node_class,
-                prompt_id=call.prompt_id,
-                heavy=run.heavy,
-                cached=cached,
-            )
+            for signal in (signals.node_started, signals.heavy_node_started) if heavy else (signals.node_started,):
+                signals.send_safely(
+                    signal,
+                    run.node_class,
+                    node_id=run.node_id,
+                    node_class=run.node_class,
+                    prompt_id=run.prompt_id,
+                    heavy=run.heavy,
+                    cached=cached,
+                )
         except Exception as error:  # send_safely contains receivers; this guards blinker itself.
             hook_failures.record("sending node_started", error)
+
+    def _status(self, status: Any) -> str:
+        if status is self._result_success:
+            return "SUCCESS"
+        if status is self._result_pending:
+            return "PENDING"
+        if status is self._result_failure:
+            return "FAILURE"
+        name: str = status.name
+        return name
 
     def node_result(self, run: _NodeRun, result: Any) -> RetryReport | None:
         """Sends node_finished when the node is done; returns a report when an OOM rescue wants a second run."""
         try:
-            status = result[0].name
+            status = self._status(result[0])
             if status == "PENDING":
                 return None
             error = result[2] if status == "FAILURE" else None
@@ -291,7 +333,7 @@ class _Tracker:
                     return report
             self._finish(run, result[0], status, error)
         except Exception as error:  # an unexpected result shape: nothing is sent, ComfyUI gets the result as is.
-            self._open.pop(run.call.node_id, None)
+            self._open.pop(run.node_id, None)
             hook_failures.record("reading execute's result", error)
         return None
 
@@ -300,7 +342,7 @@ class _Tracker:
             return None
         run.rescue_tried = True
         try:
-            return self.rescue(run.call, error)
+            return self.rescue(run.call(), error)
         except Exception as rescue_error:  # a failed rescue must not hide the node's own failure, which stands.
             hook_failures.record("preparing an OOM rescue", rescue_error)
             return None
@@ -310,7 +352,7 @@ class _Tracker:
     ) -> Any:
         """What ComfyUI gets after an OOM rescue: the second run's result, or the first failure unchanged."""
         try:
-            status = "FAILURE" if raised is not None else second[0].name
+            status = "FAILURE" if raised is not None else self._status(second[0])
             if status == "PENDING":
                 run.rescue_report = report
                 return second
@@ -320,7 +362,7 @@ class _Tracker:
             self._finish(run, chosen[0], status if succeeded else "FAILURE", None if succeeded else first[2], report)
             return chosen
         except Exception as error:  # unreadable second result: ComfyUI gets the first failure, unchanged.
-            self._open.pop(run.call.node_id, None)
+            self._open.pop(run.node_id, None)
             hook_failures.record("reading the rescued node's result", error)
             return first
 
@@ -333,8 +375,7 @@ class _Tracker:
     def _finish(
         self, run: _NodeRun, result: Any, status: str, error: BaseException | None, report: RetryReport | None = None
     ) -> None:
-        call = run.call
-        self._open.pop(call.node_id, None)
+        self._open.pop(run.node_id, None)
         if status == "FAILURE":
             self._failed = True
             self._failure = error
@@ -346,19 +387,22 @@ class _Tracker:
                 report(run.rescued)
             except Exception as report_error:  # the rescue's bookkeeping only; the node's result is settled.
                 hook_failures.record("recording an OOM rescue", report_error)
-        signals.send_safely(
-            signals.node_finished,
-            call.node_class,
-            node_id=call.node_id,
-            node_class=call.node_class,
-            prompt_id=call.prompt_id,
-            heavy=run.heavy,
-            result=result,
-            cached=status == "SUCCESS" and call.node_id not in run.executed,
-            duration_seconds=time.perf_counter() - run.started,
-            error=error,
-            rescued=run.rescued,
-        )
+        heavy = run.heavy and signals.heavy_node_finished.receivers
+        if not (signals.node_finished.receivers or heavy):
+            return
+        details = {
+            "node_id": run.node_id,
+            "node_class": run.node_class,
+            "prompt_id": run.prompt_id,
+            "heavy": run.heavy,
+            "result": result,
+            "cached": status == "SUCCESS" and run.node_id not in run.executed,
+            "duration_seconds": time.perf_counter() - run.started,
+            "error": error,
+            "rescued": run.rescued,
+        }
+        for signal in (signals.node_finished, signals.heavy_node_finished) if heavy else (signals.node_finished,):
+            signals.send_safely(signal, run.node_class, **details)
 
     # --- prompts -----------------------------------------------------------------------------------------
 
@@ -464,9 +508,11 @@ def _node_wrapper(patch: _Patch, is_async: bool) -> Callable[..., Any]:
                 return await original(*args, **kwargs)
             run = tracker.node_enter(args, kwargs)
             if run is not None and run.entries == 1:
-                cached = tracker.cache_lookup(args, kwargs, run)
-                if inspect.isawaitable(cached):
-                    cached = await tracker.await_cache(cached)
+                cached = _UNCHECKED
+                if run.heavy:
+                    cached = tracker.cache_lookup(args, kwargs, run)
+                    if inspect.isawaitable(cached):
+                        cached = await tracker.await_cache(cached)
                 tracker.node_started(run, cached)
             try:
                 result = await original(*args, **kwargs)
@@ -497,7 +543,7 @@ def _node_wrapper(patch: _Patch, is_async: bool) -> Callable[..., Any]:
                 return original(*args, **kwargs)
             run = tracker.node_enter(args, kwargs)
             if run is not None and run.entries == 1:
-                tracker.node_started(run, tracker.cache_lookup(args, kwargs, run))
+                tracker.node_started(run, tracker.cache_lookup(args, kwargs, run) if run.heavy else _UNCHECKED)
             try:
                 result = original(*args, **kwargs)
             except BaseException as error:
@@ -716,7 +762,7 @@ def _install_new(
         return None
     if heavy is None:
         heavy = settings_index().is_heavy
-    tracker = _Tracker(positions, heavy, rescue)
+    tracker = _Tracker(positions, heavy, rescue, getattr(module, "ExecutionResult", None))
     node_patch = _Patch(module, "execute", current, "execute" in vars(module), tracker)
     node_patch.wrapper = _node_wrapper(node_patch, nature == "async")
     executor_class = getattr(module, "PromptExecutor", None)

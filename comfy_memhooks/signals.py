@@ -34,6 +34,15 @@ node_finished: NamedSignal = memhooks_signals.signal(
     "raised), cached (bool), duration_seconds (float, from the first entry), error (the exception or None), "
     "rescued (None without an OOM rescue; else whether the node's second run succeeded).",
 )
+heavy_node_started: NamedSignal = memhooks_signals.signal(
+    "heavy-node-started",
+    doc="As node_started, sent right after it, for heavy nodes only (a class matching a heavy-node rule). "
+    "A subscriber that only cares about heavy nodes connects here, and ordinary nodes cost it nothing.",
+)
+heavy_node_finished: NamedSignal = memhooks_signals.signal(
+    "heavy-node-finished",
+    doc="As node_finished, sent right after it, for heavy nodes only.",
+)
 prompt_started: NamedSignal = memhooks_signals.signal(
     "prompt-started",
     doc="A prompt started. Sender: the prompt id. kwargs: prompt_id.",

@@ -25,13 +25,14 @@ class Event:
 
 @dataclass
 class Recorder:
-    """Every signal our namespace sends, in order; connected strongly and disconnected by :meth:`close`."""
+    """The signals named (all but the heavy-node ones by default), in order; connected strongly."""
 
+    names_recorded: tuple[str, ...] = SIGNAL_NAMES
     events: list[Event] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._receivers = {}
-        for name in SIGNAL_NAMES:
+        for name in self.names_recorded:
 
             def receiver(sender: Any, _name: str = name, **kwargs: Any) -> None:
                 self.events.append(Event(_name, sender, kwargs))

@@ -121,6 +121,31 @@ def test_signals_come_in_order_with_their_arguments(kind: str, recorder: Recorde
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_heavy_node_signals_follow_the_general_ones_for_heavy_nodes_only(kind: str) -> None:
+    module = make_execution_module(kind, nodes())
+    install(module)
+    recorder = Recorder(("node_started", "heavy_node_started", "node_finished", "heavy_node_finished"))
+    try:
+        prompt, order = chain_prompt("Const", "ReActorFaceSwap", "Double")
+        module.PromptExecutor().execute(prompt, "p", {}, order)
+    finally:
+        recorder.close()
+    assert [(event.signal, event.kwargs["node_id"]) for event in recorder.events] == [
+        ("node_started", "1"),
+        ("node_finished", "1"),
+        ("node_started", "2"),
+        ("heavy_node_started", "2"),
+        ("node_finished", "2"),
+        ("heavy_node_finished", "2"),
+        ("node_started", "3"),
+        ("node_finished", "3"),
+    ]
+    general, heavy = recorder.events[4].kwargs, recorder.events[5].kwargs
+    assert general == heavy
+    assert heavy["heavy"] is True
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_pending_reentry_sends_before_and_after_once(kind: str, recorder: Recorder) -> None:
     module = make_execution_module(kind, nodes())
     entries = count_entries(module)
