@@ -66,6 +66,7 @@ class ComfyUI:
 
     settings: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
+    record_events: bool = True
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="memhooks-comfyui-")))
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -102,7 +103,10 @@ class ComfyUI:
         extra = os.environ.get("COMFYUI_EXTRA_PYTHONPATH")
         if extra:
             env["PYTHONPATH"] = extra
-        env["MEMHOOKS_TEST_EVENTS"] = str(self.events_path)
+        if self.record_events:
+            env["MEMHOOKS_TEST_EVENTS"] = str(self.events_path)
+        else:
+            env.pop("MEMHOOKS_TEST_EVENTS", None)
         env.update(self.environment)
         command = [
             os.environ.get("COMFYUI_PYTHON") or sys.executable,
