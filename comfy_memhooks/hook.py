@@ -351,6 +351,14 @@ class _Tracker:
         self, run: _NodeRun, report: RetryReport, first: Any, second: Any, raised: Exception | None
     ) -> Any:
         """What ComfyUI gets after an OOM rescue: the second run's result, or the first failure unchanged."""
+        if raised is not None:
+            logger.warning(
+                "comfy_memhooks: the rerun of %s #%s raised %s: %s; ComfyUI gets the first failure",
+                run.node_class,
+                run.node_id,
+                type(raised).__name__,
+                raised,
+            )
         try:
             status = "FAILURE" if raised is not None else self._status(second[0])
             if status == "PENDING":
@@ -617,7 +625,11 @@ def _prompt_wrapper(patch: _Patch, is_async: bool, positions: Mapping[str, int])
 def _nature(function: Callable[..., Any]) -> str | None:
     """``"async"`` or ``"sync"``; ``None`` when a wrapper hides an async function behind a sync one (or back)."""
     outer = inspect.iscoroutinefunction(function)
-    if outer != inspect.iscoroutinefunction(inspect.unwrap(function)):
+    try:
+        inner = inspect.unwrap(function)
+    except ValueError:  # a cycle of __wrapped__: nothing can be said about it
+        return None
+    if outer != inspect.iscoroutinefunction(inner):
         return None
     return "async" if outer else "sync"
 

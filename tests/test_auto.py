@@ -306,6 +306,31 @@ def test_a_second_failure_returns_the_first_failure_unchanged(tmp_path: Path, ki
     assert "the second run failed too; the first failure stands" in rescue[0].trigger.reason
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_rerun_that_raises_returns_the_first_failure(
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    nodes = basic_nodes()
+
+    def unregister_and_fail(x: Any) -> Any:
+        del nodes["ReActorFaceSwap"]  # the rerun's class lookup in execute itself raises KeyError
+        raise MemoryError("oom")
+
+    nodes["ReActorFaceSwap"] = StandInNode(unregister_and_fail)
+    returned: list[Any] = []
+    setup = Setup(tmp_path, kind, nodes, returned)
+    got: list[Any] = []
+    setup.module.execute = spy(setup.module.execute, got)
+
+    with caplog.at_level(logging.WARNING):
+        setup.run("Const", "ReActorFaceSwap")
+
+    assert got[-1] is returned[-1]
+    assert got[-1][0] is ExecutionResult.FAILURE
+    assert "the rerun of ReActorFaceSwap #2 raised KeyError" in caplog.text
+    assert "the second run failed too" in setup.records()[0].trigger.reason
+
+
 def test_the_rescue_can_be_turned_off(tmp_path: Path) -> None:
     nodes = basic_nodes(ReActorFaceSwap=fails_once(lambda: MemoryError("oom"), lambda x: x))
     setup = Setup(tmp_path, "async11", nodes, oom_rescue=False)
