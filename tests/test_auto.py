@@ -16,7 +16,7 @@ import torch
 from hook_support import FakeProbe, Recorder, chain_prompt, spy
 from standin_executor import KINDS, ExecutionResult, StandInNode, make_execution_module
 
-from comfy_memhooks import auto, hook, settings
+from comfy_memhooks import auto, bootstrap, hook, settings
 from comfy_memhooks.engine import Engine
 from comfy_memhooks.history import TriggerKind
 from comfy_memhooks.modes import Mode
@@ -456,3 +456,16 @@ def test_a_failing_start_leaves_comfyui_untouched(
     assert module.execute is original
     assert "installing the executor hook failed" in caplog.text
     assert "settings folder unreadable" in (hook.hook_status().reason or "")
+
+
+def test_setup_outside_comfyui_gives_the_nodes_and_installs_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delitem(sys.modules, "execution", raising=False)
+    monkeypatch.delenv(auto.HOOK_SWITCH, raising=False)
+    with caplog.at_level(logging.INFO):
+        mappings, names = bootstrap.setup()
+    assert "UnifiedMemoryManager" in mappings
+    assert "UnifiedMemoryManager" in names
+    assert not hook.hook_status().installed
+    assert "not running inside ComfyUI" in caplog.text
