@@ -6,6 +6,7 @@ import logging
 import sys
 from typing import Any
 
+from . import auto
 from . import comfy_panel
 from .node import NODE_CLASS_MAPPINGS, NODE_CLASS_NAME, NODE_DISPLAY_NAME_MAPPINGS
 
@@ -36,5 +37,6 @@ def check_node_name_conflict() -> str | None:
 def setup() -> tuple[dict[str, type], dict[str, str]]:
     """Prepares comfy_memhooks inside ComfyUI and returns the node mappings for ComfyUI's loader."""
     check_node_name_conflict()
+    auto.start()  # the executor hook and its subscriber; never raises, leaves ComfyUI untouched on failure
     comfy_panel.attach()  # the Memory panel: routes on ComfyUI's server and live events
     return dict(NODE_CLASS_MAPPINGS), dict(NODE_DISPLAY_NAME_MAPPINGS)

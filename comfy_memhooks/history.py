@@ -29,7 +29,8 @@ class Trigger:
         reason: the decision in words ("threshold reached: RAM 91% >= 80%").
         node_id: the ComfyUI node id, where a node is involved.
         node_class: the node's class name (``ReActorFaceSwap``), where a node is involved.
-        phase: ``"before"`` or ``"after"`` the node, for the hook.
+        phase: ``"before"`` or ``"after"`` the node, for the hook; ``"rescue"`` when it freed memory after an
+            out-of-memory failure so the node could run once more.
     """
 
     kind: TriggerKind
@@ -108,6 +109,18 @@ class History:
         with self._lock:
             self._records.appendleft(record)
             self._count += 1
+
+    def replace(self, record: OptimizationRecord) -> bool:
+        """Swaps in an amended record for the one with the same sequence; ``False`` when it has left the history.
+
+        An OOM rescue learns whether the node's second run succeeded only after its optimization was recorded.
+        """
+        with self._lock:
+            for index, kept in enumerate(self._records):
+                if kept.sequence == record.sequence:
+                    self._records[index] = record
+                    return True
+            return False
 
     def next_sequence(self) -> int:
         with self._lock:

@@ -23,14 +23,25 @@ memhooks_signals = Namespace()
 
 node_started: NamedSignal = memhooks_signals.signal(
     "node-started",
-    doc="A node is about to run. Sender: the node's class name. "
-    "kwargs: node_id, node_class, prompt_id, heavy (bool: matches a heavy-node pattern).",
+    doc="A node is about to run (once per node and prompt, however often ComfyUI re-enters it). "
+    "Sender: the node's class name. kwargs: node_id, node_class, prompt_id, heavy (bool: matches a heavy-node "
+    "rule), cached (True when ComfyUI will answer from its cache; checked for heavy nodes only, else None).",
 )
 node_finished: NamedSignal = memhooks_signals.signal(
     "node-finished",
-    doc="A node finished. Sender: the node's class name. kwargs: node_id, node_class, prompt_id, heavy, "
-    "result (ComfyUI's ExecutionResult or None), cached (bool), duration_seconds (float), "
-    "error (the exception or None).",
+    doc="A node finished: succeeded, failed, or was answered from the cache. Sender: the node's class name. "
+    "kwargs: node_id, node_class, prompt_id, heavy, result (ComfyUI's ExecutionResult, None when execute "
+    "raised), cached (bool), duration_seconds (float, from the first entry), error (the exception or None), "
+    "rescued (None without an OOM rescue; else whether the node's second run succeeded).",
+)
+heavy_node_started: NamedSignal = memhooks_signals.signal(
+    "heavy-node-started",
+    doc="As node_started, sent right after it, for heavy nodes only (a class matching a heavy-node rule). "
+    "A subscriber that only cares about heavy nodes connects here, and ordinary nodes cost it nothing.",
+)
+heavy_node_finished: NamedSignal = memhooks_signals.signal(
+    "heavy-node-finished",
+    doc="As node_finished, sent right after it, for heavy nodes only.",
 )
 prompt_started: NamedSignal = memhooks_signals.signal(
     "prompt-started",
