@@ -6,8 +6,7 @@ import logging
 import sys
 from typing import Any
 
-from . import auto
-from . import comfy_panel
+from . import auto, comfy_panel
 from .node import NODE_CLASS_MAPPINGS, NODE_CLASS_NAME, NODE_DISPLAY_NAME_MAPPINGS
 
 logger = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from hook_support import FakeProbe, Recorder, chain_prompt, spy
-from standin_executor import KINDS, ExecutionResult, StandInNode, make_execution_module
+from tests.hook_support import FakeProbe, Recorder, chain_prompt, spy
+from tests.standin_executor import KINDS, ExecutionResult, StandInNode, make_execution_module
 
 from comfy_memhooks import auto, bootstrap, hook, settings
 from comfy_memhooks.engine import Engine

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hook_support import Recorder, chain_prompt, spy
-from standin_executor import KINDS, DynamicPrompt, ExecutionList, ExecutionResult, StandInNode, make_execution_module
+from tests.hook_support import Recorder, chain_prompt, spy
+from tests.standin_executor import KINDS, DynamicPrompt, ExecutionList, ExecutionResult, StandInNode, make_execution_module
 
 from comfy_memhooks import hook, signals
 
