@@ -13,8 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from tests.hook_support import FakeProbe, Recorder, chain_prompt, spy
-from tests.standin_executor import KINDS, ExecutionResult, StandInNode, make_execution_module
 
 from comfy_memhooks import auto, bootstrap, hook, settings
 from comfy_memhooks.engine import Engine
@@ -22,6 +20,8 @@ from comfy_memhooks.history import TriggerKind
 from comfy_memhooks.modes import Mode
 from comfy_memhooks.oom import is_out_of_memory
 from comfy_memhooks.settings import SettingsStore
+from tests.hook_support import FakeProbe, Recorder, chain_prompt, spy
+from tests.standin_executor import KINDS, ExecutionResult, StandInNode, make_execution_module
 
 
 class Clock:

@@ -12,10 +12,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.hook_support import Recorder, chain_prompt, spy
-from tests.standin_executor import KINDS, DynamicPrompt, ExecutionList, ExecutionResult, StandInNode, make_execution_module
 
 from comfy_memhooks import hook, signals
+from tests.hook_support import Recorder, chain_prompt, spy
+from tests.standin_executor import (
+    KINDS,
+    DynamicPrompt,
+    ExecutionList,
+    ExecutionResult,
+    StandInNode,
+    make_execution_module,
+)
 
 ASYNC_KINDS = ("async10", "async11")
 
