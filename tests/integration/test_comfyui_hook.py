@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from comfyui_server import ComfyError, ComfyUI, skip_reason
+from tests.integration.comfyui_server import ComfyError, ComfyUI, skip_reason
 
 pytestmark = [
     pytest.mark.integration,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from panel_support import RecordingPublisher, no_gpu_engine, panel_app
+from tests.panel.panel_support import RecordingPublisher, no_gpu_engine, panel_app
 from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks.backend import PanelBackend

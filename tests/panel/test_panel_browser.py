@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from panel_support import GIB, container_engine, fake_gpu_engine
+from tests.panel.panel_support import GIB, container_engine, fake_gpu_engine
 from pytest_aiohttp import AiohttpServer
 
 from comfy_memhooks.backend import PanelBackend

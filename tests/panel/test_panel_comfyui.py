@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from comfyui_support import RunningComfyUI, holding_workflow, start_comfyui
+from tests.panel.comfyui_support import RunningComfyUI, holding_workflow, start_comfyui
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from aiohttp import web
-from panel_support import RecordingPublisher, in_worker, no_gpu_engine, node_started, prompt_finished, prompt_started
+from tests.panel.panel_support import RecordingPublisher, in_worker, no_gpu_engine, node_started, prompt_finished, prompt_started
 
 from comfy_memhooks import bootstrap, comfy_panel, signals
 from comfy_memhooks import settings as settings_module

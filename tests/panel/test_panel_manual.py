@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from panel_support import (
+from tests.panel.panel_support import (
     RecordingPublisher,
     in_worker,
     node_finished,

@@ -12,7 +12,7 @@ import psutil
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from panel_support import FOREIGN_PID, GIB, RecordingPublisher, container_engine, fake_gpu_engine, panel_app
+from tests.panel.panel_support import FOREIGN_PID, GIB, RecordingPublisher, container_engine, fake_gpu_engine, panel_app
 from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks.backend import PanelBackend

@@ -17,7 +17,7 @@ import psutil
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from panel_support import in_worker, node_started
+from tests.panel.panel_support import in_worker, node_started
 from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks.engine import Engine
