@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import psutil
@@ -15,6 +14,7 @@ import pytest
 from comfy_memhooks.cgroup import CgroupReader
 from comfy_memhooks.ram import RamProbe
 from comfy_memhooks.snapshots import RamSource
+from tests.cgroups import enter_group_launcher, limited_v1_group
 
 GIB = 1024**3
 HOST_TOTAL = psutil.virtual_memory().total
@@ -177,45 +177,22 @@ def test_this_machines_real_cgroup_is_read() -> None:
         assert reading.total_bytes < HOST_TOTAL
 
 
-def _make_limited_v1_group(limit: int) -> Path | None:
-    """A child of this process's real v1 memory cgroup, with a limit; None where that cannot be made here."""
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    own = next((line.split(":", 2)[2] for line in lines if "memory" in line.split(":")[1].split(",")), None)
-    base = Path("/sys/fs/cgroup/memory") / (own or "/").strip("/")
-    if not (base / "memory.limit_in_bytes").is_file():
-        return None
-    group = base / f"memhooks-test-{uuid.uuid4().hex[:8]}"
-    try:
-        group.mkdir()
-        (group / "memory.limit_in_bytes").write_text(str(limit))
-    except OSError:
-        return None
-    return group
-
-
 def test_a_process_in_a_real_memory_limited_cgroup_sees_the_limit() -> None:
     limit = 1536 * 1024 * 1024
-    group = _make_limited_v1_group(limit)
-    if group is None:
-        pytest.skip("cannot create a v1 memory cgroup here (needs root and a writable v1 memory hierarchy)")
     script = (
-        "import json, os, sys\n"
-        "open(sys.argv[1] + '/cgroup.procs', 'w').write(str(os.getpid()))\n"
+        "import json\n"
         "from comfy_memhooks.ram import RamProbe\n"
         "r = RamProbe().read()\n"
         "print(json.dumps({'source': r.source.value, 'total': r.total_bytes, 'used': r.used_bytes}))\n"
     )
-    try:
+    with limited_v1_group(limit) as group:
+        if group is None:
+            pytest.skip("cannot create a v1 memory cgroup here (needs root and a writable v1 memory hierarchy)")
         output = subprocess.run(
-            [sys.executable, "-c", script, str(group)],
+            [*enter_group_launcher(group), sys.executable, "-c", script],
             check=True, capture_output=True, text=True, timeout=60,
             cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "PYTHONPATH": "."},
         ).stdout
-    finally:
-        group.rmdir()
     reading = json.loads(output)
     assert reading["source"] == "cgroup v1"
     assert reading["total"] == limit

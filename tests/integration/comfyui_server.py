@@ -67,6 +67,8 @@ class ComfyUI:
     settings: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
     record_events: bool = True
+    packs: tuple[Path, ...] = (TEST_PACK,)
+    launcher: tuple[str, ...] = ()  # a command that runs ComfyUI's (e.g. one that enters a memory cgroup)
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="memhooks-comfyui-")))
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -90,9 +92,14 @@ class ComfyUI:
         nodes = self.base / "nodes"
         nodes.mkdir()
         (nodes / "comfy_memhooks").symlink_to(PROJECT, target_is_directory=True)
-        (nodes / "memhooks_test_pack").symlink_to(TEST_PACK, target_is_directory=True)
+        for pack in self.packs:
+            (nodes / pack.name).symlink_to(pack, target_is_directory=True)
         (self.base / "custom_nodes").mkdir()
-        (self.base / "user").mkdir()
+        (self.base / "user" / "default").mkdir(parents=True)
+        # Without this the frontend's first page load opens the templates dialog over the canvas.
+        (self.base / "user" / "default" / "comfy.settings.json").write_text(
+            json.dumps({"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False})
+        )
         if self.settings:
             (self.base / "user" / "comfy_memhooks.json").write_text(json.dumps(self.settings))
         config = self.base / "nodes.yaml"
@@ -109,6 +116,7 @@ class ComfyUI:
             env.pop("MEMHOOKS_TEST_EVENTS", None)
         env.update(self.environment)
         command = [
+            *self.launcher,
             os.environ.get("COMFYUI_PYTHON") or sys.executable,
             "-u",
             "main.py",
@@ -152,6 +160,12 @@ class ComfyUI:
         if remove:
             shutil.rmtree(self.base, ignore_errors=True)  # links inside are removed, never followed
 
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+
     def log_tail(self, characters: int = 4000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-characters:]
@@ -174,6 +188,12 @@ class ComfyUI:
 
     def post(self, path: str, body: Any) -> Any:
         return self.request("POST", path, body)
+
+    def put(self, path: str, body: Any) -> Any:
+        return self.request("PUT", path, body)
+
+    def version(self) -> str:
+        return str(self.get("/system_stats")["system"]["comfyui_version"])
 
     def run(self, prompt: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """Queues an API-format prompt and waits for it; returns its id and its history entry."""

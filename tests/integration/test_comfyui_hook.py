@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.integration.comfyui_server import ComfyError, ComfyUI, skip_reason
 
 pytestmark = [

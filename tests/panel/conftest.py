@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from tests.panel.panel_support import RecordingPublisher, no_gpu_engine, panel_app
 from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks.backend import PanelBackend
 from comfy_memhooks.engine import Engine
 from comfy_memhooks.settings import SettingsStore
+from tests.panel.panel_support import RecordingPublisher, no_gpu_engine, panel_app
 
 
 @pytest.fixture

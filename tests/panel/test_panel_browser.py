@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.panel.panel_support import GIB, container_engine, fake_gpu_engine
 from pytest_aiohttp import AiohttpServer
 
 from comfy_memhooks.backend import PanelBackend
 from comfy_memhooks.engine import Engine
 from comfy_memhooks.settings import SettingsStore
 from comfy_memhooks.standalone import BACKEND, HUB, build_app
+from tests.panel.panel_support import GIB, container_engine, fake_gpu_engine
 
 pytestmark = pytest.mark.browser
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.panel.comfyui_support import RunningComfyUI, holding_workflow, start_comfyui
+
+from tests.integration.comfyui_server import ComfyUI
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -43,31 +43,45 @@ if shutil.which(CHROMIUM) is None:
 async_api = pytest.importorskip("playwright.async_api", reason="the playwright package is not installed")
 
 
+TEST_NODES = Path(__file__).resolve().parent / "comfy_nodes" / "memhooks_panel_testnodes"
+
+
+def holding_workflow(megabytes: tuple[int, ...] = (1024, 2048, 1024), seconds: float = 3.0) -> dict[str, Any]:
+    """EmptyImage, then one ``MemhooksTestHoldMemory`` per entry (each holds that much RAM), then PreviewImage."""
+    prompt: dict[str, Any] = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 512, "height": 512, "batch_size": 1, "color": 3355443}}
+    }
+    previous = "1"
+    for index, size in enumerate(megabytes, start=2):
+        prompt[str(index)] = {
+            "class_type": "MemhooksTestHoldMemory",
+            "inputs": {"image": [previous, 0], "megabytes": size, "seconds": seconds},
+        }
+        previous = str(index)
+    prompt[str(len(megabytes) + 2)] = {"class_type": "PreviewImage", "inputs": {"images": [previous, 0]}}
+    return prompt
+
+
 @pytest.fixture(scope="module")
-def comfyui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningComfyUI]:
-    running = start_comfyui(
-        Path(str(COMFYUI_DIR)),
-        os.environ.get("COMFYUI_PYTHON", sys.executable),
-        tmp_path_factory.mktemp("comfyui"),
-        os.environ.get("COMFYUI_EXTRA_PYTHONPATH"),
-    )
+def comfyui() -> Iterator[ComfyUI]:
+    running = ComfyUI(packs=(TEST_NODES,), record_events=False).start()
     try:
         yield running
     finally:
         running.stop()
 
 
-def test_comfyui_serves_the_routes_under_both_prefixes(comfyui: RunningComfyUI) -> None:
+def test_comfyui_serves_the_routes_under_both_prefixes(comfyui: ComfyUI) -> None:
     log = comfyui.log_text()
     assert "IMPORT FAILED" not in log
     assert "Traceback" not in log
     for prefix in ("", "/api"):
-        status = comfyui.get_json(f"{prefix}/memhooks/status")
+        status = comfyui.get(f"{prefix}/memhooks/status")
         assert status["snapshot"]["ram"]["total_bytes"] > 0
         assert set(status["hook"]) >= {"installed", "reason"}
-        assert comfyui.get_json(f"{prefix}/memhooks/history")["records"] == []
-        assert "settings" in comfyui.get_json(f"{prefix}/memhooks/settings")
-    extensions = comfyui.get_json("/extensions")
+        assert comfyui.get(f"{prefix}/memhooks/history")["records"] == []
+        assert "settings" in comfyui.get(f"{prefix}/memhooks/settings")
+    extensions = comfyui.get("/extensions")
     ours = sorted(path for path in extensions if path.startswith("/extensions/comfy_memhooks/"))
     assert "/extensions/comfy_memhooks/js/memory_panel.js" in ours
     assert "/extensions/comfy_memhooks/js/lib/panel_view.js" in ours
@@ -92,7 +106,7 @@ async def _drag_sidebar_wider(page: Any, pixels: int) -> None:
     await page.mouse.up()
 
 
-async def test_the_memory_tab_is_live_while_a_workflow_runs(comfyui: RunningComfyUI) -> None:
+async def test_the_memory_tab_is_live_while_a_workflow_runs(comfyui: ComfyUI) -> None:
     messages: list[dict[str, str]] = []
     page_errors: list[str] = []
     screenshot = os.environ.get("MEMHOOKS_PANEL_SCREENSHOT")
@@ -124,7 +138,7 @@ async def test_the_memory_tab_is_live_while_a_workflow_runs(comfyui: RunningComf
             if screenshot:
                 # For the picture: a minute on the chart, some history before the run, and one optimization mark.
                 await page.select_option(f'{PANEL} [data-role="chart-window"]', "1")
-                comfyui.put_json("/memhooks/settings", {"cooldown_seconds": 5})
+                comfyui.put("/memhooks/settings", {"cooldown_seconds": 5})
                 await asyncio.sleep(8)
                 await page.select_option(f'{PANEL} [data-role="optimize-mode"]', "Balanced")
                 await page.click(f'{PANEL} [data-role="optimize"]')
@@ -150,9 +164,9 @@ async def test_the_memory_tab_is_live_while_a_workflow_runs(comfyui: RunningComf
                     }""",
                     PANEL,
                 )
-            queued = comfyui.get_json("/queue")
+            queued = comfyui.get("/queue")
             assert queued["queue_running"] == [] and queued["queue_pending"] == []
-            records_before = len(comfyui.get_json("/memhooks/history")["records"])
+            records_before = len(comfyui.get("/memhooks/history")["records"])
             baseline = float(await page.locator(f'{PANEL} [data-role="gauge-ram"]').get_attribute("data-percent"))
             await page.evaluate("() => window.app.queuePrompt(0, 1)")
 
@@ -196,9 +210,9 @@ async def test_the_memory_tab_is_live_while_a_workflow_runs(comfyui: RunningComf
             assert (await result.text_content()).startswith("Queued request done.")
 
             deadline = time.monotonic() + 120
-            while comfyui.get_json("/queue")["queue_running"] and time.monotonic() < deadline:
+            while comfyui.get("/queue")["queue_running"] and time.monotonic() < deadline:
                 await asyncio.sleep(0.5)
-            record = comfyui.get_json("/memhooks/history")["records"][0]
+            record = comfyui.get("/memhooks/history")["records"][0]
             assert (record["trigger"]["kind"], record["mode"]) == ("manual", "Conservative")
             await page.wait_for_selector(f'{PANEL} [data-role="run"]:has-text("idle")', timeout=30_000)
         finally:

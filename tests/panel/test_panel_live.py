@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 from aiohttp import web
-from tests.panel.panel_support import RecordingPublisher, in_worker, no_gpu_engine, node_started, prompt_finished, prompt_started
 
 from comfy_memhooks import bootstrap, comfy_panel, signals
 from comfy_memhooks import settings as settings_module
@@ -21,6 +20,14 @@ from comfy_memhooks.history import Trigger, TriggerKind
 from comfy_memhooks.modes import Mode
 from comfy_memhooks.sampler import Sample, SampleLoop, SampleRing
 from comfy_memhooks.settings import SettingsStore
+from tests.panel.panel_support import (
+    RecordingPublisher,
+    in_worker,
+    no_gpu_engine,
+    node_started,
+    prompt_finished,
+    prompt_started,
+)
 
 
 def test_no_browser_no_sampling(backend: PanelBackend, publisher: RecordingPublisher) -> None:

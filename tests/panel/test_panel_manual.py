@@ -11,15 +11,6 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from tests.panel.panel_support import (
-    RecordingPublisher,
-    in_worker,
-    node_finished,
-    node_started,
-    panel_app,
-    prompt_finished,
-    prompt_started,
-)
 from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks import signals
@@ -29,6 +20,15 @@ from comfy_memhooks.history import Trigger, TriggerKind
 from comfy_memhooks.manual import ManualRequests, ManualState
 from comfy_memhooks.modes import Mode
 from comfy_memhooks.settings import SettingsStore
+from tests.panel.panel_support import (
+    RecordingPublisher,
+    in_worker,
+    node_finished,
+    node_started,
+    panel_app,
+    prompt_finished,
+    prompt_started,
+)
 
 Client = TestClient[web.Request, web.Application]
 

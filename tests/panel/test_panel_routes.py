@@ -12,13 +12,13 @@ import psutil
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from tests.panel.panel_support import FOREIGN_PID, GIB, RecordingPublisher, container_engine, fake_gpu_engine, panel_app
 from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks.backend import PanelBackend
 from comfy_memhooks.engine import Engine
 from comfy_memhooks.routes import MAX_BODY_BYTES
 from comfy_memhooks.settings import AutoSettings, SettingsStore
+from tests.panel.panel_support import FOREIGN_PID, GIB, RecordingPublisher, container_engine, fake_gpu_engine, panel_app
 
 Client = TestClient[web.Request, web.Application]
 

@@ -17,12 +17,12 @@ import psutil
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from tests.panel.panel_support import in_worker, node_started
 from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks.engine import Engine
 from comfy_memhooks.settings import SettingsStore
 from comfy_memhooks.standalone import BACKEND, HUB, build_app, is_loopback
+from tests.panel.panel_support import in_worker, node_started
 
 ROOT = Path(__file__).resolve().parents[2]
 
