@@ -23,6 +23,7 @@ from .history import Trigger, TriggerKind
 from .modes import Mode
 from .policy import PolicySettings
 from .settings import SettingsStore, When, get_settings_store
+from .tracker import NodeCall, RetryReport
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class AutoOptimizer:
         logger.debug("%s %s #%s: %s (%s)", phase, node_class, node_id, outcome.reason, outcome.performed)
         return outcome
 
-    def rescue(self, call: hook.NodeCall, error: BaseException) -> hook.RetryReport | None:
+    def rescue(self, call: NodeCall, error: BaseException) -> RetryReport | None:
         """Runs Aggressive, cooldown or not, after a heavy node ran out of memory; ``None`` when turned off.
 
         The history record's reason says which node failed and how; the returned report adds whether its second

@@ -58,8 +58,11 @@ optimization_performed: NamedSignal = memhooks_signals.signal(
 )
 
 
-class ReceiverFailures:
-    """Counts receivers' failures and logs each failing receiver once, with its traceback."""
+class FailureCount:
+    """Failures contained so that ComfyUI never sees them: counted, the latest kept in words, for the status.
+
+    Subclasses name the failure and log it the first time its source fails, with its traceback.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -67,14 +70,22 @@ class ReceiverFailures:
         self.count = 0
         self.last_error: str | None = None
 
-    def record(self, receiver: Any, signal: NamedSignal, error: BaseException) -> None:
-        name = f"{getattr(receiver, '__module__', '?')}.{getattr(receiver, '__qualname__', repr(receiver))}"
+    def _add(self, source: str, description: str) -> bool:
+        """Counts one failure; ``True`` the first time ``source`` fails, when the caller logs it."""
         with self._lock:
             self.count += 1
-            self.last_error = f"{name} on {signal.name}: {type(error).__name__}: {error}"
-            first = name not in self._logged
-            self._logged.add(name)
-        if first:
+            self.last_error = description
+            first = source not in self._logged
+            self._logged.add(source)
+        return first
+
+
+class ReceiverFailures(FailureCount):
+    """Counts receivers' failures and logs each failing receiver once, with its traceback."""
+
+    def record(self, receiver: Any, signal: NamedSignal, error: BaseException) -> None:
+        name = f"{getattr(receiver, '__module__', '?')}.{getattr(receiver, '__qualname__', repr(receiver))}"
+        if self._add(name, f"{name} on {signal.name}: {type(error).__name__}: {error}"):
             logger.error(
                 "comfy_memhooks receiver %s failed on signal %r; ComfyUI goes on (logged once per receiver)",
                 name,
