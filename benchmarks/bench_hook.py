@@ -32,11 +32,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.comfyui_server import ComfyUI, skip_reason  # noqa: E402
-
 from comfy_memhooks import auto, hook  # noqa: E402
 from comfy_memhooks.engine import Engine  # noqa: E402
 from comfy_memhooks.settings import SettingsStore  # noqa: E402
+from tests.integration.comfyui_server import ComfyUI, skip_reason  # noqa: E402
 
 
 def report(line: str) -> None:
