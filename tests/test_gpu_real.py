@@ -9,10 +9,13 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from comfy_memhooks import auto, hook
 from comfy_memhooks.engine import Engine
 from comfy_memhooks.gpu import GpuProbe
 from comfy_memhooks.history import Trigger, TriggerKind
@@ -20,7 +23,10 @@ from comfy_memhooks.modes import Mode
 from comfy_memhooks.nvml import Nvml
 from comfy_memhooks.probe import MemoryProbe
 from comfy_memhooks.report import status_line
+from comfy_memhooks.settings import SettingsStore
 from comfy_memhooks.snapshots import GpuSource
+from tests.hook_support import chain_prompt
+from tests.standin_executor import StandInNode, make_execution_module
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -107,3 +113,57 @@ def test_cuda_visible_devices_by_uuid_and_empty() -> None:
     assert [g["uuid"] for g in by_uuid["gpus"]] == [uuid]  # type: ignore[index, union-attr]
     hidden = _status_in_subprocess("")
     assert hidden["gpus"] == [] and hidden["vram_percent"] is None
+
+
+def test_a_real_cuda_out_of_memory_in_a_heavy_node_is_rescued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A "model" fills most of the GPU; the face swap then runs out of VRAM for real. The rescue's Aggressive
+    unloads the model through ComfyUI's unload_all_models, and the second run gets its memory."""
+    free, _ = torch.cuda.mem_get_info(0)
+    held: dict[str, Any] = {"model": torch.empty(int(free * 0.6), dtype=torch.uint8, device="cuda:0")}
+    comfy = types.ModuleType("comfy.model_management")
+
+    def unload_all_models() -> None:
+        held.pop("model", None)
+
+    comfy.unload_all_models = unload_all_models  # type: ignore[attr-defined]
+    comfy.soft_empty_cache = lambda force=False: torch.cuda.empty_cache()  # type: ignore[attr-defined]
+    comfy.free_memory = lambda memory_required, device, keep_loaded=(): []  # type: ignore[attr-defined]
+    comfy.OOM_EXCEPTION = torch.cuda.OutOfMemoryError  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "comfy.model_management", comfy)
+    monkeypatch.setattr(hook, "_registry", hook._Registry())
+    attempts: list[str] = []
+
+    def swap(x: int) -> int:
+        try:
+            frames = torch.empty(int(free * 0.6), dtype=torch.uint8, device="cuda:0")
+        except torch.cuda.OutOfMemoryError:
+            attempts.append("out of memory")
+            raise
+        attempts.append("ran")
+        del frames
+        return x + 1
+
+    nodes = {
+        "Const": StandInNode(lambda x: x),
+        "ReActorFaceSwap": StandInNode(swap),
+        "Double": StandInNode(lambda x: x * 2),
+    }
+    module = make_execution_module("async11", nodes)
+    store = SettingsStore(tmp_path / "comfy_memhooks.json")
+    store.load()
+    engine = Engine()
+    optimizer = auto.AutoOptimizer(engine, store)
+    assert auto.install(module, optimizer) is not None
+    try:
+        executor = module.PromptExecutor()
+        prompt, order = chain_prompt("Const", "ReActorFaceSwap", "Double", first_input=20)
+        executor.execute(prompt, "gpu-prompt", {}, order)
+    finally:
+        auto.uninstall()
+    assert attempts == ["out of memory", "ran"]
+    assert executor.success and executor.caches.outputs.get("3") == 42
+    rescue = next(r for r in engine.history.records() if r.trigger.phase == "rescue")
+    assert rescue.mode is Mode.AGGRESSIVE and "the second run succeeded" in rescue.trigger.reason
+    assert (rescue.vram_freed_bytes or 0) >= 0.5 * free  # the unloaded "model" left the GPU
