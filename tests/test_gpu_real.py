@@ -45,7 +45,7 @@ def test_nvml_reads_every_gpu_and_agrees_with_cuda() -> None:
         # NVML counts memory the driver keeps for itself; CUDA does not: they differ by well under 1%.
         assert gpu.total_bytes is not None and abs(gpu.total_bytes - total) < 0.01 * total
         assert gpu.name == torch.cuda.get_device_name(gpu.index)
-        assert abs((gpu.free_bytes or 0) - free) < 256 * 1024**2
+        assert abs((gpu.free_bytes or 0) - free) < 0.01 * total
     assert "VRAM" in status_line(snapshot) and "n/a" not in status_line(snapshot)
 
 

@@ -64,7 +64,9 @@ class ReActorFaceSwap:
                 first = oom_once not in _FAILED_TOKENS
                 _FAILED_TOKENS.add(oom_once)
             if first:
-                np.ones((1 << 46,), dtype=np.uint8)  # 64 TiB: numpy raises its own MemoryError
+                # 4 EiB, more than any address space: numpy raises its own MemoryError whatever the
+                # kernel's overcommit policy (a merely huge size can succeed and be filled page by page).
+                np.empty((1 << 62,), dtype=np.uint8)
         if reactor_swapper.MODEL is None:
             reactor_swapper.MODEL = np.ones((16, 1024, 1024), dtype=np.float32)  # 64 MB "inswapper"
         reactor_swapper.TARGET_FACES_LIST = [frame.clone() for frame in input_image]
