@@ -121,8 +121,8 @@ def _deepest_existing(mount: Path, cgroup_path: str, marker: str) -> Path | None
     return None
 
 
-def _read_bytes(path: Path) -> bytes | None:
-    """The file's bytes, or ``None``. Raw ``os.read``: a cgroup file is a few bytes, and this runs per node."""
+def read_bytes(path: Path) -> bytes | None:
+    """The file's bytes, or ``None``. Raw ``os.read``: a cgroup or ``/proc`` file is small, and probes run often."""
     try:
         descriptor = os.open(path, os.O_RDONLY)
     except OSError:
@@ -136,7 +136,7 @@ def _read_bytes(path: Path) -> bytes | None:
 
 
 def _read_int(path: Path) -> int | None:
-    data = _read_bytes(path)
+    data = read_bytes(path)
     if data is None:
         return None
     try:
@@ -148,7 +148,7 @@ def _read_int(path: Path) -> int | None:
 def _read_stat(path: Path) -> dict[bytes, int]:
     """Parses ``memory.stat``: one ``name value`` pair a line; malformed lines are skipped, not fatal."""
     stats: dict[bytes, int] = {}
-    data = _read_bytes(path)
+    data = read_bytes(path)
     if data is None:
         return stats
     for line in data.splitlines():
@@ -179,7 +179,7 @@ def _read_v2(location: _Location, no_limit_from: int | None) -> CgroupMemory:
     limit: int | None = None
     directory = location.path
     while True:
-        text = _read_bytes(directory / "memory.max")
+        text = read_bytes(directory / "memory.max")
         value = None if text is None else text.strip()
         if value and value != b"max":
             try:

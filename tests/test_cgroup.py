@@ -197,3 +197,23 @@ def test_a_process_in_a_real_memory_limited_cgroup_sees_the_limit() -> None:
     assert reading["source"] == "cgroup v1"
     assert reading["total"] == limit
     assert 0 < reading["used"] < limit
+
+
+def test_host_figures_come_from_proc_meminfo_and_statm(tmp_path: Path) -> None:
+    procfs = tmp_path / "proc"
+    write(procfs / "meminfo", "MemTotal:       16384000 kB\nMemFree:  1 kB\nMemAvailable:    4096000 kB\nBuffers: 2 kB\n")
+    write(procfs / "self" / "statm", "1000 2500 300 4 0 600 0\n")
+    root, proc = v2_tree(tmp_path, max_="max")
+    reading = RamProbe(CgroupReader(root=root, proc_self_cgroup=proc), procfs=procfs).read()
+    assert reading.source is RamSource.HOST
+    assert reading.total_bytes == 16384000 * 1024
+    assert reading.available_bytes == 4096000 * 1024
+    assert reading.used_bytes == (16384000 - 4096000) * 1024
+    assert reading.process_rss_bytes == 2500 * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_without_proc_the_probe_falls_back_to_psutil(tmp_path: Path) -> None:
+    root, proc = v2_tree(tmp_path, max_="max")
+    reading = RamProbe(CgroupReader(root=root, proc_self_cgroup=proc), procfs=tmp_path / "no-proc").read()
+    assert reading.total_bytes == HOST_TOTAL
+    assert reading.process_rss_bytes is not None and reading.process_rss_bytes > 0
