@@ -201,7 +201,7 @@ def test_a_process_in_a_real_memory_limited_cgroup_sees_the_limit() -> None:
 
 def test_host_figures_come_from_proc_meminfo_and_statm(tmp_path: Path) -> None:
     procfs = tmp_path / "proc"
-    write(procfs / "meminfo", "MemTotal:       16384000 kB\nMemFree:  1 kB\nMemAvailable:    4096000 kB\nBuffers: 2 kB\n")
+    write(procfs / "meminfo", "MemTotal:  16384000 kB\nMemFree:  1 kB\nMemAvailable:  4096000 kB\nBuffers: 2 kB\n")
     write(procfs / "self" / "statm", "1000 2500 300 4 0 600 0\n")
     root, proc = v2_tree(tmp_path, max_="max")
     reading = RamProbe(CgroupReader(root=root, proc_self_cgroup=proc), procfs=procfs).read()
