@@ -13,6 +13,7 @@ user directory and the settings file in the same temporary folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,3 +223,14 @@ class ComfyUI:
     def mark(self) -> int:
         """How many signals have been written so far."""
         return len(self.events())
+
+
+@contextlib.contextmanager
+def running_comfyui(**options: Any) -> Iterator[ComfyUI]:
+    """A started :class:`ComfyUI` for the ``with`` block, stopped (and its folder removed) afterwards."""
+    server = ComfyUI(**options)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.comfyui_server import ComfyError, ComfyUI, skip_reason
+from tests.integration.comfyui_server import ComfyUI, running_comfyui, skip_reason
 
 pytestmark = [
     pytest.mark.integration,
@@ -28,14 +28,8 @@ HEAVY = {"2": "VHS_LoadVideo", "3": "ReActorFaceSwap", "7": "VHS_VideoCombine"}
 @pytest.fixture(scope="module")
 def comfy() -> Iterator[ComfyUI]:
     # A 1% RAM threshold is always exceeded, so the "before" rules run; no cooldown, so every rule runs.
-    server = ComfyUI(settings={"cooldown_seconds": 0, "ram_threshold": 1})
-    try:
-        server.start()
-    except ComfyError as error:
-        server.stop()
-        pytest.fail(str(error))
-    yield server
-    server.stop()
+    with running_comfyui(settings={"cooldown_seconds": 0, "ram_threshold": 1}) as server:
+        yield server
 
 
 def workflow(seed: int = 7, oom_once: str = "", always_run: bool = True) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.cgroups import enter_group_launcher, limited_v1_group
-from tests.integration.comfyui_server import ComfyError, ComfyUI, skip_reason
+from tests.integration.comfyui_server import ComfyUI, running_comfyui, skip_reason
 
 pytestmark = [
     pytest.mark.integration,
@@ -25,14 +25,8 @@ GIB = 1024**3
 
 @pytest.fixture(scope="module")
 def comfy() -> Iterator[ComfyUI]:
-    server = ComfyUI(record_events=False)
-    try:
-        server.start()
-    except ComfyError as error:
-        server.stop()
-        pytest.fail(str(error))
-    yield server
-    server.stop()
+    with running_comfyui(record_events=False) as server:
+        yield server
 
 
 def node_workflow(**inputs: Any) -> dict[str, Any]:
@@ -106,9 +100,7 @@ def test_inside_a_memory_limited_container_the_limit_is_the_total() -> None:
     with limited_v1_group(limit) as group:
         if group is None:
             pytest.skip("cannot create a v1 memory cgroup here (needs root and a writable v1 memory hierarchy)")
-        server = ComfyUI(record_events=False, launcher=enter_group_launcher(group))
-        try:
-            server.start()
+        with running_comfyui(record_events=False, launcher=enter_group_launcher(group)) as server:
             status = server.get("/memhooks/status")["snapshot"]["ram"]
             assert status["source"] == "cgroup v1"
             assert status["total_bytes"] == limit
@@ -118,5 +110,3 @@ def test_inside_a_memory_limited_container_the_limit_is_the_total() -> None:
             assert re.match(r"^RAM: [\d.]+GB/6GB \(\d+%\)", entry["outputs"]["2"]["text"][0])
             report = "".join(entry["outputs"]["5"]["text"])
             assert "container limit from cgroup v1" in report
-        finally:
-            server.stop()

@@ -28,6 +28,21 @@ GIB = 1024**3
 # A pid that exists in no pid namespace here: NVML lists host pids of other containers.
 FOREIGN_PID = 4_000_000
 
+# Debian's Chromium, as the browser tests launch it: headless, and without the background traffic
+# that this machine's closed network would refuse.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
 
 class FakeNvmlError(Exception):
     pass

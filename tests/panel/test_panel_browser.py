@@ -17,21 +17,10 @@ from comfy_memhooks.backend import PanelBackend
 from comfy_memhooks.engine import Engine
 from comfy_memhooks.settings import SettingsStore
 from comfy_memhooks.standalone import BACKEND, HUB, build_app
-from tests.panel.panel_support import GIB, container_engine, fake_gpu_engine
+from tests.panel.panel_support import CHROMIUM, CHROMIUM_ARGS, GIB, container_engine, fake_gpu_engine
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 if shutil.which(CHROMIUM) is None:
     pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)

@@ -18,22 +18,12 @@ from typing import Any
 
 import pytest
 
-from tests.integration.comfyui_server import TEST_PACK, ComfyUI
+from tests.integration.comfyui_server import TEST_PACK, ComfyUI, running_comfyui
+from tests.panel.panel_support import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TAB_BUTTON = '[class~="memhooks.memory-tab-button"]'
 PANEL = '[data-role="panel"]'
 
@@ -97,11 +87,8 @@ def showcase_workflow() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def comfyui() -> Iterator[ComfyUI]:
     # The hook's test pack brings stand-ins with the real heavy class names (ReActor, VideoHelperSuite).
-    running = ComfyUI(packs=(TEST_NODES, TEST_PACK), record_events=False).start()
-    try:
+    with running_comfyui(packs=(TEST_NODES, TEST_PACK), record_events=False) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_comfyui_serves_the_routes_under_both_prefixes(comfyui: ComfyUI) -> None:
