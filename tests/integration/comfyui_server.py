@@ -168,6 +168,25 @@ class ComfyUI:
         except OSError:
             return "(no log)"
 
+    def our_tracebacks(self) -> list[str]:
+        """The tracebacks in the log that pass through comfy_memhooks or its test packs.
+
+        Others are ComfyUI's own: ComfyUI 0.3.44, for one, leaks a database connection at start-up, and the next
+        garbage collection in its worker thread (its own periodic one, or ours) logs sqlite's complaint that the
+        connection belongs to another thread.
+        """
+        tracebacks = []
+        for chunk in self.log_text().split("Traceback (most recent call last):")[1:]:
+            lines = []
+            for line in chunk.splitlines()[1:]:
+                lines.append(line)
+                if line and not line.startswith(" "):  # the exception's own line ends the traceback
+                    break
+            text = "\n".join(lines)
+            if "memhooks" in text:
+                tracebacks.append(text)
+        return tracebacks
+
     def log_tail(self, characters: int = 4000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-characters:]
