@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from comfy_memhooks import auto, hook  # noqa: E402
+from comfy_memhooks.backend import PanelBackend  # noqa: E402
 from comfy_memhooks.engine import Engine  # noqa: E402
 from comfy_memhooks.settings import SettingsStore  # noqa: E402
 from tests.integration.comfyui_server import ComfyUI, skip_reason  # noqa: E402
@@ -164,11 +165,28 @@ def wrapper_costs(batches: int, calls: int) -> None:
     def subscribed(module: Any) -> None:
         auto.install(module, auto.AutoOptimizer(engine, store))
 
+    class NoBrowser:
+        """A publisher with no browser connected, as in a ComfyUI nobody is watching."""
+
+        def has_clients(self) -> bool:
+            return False
+
+        def publish(self, event: str, payload: dict[str, Any]) -> None:
+            del event, payload
+
+    panel = PanelBackend(engine, store, NoBrowser())
+
+    def installed(module: Any) -> None:
+        subscribed(module)
+        panel.start()
+
     report(f"per node call, median of {batches} batches of {calls} calls, interleaved with the original")
     for kind in ("async", "sync"):
         _compare("no receivers", kind, "ImageInvert", bare, batches, calls)
         _compare("default subscriber, ordinary node", kind, "ImageInvert", subscribed, batches, calls)
         _compare("default subscriber, heavy node, Monitor Only", kind, "ReActorFaceSwap", subscribed, batches, calls)
+        _compare("subscriber and Memory panel, ordinary node", kind, "ImageInvert", installed, batches, calls)
+        panel.close()
 
 
 def _chain(nodes: int, color: int) -> dict[str, Any]:

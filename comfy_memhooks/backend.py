@@ -112,8 +112,9 @@ class PanelBackend:
         if not self._connected:
             self.manual.connect()
             signals.optimization_performed.connect(self._on_optimization, weak=False)
-            signals.node_started.connect(self._on_node_started, weak=False)
-            signals.node_finished.connect(self._on_node_finished, weak=False)
+            # Hook activity is shown for heavy nodes only: listening to these, ordinary nodes cost the panel nothing.
+            signals.heavy_node_started.connect(self._on_node_started, weak=False)
+            signals.heavy_node_finished.connect(self._on_node_finished, weak=False)
             signals.prompt_started.connect(self._on_prompt_started, weak=False)
             signals.prompt_finished.connect(self._on_prompt_finished, weak=False)
             self._connected = True
@@ -123,8 +124,8 @@ class PanelBackend:
         self.loop.stop()
         self.manual.close()
         signals.optimization_performed.disconnect(self._on_optimization)
-        signals.node_started.disconnect(self._on_node_started)
-        signals.node_finished.disconnect(self._on_node_finished)
+        signals.heavy_node_started.disconnect(self._on_node_started)
+        signals.heavy_node_finished.disconnect(self._on_node_finished)
         signals.prompt_started.disconnect(self._on_prompt_started)
         signals.prompt_finished.disconnect(self._on_prompt_finished)
         self._connected = False
@@ -260,12 +261,10 @@ class PanelBackend:
         self._push(EVENT_OPTIMIZATION, lambda: {"record": record_json(record)})
 
     def _on_node_started(self, sender: Any, **kwargs: Any) -> None:
-        if kwargs.get("heavy"):
-            self._push(EVENT_HOOK, lambda: node_event_json("started", kwargs))
+        self._push(EVENT_HOOK, lambda: node_event_json("started", kwargs))
 
     def _on_node_finished(self, sender: Any, **kwargs: Any) -> None:
-        if kwargs.get("heavy"):
-            self._push(EVENT_HOOK, lambda: node_event_json("finished", kwargs))
+        self._push(EVENT_HOOK, lambda: node_event_json("finished", kwargs))
 
     def _on_prompt_started(self, sender: Any, **kwargs: Any) -> None:
         self._push(EVENT_PROMPT, lambda: prompt_event_json("started", kwargs))

@@ -107,6 +107,7 @@ class ManualRequests:
         self._running_prompt: str | None = None
         self._pending: Mode | None = None
         self._connected = False
+        self._at_boundaries = False
 
     @property
     def pending(self) -> Mode | None:
@@ -118,21 +119,37 @@ class ManualRequests:
         return self._running_prompt is not None or self._host_busy()
 
     def connect(self) -> None:
-        """Subscribes to the executor's signals (strongly: these receivers are bound methods)."""
+        """Subscribes to the prompt signals (strongly: these receivers are bound methods).
+
+        The node signals are listened to only while a request waits (see :meth:`_set_pending`): with none
+        connected, an ordinary node's signals cost nothing.
+        """
         if self._connected:
             return
         signals.prompt_started.connect(self._on_prompt_started, weak=False)
         signals.prompt_finished.connect(self._on_prompt_finished, weak=False)
-        signals.node_started.connect(self._on_node_started, weak=False)
-        signals.node_finished.connect(self._on_node_finished, weak=False)
         self._connected = True
 
     def close(self) -> None:
         signals.prompt_started.disconnect(self._on_prompt_started)
         signals.prompt_finished.disconnect(self._on_prompt_finished)
-        signals.node_started.disconnect(self._on_node_started)
-        signals.node_finished.disconnect(self._on_node_finished)
+        with self._state_lock:
+            self._set_pending(None)
         self._connected = False
+
+    def _set_pending(self, mode: Mode | None) -> None:
+        """Sets the waiting mode and listens to node boundaries exactly while one waits; under ``_state_lock``."""
+        self._pending = mode
+        listen = mode is not None
+        if listen == self._at_boundaries:
+            return
+        if listen:
+            signals.node_started.connect(self._on_node_started, weak=False)
+            signals.node_finished.connect(self._on_node_finished, weak=False)
+        else:
+            signals.node_started.disconnect(self._on_node_started)
+            signals.node_finished.disconnect(self._on_node_finished)
+        self._at_boundaries = listen
 
     def request(self, mode: Mode) -> ManualAnswer:
         """Runs ``mode`` now when no prompt runs, else queues it; the cooldown is checked first either way.
@@ -147,10 +164,11 @@ class ManualRequests:
         with self._run_lock:
             with self._state_lock:
                 if self._running_prompt is not None or self._host_busy():
-                    self._pending = _stronger(self._pending, mode)
+                    queued = _stronger(self._pending, mode)
+                    self._set_pending(queued)
                     return ManualAnswer(
                         ManualState.QUEUED,
-                        self._pending,
+                        queued,
                         "a prompt is running: this runs between two nodes, when the current one finishes",
                     )
             return self._run(mode, "Optimize now (panel)")
@@ -163,7 +181,8 @@ class ManualRequests:
             with self._state_lock:
                 if self._running_prompt is not None or self._host_busy():
                     return None
-                mode, self._pending = self._pending, None
+                mode = self._pending
+                self._set_pending(None)
             if mode is None:
                 return None
             answer = self._run(mode, "Optimize now (panel), queued until the prompt ended")
@@ -201,7 +220,8 @@ class ManualRequests:
 
     def _take_pending(self) -> Mode | None:
         with self._state_lock:
-            mode, self._pending = self._pending, None
+            mode = self._pending
+            self._set_pending(None)
             return mode
 
     def _carry_out_at_boundary(self, phase: str | None, kwargs: dict[str, Any], reason: str) -> None:
@@ -219,7 +239,7 @@ class ManualRequests:
         )
         self._on_done(answer)
 
-    # Receivers: they run in ComfyUI's worker thread. With nothing queued they cost one attribute read.
+    # Receivers: they run in ComfyUI's worker thread; the node ones only while a request waits.
 
     def _on_prompt_started(self, sender: Any, **kwargs: Any) -> None:
         acquired = self._run_lock.acquire(timeout=self._wait)

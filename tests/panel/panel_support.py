@@ -178,21 +178,19 @@ def prompt_finished(prompt_id: str = "p-1") -> None:
 
 
 def node_started(node_id: str, node_class: str, heavy: bool = False, prompt_id: str = "p-1") -> None:
-    signals.send_safely(
-        signals.node_started, node_class, node_id=node_id, node_class=node_class, prompt_id=prompt_id, heavy=heavy
-    )
+    """What the hook sends before a node: ``node_started``, then ``heavy_node_started`` for a heavy one."""
+    kwargs = {"node_id": node_id, "node_class": node_class, "prompt_id": prompt_id, "heavy": heavy, "cached": False}
+    signals.send_safely(signals.node_started, node_class, **kwargs)
+    if heavy:
+        signals.send_safely(signals.heavy_node_started, node_class, **kwargs)
 
 
 def node_finished(node_id: str, node_class: str, heavy: bool = False, prompt_id: str = "p-1") -> None:
-    signals.send_safely(
-        signals.node_finished,
-        node_class,
-        node_id=node_id,
-        node_class=node_class,
-        prompt_id=prompt_id,
-        heavy=heavy,
-        result=None,
-        cached=False,
-        duration_seconds=0.25,
-        error=None,
-    )
+    """What the hook sends after a node: ``node_finished``, then ``heavy_node_finished`` for a heavy one."""
+    kwargs = {
+        "node_id": node_id, "node_class": node_class, "prompt_id": prompt_id, "heavy": heavy, "result": None,
+        "cached": False, "duration_seconds": 0.25, "error": None, "rescued": None,
+    }
+    signals.send_safely(signals.node_finished, node_class, **kwargs)
+    if heavy:
+        signals.send_safely(signals.heavy_node_finished, node_class, **kwargs)

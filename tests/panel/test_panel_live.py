@@ -117,7 +117,7 @@ def test_heavy_node_activity_is_pushed_as_plain_json(backend: PanelBackend, publ
     in_worker(lambda: node_started("5", "ReActorFaceSwap", heavy=True))
     in_worker(
         lambda: signals.send_safely(
-            signals.node_finished,
+            signals.heavy_node_finished,  # as the hook sends it for a heavy node, after node_finished
             "ReActorFaceSwap",
             node_id=5,
             node_class="ReActorFaceSwap",

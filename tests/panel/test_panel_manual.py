@@ -211,3 +211,28 @@ def test_boundaries_cost_nothing_without_a_request(engine: Engine, settings_stor
         assert manual.poll() is None
     finally:
         manual.close()
+
+
+def test_node_boundaries_are_listened_to_only_while_a_request_waits(
+    engine: Engine, settings_store: SettingsStore
+) -> None:
+    settings_store.update({"cooldown_seconds": 0})
+    manual = ManualRequests(engine, lambda: settings_store.current)
+    manual.connect()
+
+    def listening() -> bool:
+        return bool(signals.node_started.receivers) and bool(signals.node_finished.receivers)
+
+    try:
+        assert not listening()  # an ordinary node costs the panel nothing
+        in_worker(prompt_started)
+        assert manual.request(Mode.CONSERVATIVE).state is ManualState.QUEUED
+        assert listening()
+        in_worker(lambda: node_finished("3", "ImageInvert"))
+        assert manual.pending is None
+        assert not listening()
+        assert engine.history.records()[0].trigger.phase == "after"
+    finally:
+        manual.close()
+        prompt_finished()
+    assert not listening()
