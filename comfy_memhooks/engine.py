@@ -137,7 +137,11 @@ class Engine:
         started_at = time.time()
         started = time.perf_counter()
         context = ActionContext(before=before, vram_threshold=vram_threshold)
-        reports = tuple(self._run_action(action, context) for action in MODE_ACTIONS[mode])
+        reports = []
+        usage = self.probe.usage()  # each action's "after" is the next one's "before": measured once, not twice
+        for action in MODE_ACTIONS[mode]:
+            report, usage = self._run_action(action, context, usage)
+            reports.append(report)
         duration = time.perf_counter() - started
         after = self.probe.snapshot()
         self._last_optimized_at = self._clock()
@@ -151,7 +155,7 @@ class Engine:
             ram_freed_bytes=_difference(before.ram.process_rss_bytes, after.ram.process_rss_bytes),
             vram_freed_bytes=_difference(before.vram_used_bytes, after.vram_used_bytes),
             duration_seconds=duration,
-            actions=reports,
+            actions=tuple(reports),
         )
         self.history.record(record)
         logger.info(
@@ -165,8 +169,11 @@ class Engine:
         signals.send_safely(signals.optimization_performed, self, record=record)
         return record
 
-    def _run_action(self, action: Action, context: ActionContext) -> ActionReport:
-        rss_before, vram_before = self.probe.usage()
+    def _run_action(
+        self, action: Action, context: ActionContext, usage_before: tuple[int | None, int | None]
+    ) -> tuple[ActionReport, tuple[int | None, int | None]]:
+        """Runs one action; returns its report and the usage measured after it."""
+        rss_before, vram_before = usage_before
         started = time.perf_counter()
         outcome: ActionOutcome | None = None
         error_text: str | None = None
@@ -176,8 +183,9 @@ class Engine:
             logger.warning("action %s failed: %s", action.name, error, exc_info=True)
             error_text = f"{type(error).__name__}: {error}"
         duration = time.perf_counter() - started
-        rss_after, vram_after = self.probe.usage()
-        return ActionReport(
+        usage_after = self.probe.usage()
+        rss_after, vram_after = usage_after
+        report = ActionReport(
             name=action.name,
             ram_freed_bytes=_difference(rss_before, rss_after),
             vram_freed_bytes=_difference(vram_before, vram_after),
@@ -186,6 +194,7 @@ class Engine:
             skipped_reason=None if outcome is None else outcome.skipped_reason,
             error=error_text,
         )
+        return report, usage_after
 
 
 _engine: Engine | None = None
