@@ -61,11 +61,16 @@ class ActionOutcome:
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """A named cleanup step. ``description`` is what the README's modes table says of it."""
+    """A named cleanup step. ``description`` is what the README's modes table says of it.
+
+    ``unloads_models`` marks the steps that take models out of memory: an escalation never adds one of those to a
+    mode that did not ask for it.
+    """
 
     name: str
     description: str
     run: Callable[[ActionContext], ActionOutcome]
+    unloads_models: bool = False
 
 
 def comfy_model_management() -> ModuleType | None:
@@ -240,13 +245,15 @@ COMFY_FREE_MEMORY_TO_THRESHOLD = Action(
     "comfy_free_memory_to_threshold",
     "ComfyUI's `free_memory(...)`, asked for just enough to get VRAM under its threshold",
     _comfy_free_memory_to_threshold,
+    unloads_models=True,
 )
 MALLOC_TRIM = Action("malloc_trim", "glibc `malloc_trim(0)`: freed heap back to the system", _malloc_trim)
 COMFY_UNLOAD_ALL_MODELS = Action(
-    "comfy_unload_all_models", "ComfyUI's `unload_all_models()`", _comfy_unload_all_models
+    "comfy_unload_all_models", "ComfyUI's `unload_all_models()`", _comfy_unload_all_models, unloads_models=True
 )
 RELEASE_REACTOR_CACHES = Action(
     "release_reactor_caches",
     "ReActor's face-swap and analysis models and cached faces",
     _release_reactor_caches,
+    unloads_models=True,
 )

@@ -1,4 +1,5 @@
-"""The built-in subscriber: frees memory around heavy nodes by the settings' rules, and rescues them from OOM.
+"""The built-in subscriber: frees memory around heavy nodes by the settings' rules, under pressure before any node
+and during long ones, and rescues heavy nodes from OOM.
 
 It listens to the executor hook's node signals like any other extension could, and asks the one engine to
 optimize, so the hook's optimizations share the cooldown and the history with the explicit node and the panel.
@@ -22,8 +23,10 @@ from .heavy import HeavyNodeIndex
 from .history import Trigger, TriggerKind
 from .modes import Mode
 from .policy import PolicySettings
+from .pressure import PressureGauge
 from .settings import SettingsStore, When, get_settings_store
 from .tracker import NodeCall, RetryReport
+from .watchdog import PressureWatchdog
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +42,17 @@ class AutoOptimizer:
     Args:
         engine: the engine that optimizes and keeps cooldown and history; the process's one by default.
         store: the settings, read afresh for every node, so a change applies to the next node.
+        watch: start the watchdog's thread on install; tests that drive :meth:`PressureWatchdog.tick` by hand
+            pass ``False``.
     """
 
-    def __init__(self, engine: Engine | None = None, store: SettingsStore | None = None):
+    def __init__(self, engine: Engine | None = None, store: SettingsStore | None = None, *, watch: bool = True):
         self.engine = engine if engine is not None else get_engine()
         self.store = store if store is not None else get_settings_store()
         self.index = HeavyNodeIndex(lambda: self.store.current)
+        self.gauge = PressureGauge()
+        self.watchdog = PressureWatchdog(self.engine, lambda: self.store.current, self.gauge)
+        self.watch = watch
 
     def connect(self) -> None:
         """Subscribes strongly (a bound method held weakly would vanish with a temporary optimizer), and to the
@@ -86,7 +94,7 @@ class AutoOptimizer:
             outcome = self.engine.optimize(
                 mode,
                 Trigger(TriggerKind.HOOK, reason, node_id, node_class, phase),
-                vram_threshold=settings.vram_threshold,
+                thresholds=settings.thresholds,
                 cooldown_seconds=settings.cooldown_seconds,
             )
         else:
@@ -102,7 +110,27 @@ class AutoOptimizer:
             outcome = self.engine.evaluate(
                 policy, TriggerKind.HOOK, node_id=node_id, node_class=node_class, phase=phase
             )
+        self.gauge.update(outcome.snapshot.ram.percent, settings.ram_threshold)
         logger.debug("%s %s #%s: %s (%s)", phase, node_class, node_id, outcome.reason, outcome.performed)
+        return outcome
+
+    def at_boundary(self, node_id: str, node_class: str) -> Outcome | None:
+        """Before a node starts while the gauge reads RAM over its threshold: the model-free cleanup.
+
+        A heavy node whose rule runs a mode before it is left to that rule, which is a pressure optimization
+        too and may do more (``None`` then).
+        """
+        settings = self.store.current
+        if not settings.enabled:
+            return None
+        rule = self.index.rule_for(node_class)
+        if rule is not None and rule.before_mode is not Mode.MONITOR_ONLY:
+            return None
+        outcome = self.engine.reclaim(
+            TriggerKind.BOUNDARY, settings.ram_threshold, node_id=node_id, node_class=node_class
+        )
+        if outcome is not None:
+            self.gauge.update(outcome.snapshot.ram.percent, settings.ram_threshold)
         return outcome
 
     def rescue(self, call: NodeCall, error: BaseException) -> RetryReport | None:
@@ -120,8 +148,8 @@ class AutoOptimizer:
         outcome = self.engine.optimize(
             Mode.AGGRESSIVE,
             Trigger(TriggerKind.HOOK, reason, call.node_id, call.node_class, "rescue"),
-            vram_threshold=settings.vram_threshold,
-            cooldown_seconds=0.0,
+            thresholds=settings.thresholds,
+            routine=True,
         )
         record = outcome.record
 
@@ -149,18 +177,36 @@ _installed = _Installed()
 def install(
     execution_module: ModuleType | None = None, optimizer: AutoOptimizer | None = None
 ) -> Callable[[], bool] | None:
-    """Installs the executor hook with the built-in subscriber; returns :func:`uninstall`, or ``None``."""
+    """Installs the executor hook with the built-in subscriber and its watchdog; returns :func:`uninstall`."""
     with _installed.lock:
         current = _installed.optimizer
         if current is not None:
-            return hook.install(execution_module, heavy=current.index.is_heavy, rescue=current.rescue) and uninstall
+            return _install_hook(execution_module, current) and uninstall
         optimizer = optimizer if optimizer is not None else AutoOptimizer()
         optimizer.connect()
-        if hook.install(execution_module, heavy=optimizer.index.is_heavy, rescue=optimizer.rescue) is None:
+        if _install_hook(execution_module, optimizer) is None:
             optimizer.disconnect()
             return None
+        if optimizer.watch:
+            optimizer.watchdog.start()
         _installed.optimizer = optimizer
         return uninstall
+
+
+def _install_hook(execution_module: ModuleType | None, optimizer: AutoOptimizer) -> Callable[[], bool] | None:
+    return hook.install(
+        execution_module,
+        heavy=optimizer.index.is_heavy,
+        rescue=optimizer.rescue,
+        pressure=optimizer.gauge,
+        boundary=optimizer.at_boundary,
+    )
+
+
+def running_watchdog() -> PressureWatchdog | None:
+    """The installed subscriber's pressure watchdog, for the panel; ``None`` without the hook."""
+    optimizer = _installed.optimizer
+    return None if optimizer is None else optimizer.watchdog
 
 
 def uninstall() -> bool:
@@ -168,6 +214,7 @@ def uninstall() -> bool:
     with _installed.lock:
         optimizer, _installed.optimizer = _installed.optimizer, None
         if optimizer is not None:
+            optimizer.watchdog.stop()
             optimizer.disconnect()
         return hook.uninstall()
 

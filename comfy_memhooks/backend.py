@@ -36,6 +36,7 @@ from .payloads import (
 from .sampler import RING_SECONDS, Sample, SampleLoop, SampleRing
 from .settings import SettingsStore
 from .snapshots import MemorySnapshot
+from .watchdog import PressureWatchdog
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class PanelBackend:
         interval: seconds between live samples; the settings' ``sample_interval_seconds`` when not given.
         busy: whether the host runs a prompt (see :class:`manual.ManualRequests`).
         ring: the recent samples; a new ten-minute ring when not given.
+        watchdog: the pressure watchdog, when the host runs one (inside ComfyUI, with the executor hook).
     """
 
     def __init__(
@@ -88,8 +90,10 @@ class PanelBackend:
         interval: Callable[[], float] | None = None,
         busy: Callable[[], bool] | None = None,
         ring: SampleRing | None = None,
+        watchdog: Callable[[], PressureWatchdog | None] | None = None,
     ):
         self.engine = engine
+        self._watchdog = watchdog if watchdog is not None else (lambda: None)
         self.store = store
         self.publisher = publisher
         self.ring = ring if ring is not None else SampleRing(RING_SECONDS)
@@ -153,6 +157,7 @@ class PanelBackend:
                     "vram_threshold": settings.vram_threshold,
                     "sample_interval_seconds": self._safe_interval(),
                 },
+                "pressure": self._pressure(settings.pressure_watchdog),
                 "hook": hook_json(hook_status),
                 "errors": {
                     "receiver_failures": hook_status.receiver_errors,
@@ -164,6 +169,28 @@ class PanelBackend:
                 },
             }
         )
+
+    def _pressure(self, watchdog_setting: bool) -> dict[str, Any]:
+        """The gauge the hook reads before each node, the watchdog, and the latest cleanup the guard held back."""
+        watchdog = self._watchdog()
+        held = self.engine.last_held_back
+        return {
+            "held_back_total": self.engine.held_back_total,
+            "last_held_back": None
+            if held is None
+            else {"at": held.at, "reason": held.reason, "kind": held.trigger.kind.value},
+            "watchdog": None
+            if watchdog is None
+            else {
+                "enabled": watchdog_setting,
+                "running": watchdog.running,
+                "ram_percent": watchdog.gauge.ram_percent,
+                "over": watchdog.gauge.over,
+                "watching_fast": watchdog.watching_fast,
+                "cleanups": watchdog.cleanups,
+                "failures": watchdog.failures.count,
+            },
+        }
 
     def history(self) -> dict[str, Any]:
         """The last optimizations (newest first) and the recent samples (oldest first) for the chart."""

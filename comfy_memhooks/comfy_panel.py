@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import auto
 from .backend import PanelBackend
 from .engine import get_engine
 from .routes import register_routes
@@ -76,6 +77,7 @@ def attach() -> PanelBackend | None:
                 get_settings_store(),
                 PromptServerPublisher(server),
                 busy=lambda: prompt_queue_busy(server),
+                watchdog=auto.running_watchdog,
             )
             register_routes(routes, backend)
             backend.start()

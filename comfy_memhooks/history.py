@@ -8,16 +8,21 @@ from collections import deque
 from dataclasses import dataclass
 
 from .modes import Mode
+from .pressure import PressureLevel
 from .snapshots import GIB, MemorySnapshot
+
+MODEL_FREE = "Model-free"
+"""What a boundary or watchdog cleanup is called where a mode's name would stand."""
 
 
 class TriggerKind(str, enum.Enum):
     """What asked for an optimization."""
 
     NODE = "node"  # an UnifiedMemoryManager node ran with optimization on
-    THRESHOLD = "threshold"  # a node's auto-optimize found RAM or VRAM over its threshold
     MANUAL = "manual"  # the panel, the HTTP API or the command line
     HOOK = "hook"  # the automatic executor hook, around a heavy node
+    BOUNDARY = "boundary"  # RAM at or above its threshold when a node was about to start (model-free cleanup)
+    WATCHDOG = "watchdog"  # RAM at or above its threshold while a node ran (model-free cleanup, own thread)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +36,8 @@ class Trigger:
         node_class: the node's class name (``ReActorFaceSwap``), where a node is involved.
         phase: ``"before"`` or ``"after"`` the node, for the hook; ``"rescue"`` when it freed memory after an
             out-of-memory failure so the node could run once more.
+        pressure: the readings at or above their threshold when it was asked for: a pressure optimization,
+            which the cooldown did not hold back. Empty for a routine one.
     """
 
     kind: TriggerKind
@@ -38,6 +45,7 @@ class Trigger:
     node_id: str | None = None
     node_class: str | None = None
     phase: str | None = None
+    pressure: tuple[PressureLevel, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +60,7 @@ class ActionReport:
         detail: what it did, in its own words.
         skipped_reason: why it did nothing, when it did nothing.
         error: the exception it raised, as text; the other actions still ran.
+        escalation: it ran beyond the mode asked for, because usage was still over a threshold after it.
     """
 
     name: str
@@ -61,6 +70,7 @@ class ActionReport:
     detail: str | None = None
     skipped_reason: str | None = None
     error: str | None = None
+    escalation: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +81,8 @@ class OptimizationRecord:
         sequence: 1 for the first optimization of this process, then counting up.
         started_at: wall-clock time it started.
         trigger: who asked and why.
-        mode: the mode that ran.
+        mode: the mode that ran; ``None`` for a model-free pressure cleanup (garbage collection and returning
+            the heap to the system, at a node boundary or from the watchdog), which is none of the four modes.
         before, after: snapshots around the whole optimization.
         ram_freed_bytes: drop in this process's RSS; negative when it grew (models moved from VRAM to RAM).
         vram_freed_bytes: drop in VRAM used on all GPUs; ``None`` without a GPU reading.
@@ -82,13 +93,22 @@ class OptimizationRecord:
     sequence: int
     started_at: float
     trigger: Trigger
-    mode: Mode
+    mode: Mode | None
     before: MemorySnapshot
     after: MemorySnapshot
     ram_freed_bytes: int | None
     vram_freed_bytes: int | None
     duration_seconds: float
     actions: tuple[ActionReport, ...]
+
+    @property
+    def cleanup_name(self) -> str:
+        """The mode's name, or ``Model-free`` for a boundary or watchdog cleanup."""
+        return MODEL_FREE if self.mode is None else self.mode.value
+
+    @property
+    def escalated(self) -> bool:
+        return any(action.escalation for action in self.actions)
 
     @property
     def freed_gb(self) -> float:

@@ -31,9 +31,11 @@ from .signals import receiver_failures
 from .tracker import (
     NODE_PARAMETERS,
     UNCHECKED,
+    BoundaryFunction,
     HeavyTest,
     HookFailures,
     NodeCall,
+    PressureFlag,
     RescueFunction,
     RetryReport,
     Tracker,
@@ -42,10 +44,12 @@ from .tracker import (
 __all__ = [
     "NODE_PARAMETERS",
     "PROMPT_METHODS",
+    "BoundaryFunction",
     "HeavyTest",
     "HookFailures",
     "HookStatus",
     "NodeCall",
+    "PressureFlag",
     "RescueFunction",
     "RetryReport",
     "comfyui_version",
@@ -302,16 +306,21 @@ def install(
     *,
     heavy: HeavyTest | None = None,
     rescue: RescueFunction | None = None,
+    pressure: PressureFlag | None = None,
+    boundary: BoundaryFunction | None = None,
 ) -> Callable[[], bool] | None:
     """Wraps ComfyUI's ``execution.execute`` (and ``PromptExecutor``) so every node and prompt sends signals.
 
-    Installing again is a no-op apart from taking the new ``heavy`` and ``rescue``; an inert wrapper of ours left
-    under another extension's (see :func:`uninstall`) is switched back on instead of adding a second one.
+    Installing again is a no-op apart from taking the new ``heavy``, ``rescue``, ``pressure`` and ``boundary``;
+    an inert wrapper of ours left under another extension's (see :func:`uninstall`) is switched back on instead of
+    adding a second one.
 
     Args:
         execution_module: ComfyUI's ``execution`` module; by default the one this process has loaded.
         heavy: tells whether a class name is a heavy node; by default the settings' rules.
         rescue: frees memory after a heavy node's out-of-memory failure, so it can run once more.
+        pressure: its ``over`` says RAM is at or above its threshold; read before every node.
+        boundary: called before a node starts while ``pressure.over`` holds, with the node's id and class.
 
     Returns:
         :func:`uninstall`, or ``None`` when ComfyUI was left untouched (the reason is in :func:`hook_status`).
@@ -334,17 +343,26 @@ def install(
             # theirs still calls it, so switching it back on gives signals without stacking a second wrapper.
             ours = dormant
         if ours is not None:
-            _reactivate(ours, module, heavy, rescue)
+            _reactivate(ours, module, heavy, rescue, pressure, boundary)
             return uninstall
-        return _install_new(module, current, version, heavy, rescue)
+        return _install_new(module, current, version, heavy, rescue, pressure, boundary)
 
 
-def _reactivate(ours: _Patch, module: ModuleType, heavy: HeavyTest | None, rescue: RescueFunction | None) -> None:
+def _reactivate(
+    ours: _Patch,
+    module: ModuleType,
+    heavy: HeavyTest | None,
+    rescue: RescueFunction | None,
+    pressure: PressureFlag | None,
+    boundary: BoundaryFunction | None,
+) -> None:
     tracker = ours.tracker
     if heavy is not None:
         tracker.heavy = heavy
     if rescue is not None:
         tracker.rescue = rescue
+    if pressure is not None and boundary is not None:
+        tracker.watch_pressure(pressure, boundary)
     ours.active = True
     executor_class = getattr(module, "PromptExecutor", None)
     patches = []
@@ -369,6 +387,8 @@ def _install_new(
     version: str | None,
     heavy: HeavyTest | None,
     rescue: RescueFunction | None,
+    pressure: PressureFlag | None,
+    boundary: BoundaryFunction | None,
 ) -> Callable[[], bool] | None:
     named = f"ComfyUI {version or '(version unknown)'}"
     if not callable(current):
@@ -397,6 +417,8 @@ def _install_new(
     if heavy is None:
         heavy = settings_index().is_heavy
     tracker = Tracker(positions, heavy, rescue, hook_failures, getattr(module, "ExecutionResult", None))
+    if pressure is not None and boundary is not None:
+        tracker.watch_pressure(pressure, boundary)
     node_patch = _Patch(module, "execute", current, "execute" in vars(module), tracker)
     node_patch.wrapper = _node_wrapper(node_patch, nature == "async")
     executor_class = getattr(module, "PromptExecutor", None)

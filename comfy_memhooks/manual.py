@@ -21,12 +21,10 @@ from typing import Any
 from . import signals
 from .engine import Engine
 from .history import OptimizationRecord, Trigger, TriggerKind
-from .modes import Mode
+from .modes import MODE_STRENGTH, Mode
 from .settings import AutoSettings
 
 logger = logging.getLogger(__name__)
-
-_STRENGTH = {Mode.MONITOR_ONLY: 0, Mode.CONSERVATIVE: 1, Mode.BALANCED: 2, Mode.AGGRESSIVE: 3}
 
 # How long a starting prompt waits for a manual optimization already under way (it normally takes well under a
 # second); past that the prompt goes on rather than hang ComfyUI's worker.
@@ -63,7 +61,7 @@ class ManualAnswer:
 
 
 def _stronger(current: Mode | None, requested: Mode) -> Mode:
-    if current is None or _STRENGTH[requested] > _STRENGTH[current]:
+    if current is None or MODE_STRENGTH[requested] > MODE_STRENGTH[current]:
         return requested
     return current
 
@@ -208,7 +206,8 @@ class ManualRequests:
         outcome = self._engine.optimize(
             mode,
             Trigger(TriggerKind.MANUAL, reason, node_id, node_class, phase),
-            vram_threshold=settings.vram_threshold,
+            thresholds=settings.thresholds,
+            routine=True,
             cooldown_seconds=settings.cooldown_seconds,
         )
         if outcome.performed:

@@ -1,4 +1,4 @@
-"""The four modes and the fixed list of actions each one runs, in order."""
+"""The four modes, the fixed list of actions each one runs, and the escalation ladder under pressure."""
 
 from __future__ import annotations
 
@@ -56,3 +56,31 @@ MODE_ACTIONS: dict[Mode, tuple[Action, ...]] = {
     Mode.BALANCED: _BALANCED,
     Mode.AGGRESSIVE: _AGGRESSIVE,
 }
+
+MODE_STRENGTH: dict[Mode, int] = {Mode.MONITOR_ONLY: 0, Mode.CONSERVATIVE: 1, Mode.BALANCED: 2, Mode.AGGRESSIVE: 3}
+"""How hard each mode tries; the model-free cleanup counts as Conservative."""
+
+MODEL_FREE_ACTIONS: tuple[Action, ...] = (actions.GC_COLLECT, actions.MALLOC_TRIM)
+"""The cleanup at a node boundary and from the watchdog under RAM pressure: garbage collection and returning the
+heap to the system. No model is unloaded and no CUDA call is made, so it is safe from any thread."""
+MODEL_FREE_STRENGTH = MODE_STRENGTH[Mode.CONSERVATIVE]
+
+
+def escalation_ladder(mode: Mode) -> list[tuple[Mode, tuple[Action, ...]]]:
+    """The steps tried, in order, when ``mode`` left usage over a threshold.
+
+    Each step is the next stronger mode's actions that ``mode`` did not run and that unload no model:
+    Conservative climbs to Balanced's (``malloc_trim``, the CUDA cache releases) and then to Aggressive's
+    (garbage collection until stable); Balanced to Aggressive's; Aggressive has nowhere to go. Models are
+    unloaded only where the mode asked for is Aggressive (or Balanced's unloading down to the VRAM threshold).
+    """
+    ran = {action.name for action in MODE_ACTIONS[mode]}
+    ladder = []
+    for stronger in Mode:
+        if MODE_STRENGTH[stronger] <= MODE_STRENGTH[mode]:
+            continue
+        step = tuple(a for a in MODE_ACTIONS[stronger] if a.name not in ran and not a.unloads_models)
+        ran.update(action.name for action in step)
+        if step:
+            ladder.append((stronger, step))
+    return ladder

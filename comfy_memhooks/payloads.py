@@ -51,6 +51,8 @@ def snapshot_json(snapshot: MemorySnapshot) -> dict[str, Any]:
 def record_json(record: OptimizationRecord) -> dict[str, Any]:
     """One optimization for the history table: what, where, how much, how long, and each action."""
     data: dict[str, Any] = to_plain(record)
+    data["mode"] = record.cleanup_name
+    data["escalated"] = record.escalated
     data["freed_gb"] = record.freed_gb
     data["before"] = snapshot_json(record.before)
     data["after"] = snapshot_json(record.after)

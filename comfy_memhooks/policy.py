@@ -11,8 +11,10 @@ settings                                               frees
 ``enable_optimization`` on, both of the above off      every time it runs (the placement is the trigger)
 =====================================================  =============================================
 
-Rows are checked top to bottom. The cooldown then holds back any optimization closer than ``cooldown_seconds``
-to the previous one; the engine applies it, because only the engine knows when the last one ran.
+Rows are checked top to bottom. When RAM or VRAM is at or above its threshold, the optimization is a pressure
+optimization: the cooldown does not hold it back, the effectiveness guard may (:mod:`.pressure`). Otherwise it is
+routine, and the cooldown holds it back when it comes closer than ``cooldown_seconds`` to the previous one. The
+engine applies both, because only the engine knows what the last one did and when.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 
 from .errors import InvalidSetting
 from .modes import Mode
+from .pressure import PressureLevel, pressure_levels
 from .snapshots import MemorySnapshot
 
 
@@ -59,6 +62,17 @@ def parse_cooldown(value: object, field: str) -> float:
 
 
 @dataclass(frozen=True, slots=True)
+class Thresholds:
+    """The RAM and VRAM percentages at or above which memory is under pressure."""
+
+    ram_percent: float
+    vram_percent: float
+
+    def pressure(self, snapshot: MemorySnapshot) -> tuple[PressureLevel, ...]:
+        return pressure_levels(snapshot, self.ram_percent, self.vram_percent)
+
+
+@dataclass(frozen=True, slots=True)
 class PolicySettings:
     """The explicit node's switches, also used by the automatic hook and the panel."""
 
@@ -69,6 +83,10 @@ class PolicySettings:
     ram_threshold: float = 80.0
     vram_threshold: float = 85.0
     cooldown_seconds: float = 30.0
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.ram_threshold, self.vram_threshold)
 
     @classmethod
     def parse(
@@ -96,46 +114,35 @@ class PolicySettings:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The decision table's answer, before the cooldown.
+    """The decision table's answer, before the cooldown and the effectiveness guard.
 
     Attributes:
         optimize: whether to free memory.
         reason: why, in words for the report.
-        threshold_exceeded: RAM or VRAM was at or above its threshold.
+        pressure: the readings at or above their threshold. When there is one, an optimization is a pressure
+            optimization, which the cooldown does not hold back (:mod:`.pressure`).
     """
 
     optimize: bool
     reason: str
-    threshold_exceeded: bool
-
-
-def thresholds_exceeded(snapshot: MemorySnapshot, ram_threshold: float, vram_threshold: float) -> list[str]:
-    """The readings at or above their threshold, described; unknown readings never count as exceeded."""
-    exceeded = []
-    ram = snapshot.ram.percent
-    if ram is not None and ram >= ram_threshold:
-        exceeded.append(f"RAM {ram:.0f}% >= {ram_threshold:g}%")
-    vram = snapshot.vram_percent
-    if vram is not None and vram >= vram_threshold:
-        exceeded.append(f"VRAM {vram:.0f}% >= {vram_threshold:g}%")
-    return exceeded
+    pressure: tuple[PressureLevel, ...]
 
 
 def decide(settings: PolicySettings, snapshot: MemorySnapshot) -> Decision:
     """Applies the decision table (module docstring) to one snapshot."""
-    exceeded = thresholds_exceeded(snapshot, settings.ram_threshold, settings.vram_threshold)
+    levels = settings.thresholds.pressure(snapshot)
     if not settings.enable_optimization:
-        return Decision(False, "optimization is off", bool(exceeded))
+        return Decision(False, "optimization is off", levels)
     if settings.mode is Mode.MONITOR_ONLY:
-        return Decision(False, "mode is Monitor Only", bool(exceeded))
+        return Decision(False, "mode is Monitor Only", levels)
     if settings.enable_auto_cleanup:
-        return Decision(True, "auto-cleanup frees every time", bool(exceeded))
+        return Decision(True, "auto-cleanup frees every time", levels)
     if settings.auto_optimize:
-        if exceeded:
-            return Decision(True, "threshold reached: " + ", ".join(exceeded), True)
+        if levels:
+            return Decision(True, "threshold reached: " + ", ".join(level.describe() for level in levels), levels)
         return Decision(
             False,
             f"under the thresholds (RAM {settings.ram_threshold:g}%, VRAM {settings.vram_threshold:g}%)",
-            False,
+            levels,
         )
-    return Decision(True, "optimization on: the node's placement is the trigger", bool(exceeded))
+    return Decision(True, "optimization on: the node's placement is the trigger", levels)

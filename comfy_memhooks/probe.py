@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from .gpu import GpuProbe
 from .ram import RamProbe
-from .snapshots import MemorySnapshot
+from .snapshots import MemorySnapshot, RamReading
 
 
 class MemoryProbe:
@@ -43,6 +43,10 @@ class MemoryProbe:
             gpu_unavailable_reason=reason,
             processes=processes,
         )
+
+    def read_ram(self) -> RamReading:
+        """RAM alone, without the GPUs: what the pressure watchdog reads several times a second."""
+        return self.ram.read()
 
     def usage(self) -> tuple[int | None, int | None]:
         """This process's RSS and the VRAM used on all GPUs: the two figures an action's effect is measured by."""

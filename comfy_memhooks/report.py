@@ -95,8 +95,9 @@ def _action_line(action: ActionReport) -> str:
         what = f"skipped: {action.skipped_reason}"
     else:
         what = action.detail or "done"
+    escalation = " [escalation]" if action.escalation else ""
     return (
-        f"  {action.name}: {what} (RAM {format_size(action.ram_freed_bytes, signed=True)}, "
+        f"  {action.name}{escalation}: {what} (RAM {format_size(action.ram_freed_bytes, signed=True)}, "
         f"VRAM {format_size(action.vram_freed_bytes, signed=True)}, {action.duration_seconds * 1000:.0f} ms)"
     )
 
@@ -105,8 +106,11 @@ def record_lines(record: OptimizationRecord) -> list[str]:
     trigger = record.trigger
     where = f" at {trigger.node_class}#{trigger.node_id}" if trigger.node_class else ""
     phase = f" ({trigger.phase})" if trigger.phase else ""
+    pressure = ", pressure" if trigger.pressure else ""
+    escalated = " (escalated)" if record.escalated else ""
     lines = [
-        f"Optimization #{record.sequence}: {record.mode.value}, {trigger.kind.value}{where}{phase} — {trigger.reason}",
+        f"Optimization #{record.sequence}: {record.cleanup_name}{escalated}, {trigger.kind.value}{pressure}{where}"
+        f"{phase} — {trigger.reason}",
         f"  freed {record.freed_gb:.2f}GB (RAM {format_size(record.ram_freed_bytes, signed=True)}, "
         f"VRAM {format_size(record.vram_freed_bytes, signed=True)}) in {record.duration_seconds * 1000:.0f} ms",
     ]

@@ -28,7 +28,7 @@ from typing import Any
 
 from .errors import InvalidSetting
 from .modes import Mode
-from .policy import parse_bool, parse_cooldown, parse_threshold
+from .policy import Thresholds, parse_bool, parse_cooldown, parse_threshold
 from .snapshots import to_plain
 
 logger = logging.getLogger(__name__)
@@ -89,6 +89,8 @@ class AutoSettings:
         cooldown_seconds: shared with the node and the panel through the engine.
         oom_rescue: after a heavy node fails for lack of memory, run Aggressive and run it once more.
         sample_interval_seconds: how often the panel receives a live sample.
+        pressure_watchdog: while a prompt runs and RAM is at or above its threshold, clean up (model-free) from
+            the watchdog's thread, so garbage piling up inside one long node is returned before the node ends.
     """
 
     enabled: bool = True
@@ -98,6 +100,11 @@ class AutoSettings:
     cooldown_seconds: float = 30.0
     oom_rescue: bool = True
     sample_interval_seconds: float = 1.0
+    pressure_watchdog: bool = True
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.ram_threshold, self.vram_threshold)
 
     def rule_for(self, node_class: str) -> HeavyNodeRule | None:
         for rule in self.rules:
@@ -177,6 +184,7 @@ _PARSERS: dict[str, Any] = {
     "cooldown_seconds": parse_cooldown,
     "oom_rescue": parse_bool,
     "sample_interval_seconds": _parse_interval,
+    "pressure_watchdog": parse_bool,
 }
 
 

@@ -56,6 +56,14 @@ optimization_performed: NamedSignal = memhooks_signals.signal(
     "optimization-performed",
     doc="Memory was freed. Sender: the Engine. kwargs: record (history.OptimizationRecord).",
 )
+memory_pressure: NamedSignal = memhooks_signals.signal(
+    "memory-pressure",
+    doc="RAM or VRAM was found at or above its threshold when a cleanup was considered, before the cleanup "
+    "runs or the effectiveness guard holds it back; once per reading over its threshold. Sender: the source "
+    "(str). kwargs: level (pressure.PressureLevel: resource 'RAM' or 'VRAM', percent, threshold), source "
+    "('hook', 'node', 'boundary' or 'watchdog'; 'manual' never, a manual request is routine), reading "
+    "(snapshots.MemorySnapshot). Sent from the worker thread, or from the watchdog's own thread.",
+)
 
 
 class FailureCount:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+MIB = 1024**2
 GIB = 1024**3
 
 

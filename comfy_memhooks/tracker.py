@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from . import signals
 from .oom import is_out_of_memory
@@ -50,6 +50,19 @@ RescueFunction = Callable[[NodeCall, BaseException], RetryReport | None]
 """Frees memory for a heavy node that ran out of it; returns ``None`` to let the failure stand, else a report."""
 HeavyTest = Callable[[str], bool]
 """Tells whether a node class is heavy: only heavy nodes get the heavy-node signals, the cache check and a rescue."""
+BoundaryFunction = Callable[[str, str], object]
+"""Cleans up under memory pressure before a node starts; given the node's id and class."""
+
+
+class PressureFlag(Protocol):
+    """Says whether memory is under pressure, read before every node: one attribute (see ``pressure.PressureGauge``)."""
+
+    over: bool
+
+
+class _NeverOver:
+    __slots__ = ()
+    over = False
 
 
 class HookFailures(signals.FailureCount):
@@ -149,6 +162,13 @@ class Tracker:
         self._failure: BaseException | None = None
         self._failed = False
         self._active_prompts: set[Any] = set()
+        self._pressure: PressureFlag = _NeverOver()
+        self._boundary: BoundaryFunction | None = None
+
+    def watch_pressure(self, pressure: PressureFlag, boundary: BoundaryFunction) -> None:
+        """Before each node, while ``pressure.over`` holds, ``boundary`` runs (in ComfyUI's worker thread)."""
+        self._boundary = boundary
+        self._pressure = pressure
 
     def _reset(self, prompt_id: Any) -> None:
         self._prompt_id = prompt_id
@@ -204,6 +224,8 @@ class Tracker:
             return UNCHECKED
 
     def node_started(self, run: NodeRun, cached_output: Any) -> None:
+        if self._pressure.over:  # the whole cost of the pressure check for a node, when there is no pressure
+            self._at_boundary(run)
         everyone = signals.node_started.receivers
         heavy = run.heavy and signals.heavy_node_started.receivers
         if not (everyone or heavy):
@@ -230,6 +252,15 @@ class Tracker:
                 )
         except Exception as error:  # send_safely contains receivers; this guards blinker itself.
             self.failures.record("sending node_started", error)
+
+    def _at_boundary(self, run: NodeRun) -> None:
+        boundary = self._boundary
+        if boundary is None:
+            return
+        try:
+            boundary(str(run.node_id), run.node_class)
+        except Exception as error:  # a failed cleanup must not stop the node from running.
+            self.failures.record("cleaning up under memory pressure before a node", error)
 
     def _status(self, status: Any) -> str:
         if status is self._result_success:

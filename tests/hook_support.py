@@ -64,12 +64,16 @@ class FakeProbe:
 
     def __init__(self, ram_percent: float = 50.0):
         self.ram_percent = ram_percent
+        self.grow_percent_per_snapshot = 0.0  # usage that keeps arriving, capped at 99%
         self.snapshots = 0
 
     def _ram(self) -> RamReading:
         total = 16 * GIB
-        used = int(total * self.ram_percent / 100)
+        used = int(total * min(self.ram_percent + self.grow_percent_per_snapshot * self.snapshots, 99) / 100)
         return RamReading(RamSource.HOST, total, used, total - used, 2 * GIB, total)
+
+    def read_ram(self) -> RamReading:
+        return self._ram()
 
     def snapshot(self, include_processes: bool = False) -> MemorySnapshot:
         self.snapshots += 1

@@ -16,7 +16,7 @@ import torch
 
 from comfy_memhooks import auto, bootstrap, hook, settings
 from comfy_memhooks.engine import Engine
-from comfy_memhooks.history import TriggerKind
+from comfy_memhooks.history import Trigger, TriggerKind
 from comfy_memhooks.modes import Mode
 from comfy_memhooks.oom import is_out_of_memory
 from comfy_memhooks.settings import SettingsStore
@@ -53,7 +53,7 @@ class Setup:
         self.module = make_execution_module(kind, nodes)
         if returned is not None:  # what ComfyUI's own execute returned, seen from under the hook
             self.module.execute = spy(self.module.execute, returned)
-        self.optimizer = auto.AutoOptimizer(self.engine, self.store)
+        self.optimizer = auto.AutoOptimizer(self.engine, self.store, watch=False)
         assert auto.install(self.module, self.optimizer) is not None
         self.executor = self.module.PromptExecutor()
         self.runs = 0
@@ -112,17 +112,40 @@ def test_defaults_follow_the_patterns_users_wire_by_hand(tmp_path: Path) -> None
 
     setup.run("Const", "ReActorFaceSwap", "VHS_LoadVideo", "VHS_VideoCombine")
 
+    # Under pressure each stronger mode runs; the fake RAM never drops, so after Aggressive freed nothing the
+    # effectiveness guard holds back the weaker Balanced after VHS_VideoCombine.
     assert setup.phases() == [
         ("ReActorFaceSwap", "before", Mode.CONSERVATIVE),
         ("ReActorFaceSwap", "after", Mode.BALANCED),
         ("VHS_LoadVideo", "before", Mode.AGGRESSIVE),
-        ("VHS_VideoCombine", "after", Mode.BALANCED),
     ]
     first = setup.records()[0]
     assert first.trigger.kind is TriggerKind.HOOK
     assert first.trigger.node_id == "2"
     assert "threshold reached: RAM 90% >= 80%" in first.trigger.reason
+    assert [level.describe() for level in first.trigger.pressure] == ["RAM 90% >= 80%"]
+    held = setup.engine.last_held_back
+    assert held is not None and held.trigger.node_class == "VHS_VideoCombine"
+    assert held.reason.startswith("nothing new to free since ")
     assert setup.executor.success
+
+
+def test_with_room_to_free_every_rule_runs_under_pressure(tmp_path: Path) -> None:
+    setup = Setup(tmp_path, "async11", basic_nodes(), cooldown_seconds=30)
+    setup.probe.ram_percent = 81.0
+    setup.probe.grow_percent_per_snapshot = 1.5  # usage keeps arriving: the guard never holds back
+
+    setup.run("Const", "ReActorFaceSwap", "VHS_LoadVideo", "VHS_VideoCombine")
+
+    assert setup.phases() == [
+        ("ReActorFaceSwap", "before", Mode.CONSERVATIVE),
+        ("ReActorFaceSwap", "after", Mode.BALANCED),
+        ("VHS_LoadVideo", "before", Mode.AGGRESSIVE),
+        ("VHS_VideoCombine", None, None),  # its rule runs nothing before it: the model-free boundary cleanup
+        ("VHS_VideoCombine", "after", Mode.BALANCED),
+    ]
+    assert setup.records()[3].trigger.kind is TriggerKind.BOUNDARY
+    assert setup.engine.last_held_back is None  # nor did the 30 s cooldown: each one was a pressure cleanup
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -149,17 +172,34 @@ def test_ordinary_nodes_cost_no_optimization_and_no_reading(tmp_path: Path) -> N
     assert setup.probe.snapshots == 0
 
 
-def test_the_cooldown_is_shared_with_the_engine(tmp_path: Path) -> None:
+def test_the_cooldown_is_shared_with_the_engine_and_holds_routine_cleanups(tmp_path: Path) -> None:
     setup = Setup(tmp_path, "async11", basic_nodes(), cooldown_seconds=30)
-    setup.probe.ram_percent = 90.0
+    setup.probe.ram_percent = 50.0  # under the thresholds: the "after" rule is routine
 
+    setup.engine.optimize(Mode.CONSERVATIVE, Trigger(TriggerKind.MANUAL, "panel"), cooldown_seconds=30)
     setup.run("Const", "ReActorFaceSwap")
-    assert setup.phases() == [("ReActorFaceSwap", "before", Mode.CONSERVATIVE)]  # "after" held by the cooldown
+    assert setup.phases() == [(None, None, Mode.CONSERVATIVE)]  # "after" held by the panel's cooldown
 
     setup.clock.now += 31
     setup.run("Const", "ReActorFaceSwap", first_input=2)
-    assert setup.phases()[1:] == [("ReActorFaceSwap", "before", Mode.CONSERVATIVE)]
+    assert setup.phases()[1:] == [("ReActorFaceSwap", "after", Mode.BALANCED)]
     assert setup.engine.cooldown_remaining(30) == 30
+
+
+def test_pressure_is_never_held_back_by_the_cooldown(tmp_path: Path) -> None:
+    setup = Setup(tmp_path, "async11", basic_nodes(), cooldown_seconds=30)
+    setup.probe.ram_percent = 50.0
+    setup.run("Const", "ReActorFaceSwap")  # a routine cleanup after it starts the cooldown
+    assert setup.engine.cooldown_remaining(30) == 30
+
+    setup.probe.ram_percent = 90.0
+    setup.run("Const", "ReActorFaceSwap", first_input=2)
+
+    assert setup.phases()[1:] == [
+        ("ReActorFaceSwap", "before", Mode.CONSERVATIVE),
+        ("ReActorFaceSwap", "after", Mode.BALANCED),
+    ]
+    assert all(record.trigger.pressure for record in setup.records()[1:])
 
 
 def test_user_rules_set_patterns_modes_and_when(tmp_path: Path) -> None:

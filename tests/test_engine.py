@@ -12,12 +12,14 @@ from comfy_memhooks.actions import NOT_IN_COMFYUI
 from comfy_memhooks.engine import Engine
 from comfy_memhooks.history import Trigger, TriggerKind
 from comfy_memhooks.modes import MODE_ACTIONS, Mode
+from comfy_memhooks.policy import Thresholds
 from tests.fake_nvml import GIB, FakeGpu
 
 # Loaded as it is inside ComfyUI: the VRAM actions name CUDA devices with it.
 torch = pytest.importorskip("torch")
 
 MANUAL = Trigger(TriggerKind.MANUAL, "test")
+VRAM_85 = Thresholds(ram_percent=80, vram_percent=85)
 COMFY_ACTIONS = {
     "comfy_soft_empty_cache",
     "comfy_free_memory_to_threshold",
@@ -72,14 +74,14 @@ def test_every_mode_outside_comfyui_runs_and_says_what_it_skipped(
 def test_conservative_never_touches_comfyui(
     make_engine: Callable[..., Engine], comfy_model_management: types.ModuleType
 ) -> None:
-    make_engine(one_gpu_at(95)).optimize(Mode.CONSERVATIVE, MANUAL, vram_threshold=85)
+    make_engine(one_gpu_at(95)).optimize(Mode.CONSERVATIVE, MANUAL, thresholds=VRAM_85, routine=True)
     assert comfy_model_management.calls == []  # type: ignore[attr-defined]
 
 
 def test_balanced_frees_just_enough_vram_to_get_under_the_threshold(
     make_engine: Callable[..., Engine], comfy_model_management: types.ModuleType
 ) -> None:
-    outcome = make_engine(one_gpu_at(95)).optimize(Mode.BALANCED, MANUAL, vram_threshold=85)
+    outcome = make_engine(one_gpu_at(95)).optimize(Mode.BALANCED, MANUAL, thresholds=VRAM_85, routine=True)
     calls = comfy_model_management.calls  # type: ignore[attr-defined]
     assert ("free_memory", int(24 * GIB * 0.15), "cuda:0") in calls
     assert ("soft_empty_cache",) in calls
@@ -92,7 +94,7 @@ def test_balanced_frees_just_enough_vram_to_get_under_the_threshold(
 def test_balanced_under_the_threshold_unloads_nothing(
     make_engine: Callable[..., Engine], comfy_model_management: types.ModuleType
 ) -> None:
-    outcome = make_engine(one_gpu_at(50)).optimize(Mode.BALANCED, MANUAL, vram_threshold=85)
+    outcome = make_engine(one_gpu_at(50)).optimize(Mode.BALANCED, MANUAL, thresholds=VRAM_85, routine=True)
     assert [c[0] for c in comfy_model_management.calls] == ["soft_empty_cache"]  # type: ignore[attr-defined]
     assert outcome.record is not None
     free = next(a for a in outcome.record.actions if a.name == "comfy_free_memory_to_threshold")
@@ -102,7 +104,7 @@ def test_balanced_under_the_threshold_unloads_nothing(
 def test_aggressive_unloads_every_model(
     make_engine: Callable[..., Engine], comfy_model_management: types.ModuleType
 ) -> None:
-    make_engine(one_gpu_at(50)).optimize(Mode.AGGRESSIVE, MANUAL, vram_threshold=85)
+    make_engine(one_gpu_at(50)).optimize(Mode.AGGRESSIVE, MANUAL, thresholds=VRAM_85, routine=True)
     names = [c[0] for c in comfy_model_management.calls]  # type: ignore[attr-defined]
     assert names == ["unload_all_models", "soft_empty_cache"]
 

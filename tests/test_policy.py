@@ -12,6 +12,7 @@ from comfy_memhooks.errors import InvalidSetting
 from comfy_memhooks.history import TriggerKind
 from comfy_memhooks.modes import Mode
 from comfy_memhooks.policy import PolicySettings, decide, parse_cooldown, parse_threshold
+from comfy_memhooks.pressure import PressureLevel
 from tests.conftest import FakeClock
 from tests.snapshots_factory import snapshot_at
 
@@ -58,7 +59,7 @@ def test_decision_table(row: str, policy: PolicySettings, snapshot: object, free
 
 def test_threshold_decision_names_what_was_exceeded() -> None:
     decision = decide(settings(auto_optimize=True), VRAM_HIGH)
-    assert decision.threshold_exceeded
+    assert [level.describe() for level in decision.pressure] == ["VRAM 85% >= 85%"]
     assert "VRAM 85% >= 85%" in decision.reason
 
 
@@ -91,7 +92,7 @@ def test_cooldown_is_shared_between_callers(make_engine: Callable[..., Engine], 
     assert not manual.performed and manual.cooldown_remaining_seconds == pytest.approx(25.0)
 
 
-def test_trigger_kind_records_threshold_when_a_threshold_decided(make_engine: Callable[..., Engine]) -> None:
+def test_a_threshold_decision_is_recorded_as_pressure_with_its_level(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine()
     outcome = engine.evaluate(
         settings(auto_optimize=True, mode=Mode.CONSERVATIVE), TriggerKind.NODE, node_id="7",
@@ -99,7 +100,8 @@ def test_trigger_kind_records_threshold_when_a_threshold_decided(make_engine: Ca
     )
     assert outcome.record is not None
     trigger = outcome.record.trigger
-    assert (trigger.kind, trigger.node_id, trigger.node_class) == (TriggerKind.THRESHOLD, "7", "UnifiedMemoryManager")
+    assert (trigger.kind, trigger.node_id, trigger.node_class) == (TriggerKind.NODE, "7", "UnifiedMemoryManager")
+    assert trigger.pressure == (PressureLevel("RAM", 90.0, 80.0),)
     assert "RAM 90% >= 80%" in trigger.reason
 
 

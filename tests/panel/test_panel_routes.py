@@ -202,6 +202,7 @@ async def test_optimize_when_idle_runs_at_once(
         "node_id": None,
         "node_class": None,
         "phase": None,
+        "pressure": [],
     }
     assert backend.engine.history.total_recorded == 1
     (pushed,) = publisher.of("memhooks.optimization")
