@@ -51,7 +51,9 @@ class AutoOptimizer:
         self.store = store if store is not None else get_settings_store()
         self.index = HeavyNodeIndex(lambda: self.store.current)
         self.gauge = PressureGauge()
-        self.watchdog = PressureWatchdog(self.engine, lambda: self.store.current, self.gauge)
+        self.watchdog = PressureWatchdog(
+            self.engine, lambda: self.store.current, self.gauge, running_node=hook.running_node
+        )
         self.watch = watch
 
     def connect(self) -> None:

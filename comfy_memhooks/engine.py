@@ -180,7 +180,8 @@ class Engine:
             levels = pressure_levels(snapshot, ram_threshold, math.inf)
             if not levels:
                 return Outcome(False, f"RAM is under its {ram_threshold:g}% threshold", snapshot)
-            where = f" before {node_class} #{node_id}" if node_class else ""
+            preposition = "during" if kind is TriggerKind.WATCHDOG else "before"
+            where = f" {preposition} {node_class} #{node_id}" if node_class else ""
             reason = f"{levels[0].describe()}{where}: model-free cleanup"
             trigger = Trigger(kind, reason, node_id, node_class, None, levels)
             held = self.guard.hold_reason(snapshot, levels, MODEL_FREE_STRENGTH, require_growth=quiet)

@@ -58,6 +58,7 @@ __all__ = [
     "install",
     "note_not_installed",
     "parameter_positions",
+    "running_node",
     "uninstall",
 ]
 
@@ -480,6 +481,13 @@ def uninstall() -> bool:
             )
         _registry.reason = "uninstalled"
         return everything
+
+
+def running_node() -> tuple[str, str] | None:
+    """The id and class of the node that started last and has not finished, while the hook is installed."""
+    patch = _registry.node_patch
+    run = None if patch is None or not patch.active else patch.tracker.running
+    return None if run is None else (str(run.node_id), run.node_class)
 
 
 def hook_status() -> HookStatus:

@@ -164,6 +164,8 @@ class Tracker:
         self._active_prompts: set[Any] = set()
         self._pressure: PressureFlag = _NeverOver()
         self._boundary: BoundaryFunction | None = None
+        # The node that started last and has not finished: what the watchdog names when it cleans up mid-node.
+        self.running: NodeRun | None = None
 
     def watch_pressure(self, pressure: PressureFlag, boundary: BoundaryFunction) -> None:
         """Before each node, while ``pressure.over`` holds, ``boundary`` runs (in ComfyUI's worker thread)."""
@@ -226,6 +228,7 @@ class Tracker:
     def node_started(self, run: NodeRun, cached_output: Any) -> None:
         if self._pressure.over:  # the whole cost of the pressure check for a node, when there is no pressure
             self._at_boundary(run)
+        self.running = run
         everyone = signals.node_started.receivers
         heavy = run.heavy and signals.heavy_node_started.receivers
         if not (everyone or heavy):
@@ -334,6 +337,8 @@ class Tracker:
         self, run: NodeRun, result: Any, status: str, error: BaseException | None, report: RetryReport | None = None
     ) -> None:
         self._open.pop(run.node_id, None)
+        if self.running is run:
+            self.running = None
         if status == "FAILURE":
             self._failed = True
             self._failure = error

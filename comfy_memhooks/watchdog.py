@@ -63,6 +63,7 @@ class PressureWatchdog:
         engine: the engine whose model-free cleanup and effectiveness guard it uses; its RAM probe is read.
         settings: the automatic policy's current settings (threshold, ``enabled``, ``pressure_watchdog``).
         gauge: where the latest reading goes, for the executor hook.
+        running_node: the id and class of the node running now, named in the record of a cleanup.
         fast_seconds, idle_seconds: the two reading intervals.
     """
 
@@ -72,6 +73,7 @@ class PressureWatchdog:
         settings: Callable[[], AutoSettings],
         gauge: PressureGauge,
         *,
+        running_node: Callable[[], tuple[str, str] | None] = lambda: None,
         fast_seconds: float = FAST_SECONDS,
         idle_seconds: float = IDLE_SECONDS,
     ):
@@ -80,6 +82,7 @@ class PressureWatchdog:
         self.failures = WatchdogFailures()
         self.cleanups = 0
         self._settings = settings
+        self._running_node = running_node
         self._fast = fast_seconds
         self._idle = idle_seconds
         self._prompts = 0
@@ -131,7 +134,15 @@ class PressureWatchdog:
         reading = MemorySnapshot(
             taken_at=time.time(), ram=ram, gpus=(), gpu_source=None, gpu_unavailable_reason="not read by the watchdog"
         )
-        outcome = self.engine.reclaim(TriggerKind.WATCHDOG, settings.ram_threshold, snapshot=reading, quiet=True)
+        node_id, node_class = self._running_node() or (None, None)
+        outcome = self.engine.reclaim(
+            TriggerKind.WATCHDOG,
+            settings.ram_threshold,
+            node_id=node_id,
+            node_class=node_class,
+            snapshot=reading,
+            quiet=True,
+        )
         if outcome is not None and outcome.performed:
             self.cleanups += 1
             self.gauge.update(outcome.snapshot.ram.percent, settings.ram_threshold)

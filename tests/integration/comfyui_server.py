@@ -71,6 +71,7 @@ class ComfyUI:
     record_events: bool = True
     packs: tuple[Path, ...] = (TEST_PACK,)
     launcher: tuple[str, ...] = ()  # a command that runs ComfyUI's (e.g. one that enters a memory cgroup)
+    with_memhooks: bool = True  # False: the same ComfyUI without comfy_memhooks, to show what users get without it
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="memhooks-comfyui-")))
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -93,7 +94,8 @@ class ComfyUI:
             raise ComfyError("COMFYUI_DIR is not set")
         nodes = self.base / "nodes"
         nodes.mkdir()
-        (nodes / "comfy_memhooks").symlink_to(PROJECT, target_is_directory=True)
+        if self.with_memhooks:
+            (nodes / "comfy_memhooks").symlink_to(PROJECT, target_is_directory=True)
         for pack in self.packs:
             (nodes / pack.name).symlink_to(pack, target_is_directory=True)
         (self.base / "custom_nodes").mkdir()
