@@ -509,3 +509,78 @@ def test_setup_outside_comfyui_gives_the_nodes_and_installs_nothing(
     assert "UnifiedMemoryManager" in names
     assert not hook.hook_status().installed
     assert "not running inside ComfyUI" in caplog.text
+
+
+# --- under pressure, before any node ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_under_pressure_every_node_boundary_gets_a_model_free_cleanup(tmp_path: Path, kind: str) -> None:
+    setup = Setup(tmp_path, kind, basic_nodes(), cooldown_seconds=30)
+    setup.probe.ram_percent = 90.0
+    setup.probe.grow_percent_per_snapshot = 1.5  # garbage keeps arriving, as from nodes that leave it behind
+    setup.optimizer.watchdog.tick()  # the watchdog's reading: the gauge now says RAM is over its threshold
+
+    setup.run("Const", "Double", "Double")
+
+    records = setup.records()
+    assert [(r.trigger.kind, r.trigger.node_id, r.trigger.node_class, r.mode) for r in records] == [
+        (TriggerKind.BOUNDARY, "1", "Const", None),
+        (TriggerKind.BOUNDARY, "2", "Double", None),
+        (TriggerKind.BOUNDARY, "3", "Double", None),
+    ]
+    assert [action.name for action in records[0].actions] == ["gc_collect", "malloc_trim"]
+    assert records[0].trigger.pressure[0].resource == "RAM"
+    assert setup.executor.success
+
+
+def test_live_data_gets_one_boundary_cleanup_then_the_guard_holds(tmp_path: Path) -> None:
+    setup = Setup(tmp_path, "async11", basic_nodes(), cooldown_seconds=0)
+    setup.probe.ram_percent = 90.0  # nothing to free, and nothing arrives
+    setup.optimizer.watchdog.tick()
+
+    setup.run("Const", *["Double"] * 10)
+
+    assert [r.trigger.kind for r in setup.records()] == [TriggerKind.BOUNDARY]
+    assert setup.engine.held_back_total == 10
+    assert setup.executor.success
+
+
+def test_a_heavy_node_with_a_rule_before_it_is_left_to_its_rule(tmp_path: Path) -> None:
+    setup = Setup(tmp_path, "async11", basic_nodes(), cooldown_seconds=0)
+    setup.probe.ram_percent = 90.0
+    setup.optimizer.watchdog.tick()
+
+    setup.run("ReActorFaceSwap")
+
+    assert [(r.trigger.kind, r.trigger.phase) for r in setup.records()][:1] == [(TriggerKind.HOOK, "before")]
+    assert TriggerKind.BOUNDARY not in {r.trigger.kind for r in setup.records()}
+
+
+def test_without_pressure_ordinary_nodes_read_nothing(tmp_path: Path) -> None:
+    setup = Setup(tmp_path, "sync9", basic_nodes(), cooldown_seconds=0)
+    setup.probe.ram_percent = 50.0
+    setup.optimizer.watchdog.tick()
+
+    setup.run("Const", "Double", "Double")
+
+    assert setup.records() == []
+    assert setup.probe.snapshots == 0  # the gauge was read, never the probe
+
+
+def test_a_failing_boundary_cleanup_is_counted_and_the_node_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup = Setup(tmp_path, "async11", basic_nodes(), cooldown_seconds=0)
+    setup.probe.ram_percent = 90.0
+    setup.optimizer.watchdog.tick()
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise OSError("cgroup went away")
+
+    monkeypatch.setattr(setup.engine, "reclaim", broken)
+    setup.run("Const", "Double")
+
+    assert setup.executor.success
+    assert hook.hook_status().hook_errors == 2
+    assert "cleaning up under memory pressure before a node" in (hook.hook_status().last_hook_error or "")

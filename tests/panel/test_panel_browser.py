@@ -15,6 +15,7 @@ from pytest_aiohttp import AiohttpServer
 
 from comfy_memhooks.backend import PanelBackend
 from comfy_memhooks.engine import Engine
+from comfy_memhooks.history import TriggerKind
 from comfy_memhooks.settings import SettingsStore
 from comfy_memhooks.standalone import BACKEND, HUB, build_app
 from tests.panel.panel_support import CHROMIUM, CHROMIUM_ARGS, GIB, container_engine, fake_gpu_engine
@@ -155,6 +156,35 @@ async def test_the_container_limit_is_named(serve: Callable[..., Awaitable[Serve
     assert await gauge.locator('[data-role="value"]').text_content() == "3.0 / 4.0 GB · 75.0%"
     assert (await gauge.locator('[data-role="note"]').text_content()).startswith("container limit (cgroup v2)")
     assert await gauge.get_attribute("data-level") == "warn"
+
+
+async def test_pressure_cleanups_are_marked_and_a_held_back_one_is_said(
+    serve: Callable[..., Awaitable[Served]], tmp_path: Path
+) -> None:
+    engine = container_engine(tmp_path, 4 * GIB, int(3.6 * GIB))  # 90% of the container's limit
+    done = engine.reclaim(TriggerKind.BOUNDARY, 80.0, node_id="5", node_class="ImageScale")
+    assert done is not None and done.performed
+    held = engine.reclaim(TriggerKind.BOUNDARY, 80.0, node_id="6", node_class="ImageScale")
+    assert held is not None and held.held_back  # the fake cgroup's usage never drops: nothing new to free
+    served = await serve(engine)
+    await served.goto_panel()
+    await served.wait_live()
+    page = served.page
+    await asyncio.to_thread(served.backend.sample_now)
+
+    row = page.locator('[data-role="history-row"]').first
+    await row.wait_for()
+    assert await row.get_attribute("data-pressure") == "true"
+    cells = await row.locator("td").all_text_contents()
+    assert cells[1:3] == ["pressure · boundary · ImageScale #5", "Model-free"]
+    held_text = page.locator('[data-role="held-back"]')
+    await held_text.wait_for()
+    assert "(boundary): nothing new to free since " in await held_text.text_content()
+    await page.wait_for_function("document.querySelector('[data-role=\"chart\"]').dataset.pressureMarks === '1'")
+    await row.locator("button").click()
+    actions = page.locator('[data-role="history-actions"]')
+    await actions.wait_for()
+    assert "(pressure: RAM 90% >= 80%)" in await actions.text_content()
 
 
 async def test_optimize_now_adds_a_history_row(serve: Callable[..., Awaitable[Served]]) -> None:

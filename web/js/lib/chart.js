@@ -6,7 +6,13 @@
 export const RAM_COLOR = "#4aa3ff";
 export const VRAM_COLOR = "#f5a623";
 const MARK_COLOR = "#3ecf8e";
+export const PRESSURE_COLOR = "#ff5c5c"; // a cleanup fired by RAM or VRAM at or above its threshold
 const PAD = { left: 30, right: 6, top: 8, bottom: 16 };
+
+/** Whether an optimization was fired by pressure (a reading at or above its threshold), not by routine. */
+export function isPressure(record) {
+  return Boolean(record?.trigger?.pressure?.length);
+}
 
 export class MemoryChart {
   constructor(doc) {
@@ -118,13 +124,14 @@ export class MemoryChart {
     for (const record of records) {
       if (record.started_at < start || record.started_at > end) continue;
       const x = Math.round(xOf(record.started_at)) + 0.5;
-      context.strokeStyle = MARK_COLOR;
+      const color = isPressure(record) ? PRESSURE_COLOR : MARK_COLOR;
+      context.strokeStyle = color;
       context.globalAlpha = 0.8;
       context.beginPath();
       context.moveTo(x, area.y);
       context.lineTo(x, area.y + area.h);
       context.stroke();
-      context.fillStyle = MARK_COLOR;
+      context.fillStyle = color;
       context.beginPath();
       context.moveTo(x - 4, area.y);
       context.lineTo(x + 4, area.y);
@@ -166,6 +173,9 @@ export class MemoryChart {
     }
     this._draws += 1;
     this.foreground.dataset.draws = String(this._draws);
+    this.foreground.dataset.pressureMarks = String(
+      records.filter((record) => isPressure(record) && record.started_at >= start && record.started_at <= end).length,
+    );
     this.foreground.dataset.samples = String(visible.length);
     this.foreground.dataset.lastSampleAt = last ? String(last.taken_at) : "";
   }

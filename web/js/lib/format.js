@@ -36,14 +36,20 @@ export function formatClock(epochSeconds) {
   return [date.getHours(), date.getMinutes(), date.getSeconds()].map((n) => String(n).padStart(2, "0")).join(":");
 }
 
-/** Who triggered an optimization, for the history table: "manual", "hook · ReActorFaceSwap #12 (before)". */
+/** Who triggered an optimization, for the history table: "manual", "pressure · hook · ReActorFaceSwap #12 (before)". */
 export function formatTrigger(trigger) {
   if (!trigger) return "n/a";
   let text = trigger.kind ?? "?";
+  if (trigger.pressure?.length) text = `pressure · ${text}`;
   if (trigger.node_class) {
     text += ` · ${trigger.node_class}`;
     if (trigger.node_id) text += ` #${trigger.node_id}`;
   }
   if (trigger.phase) text += ` (${trigger.phase})`;
   return text;
+}
+
+/** The readings that fired a pressure cleanup: "RAM 91% >= 80%". */
+export function formatPressure(levels) {
+  return (levels ?? []).map((level) => `${level.resource} ${Math.round(level.percent)}% >= ${level.threshold}%`).join(", ");
 }

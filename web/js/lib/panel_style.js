@@ -50,6 +50,9 @@ export const PANEL_CSS = `
 .memhooks-key::before { content: ""; display: inline-block; width: 12px; height: 3px; margin: 0 4px 2px 0; vertical-align: middle; background: var(--key, var(--memhooks-muted)); }
 .memhooks-key-dashed::before { height: 0; border-top: 2px dashed var(--memhooks-muted); background: none; }
 .memhooks-key-mark::before { width: 2px; height: 10px; background: var(--memhooks-ok); }
+.memhooks-key-pressure::before { background: #ff5c5c; }
+.memhooks-engine [data-role="watchdog"][data-state="pressure"] { color: #ff5c5c; border-color: currentColor; }
+[data-role="history-row"][data-pressure="true"] td:nth-child(2) { color: #ff5c5c; }
 .memhooks-chart { position: relative; height: 140px; margin-top: 4px; border: 1px solid var(--memhooks-border); border-radius: 6px; }
 .memhooks-chart canvas { position: absolute; inset: 0; width: 100%; height: 100%; }
 .memhooks-optimize { display: flex; gap: 6px; }

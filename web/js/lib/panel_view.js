@@ -6,12 +6,13 @@
 // A library module: importing it does nothing (ComfyUI imports every .js under web/ as an extension).
 
 import { ApiError } from "./api_client.js";
-import { MemoryChart, RAM_COLOR, VRAM_COLOR } from "./chart.js";
+import { MemoryChart, RAM_COLOR, VRAM_COLOR, isPressure } from "./chart.js";
 import {
   formatClock,
   formatDuration,
   formatGb,
   formatPercent,
+  formatPressure,
   formatSize,
   formatTrigger,
 } from "./format.js";
@@ -387,6 +388,16 @@ export class MemoryPanel {
     setData(this.errorsText, "count", count);
     setText(this.warningText, errors.settings_warning ?? "");
     this.warningText.hidden = !errors.settings_warning;
+    const pressure = status.pressure ?? {};
+    const watchdog = pressure.watchdog;
+    let watch = "no watchdog";
+    if (watchdog) watch = !watchdog.enabled ? "watchdog off" : watchdog.watching_fast ? "pressure: watching" : "watchdog on";
+    setText(this.pressureText, watch);
+    setData(this.pressureText, "state", watchdog?.watching_fast ? "pressure" : watchdog?.enabled ? "on" : "off");
+    const held = pressure.last_held_back;
+    setText(this.heldText, held ? `Held back at ${formatClock(held.at)} (${held.kind}): ${held.reason}` : "");
+    this.heldText.hidden = !held;
+    setData(this.heldText, "count", pressure.held_back_total ?? 0);
   }
 
   _render_history() {
@@ -414,10 +425,15 @@ export class MemoryPanel {
         element(
           doc,
           "tr",
-          { role: "history-row", "data-sequence": record.sequence, title: record.trigger?.reason ?? "" },
+          {
+            role: "history-row",
+            "data-sequence": record.sequence,
+            "data-pressure": isPressure(record) ? "true" : "false",
+            title: record.trigger?.reason ?? "",
+          },
           element(doc, "td", { text: formatClock(record.started_at) }),
           element(doc, "td", { text: formatTrigger(record.trigger) }),
-          element(doc, "td", { text: record.mode }),
+          element(doc, "td", { text: record.escalated ? `${record.mode} ↑` : record.mode }),
           element(doc, "td", { class: "memhooks-number", text: `${record.freed_gb.toFixed(2)} GB` }),
           element(doc, "td", { class: "memhooks-number", text: formatDuration(record.duration_seconds) }),
           element(doc, "td", {}, toggle),
@@ -441,12 +457,14 @@ export class MemoryPanel {
         doc,
         "li",
         { class: action.error ? "memhooks-failed" : "" },
-        element(doc, "b", { text: action.name }),
+        element(doc, "b", { text: action.escalation ? `${action.name} (escalation)` : action.name }),
         ` ${what} — RAM ${formatSize(action.ram_freed_bytes, true)}, VRAM ${formatSize(action.vram_freed_bytes, true)}, ${formatDuration(action.duration_seconds)}`,
       );
     });
     const list = element(doc, "ul", { class: "memhooks-actions" }, ...items);
-    const reason = element(doc, "div", { class: "memhooks-muted", text: record.trigger?.reason ?? "" });
+    const levels = formatPressure(record.trigger?.pressure);
+    const why = levels ? `${record.trigger?.reason ?? ""} (pressure: ${levels})` : (record.trigger?.reason ?? "");
+    const reason = element(doc, "div", { class: "memhooks-muted", text: why });
     return element(doc, "tr", { role: "history-actions" }, element(doc, "td", { colspan: "6" }, reason, list));
   }
 
@@ -667,7 +685,9 @@ export class MemoryPanel {
     this.runText = element(doc, "span", { role: "run" });
     this.errorsText = element(doc, "span", { role: "errors" });
     this.warningText = element(doc, "div", { class: "memhooks-warning", role: "settings-warning", hidden: "" });
-    const engine = element(doc, "div", { class: "memhooks-engine", role: "engine" }, this.hookText, this.cooldownText, this.runText, this.errorsText);
+    this.pressureText = element(doc, "span", { role: "watchdog" });
+    this.heldText = element(doc, "div", { class: "memhooks-muted", role: "held-back", hidden: "" });
+    const engine = element(doc, "div", { class: "memhooks-engine", role: "engine" }, this.hookText, this.cooldownText, this.pressureText, this.runText, this.errorsText);
 
     this.chart = new MemoryChart(doc);
     const stored = Number(this.storage?.getItem(CHART_MINUTES_KEY));
@@ -692,6 +712,7 @@ export class MemoryPanel {
       element(doc, "span", { class: "memhooks-key", style: `--key:${VRAM_COLOR}`, text: "VRAM" }),
       element(doc, "span", { class: "memhooks-key memhooks-key-dashed", text: "threshold" }),
       element(doc, "span", { class: "memhooks-key memhooks-key-mark", text: "optimized" }),
+      element(doc, "span", { class: "memhooks-key memhooks-key-mark memhooks-key-pressure", text: "under pressure" }),
       windowSelect,
     );
 
@@ -730,6 +751,7 @@ export class MemoryPanel {
       header,
       gauges,
       engine,
+      this.heldText,
       this.warningText,
       element(doc, "div", { class: "memhooks-block" }, legend, this.chart.element),
       element(doc, "div", { class: "memhooks-block" }, optimize, this.optimizeResult),
