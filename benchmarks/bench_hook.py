@@ -1,6 +1,7 @@
 """What the executor hook costs per node, measured against ComfyUI without it in the same run. Run by hand:
 
     python benchmarks/bench_hook.py                      # the wrapper alone, per node call
+    python benchmarks/bench_hook.py --against f919a16    # also today's installed hook against an older revision
     COMFYUI_DIR=... COMFYUI_PYTHON=... python benchmarks/bench_hook.py --comfyui   # also a real ComfyUI
 
 Part one calls an ``execute`` with ComfyUI's real signatures (async with 11 parameters, sync with 9) that does
@@ -21,7 +22,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import enum
+import importlib
+import importlib.util
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -189,6 +193,74 @@ def wrapper_costs(batches: int, calls: int) -> None:
         panel.close()
 
 
+def _load_revision(revision: str) -> Any:
+    """comfy_memhooks as it was at ``revision`` (``git archive``), loaded beside this one as ``memhooks_<rev>``."""
+    folder = Path(tempfile.mkdtemp(prefix="memhooks-bench-rev-"))
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", revision, "comfy_memhooks"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    name = f"memhooks_{revision.replace('~', '_').replace('^', '_')}"
+    package = folder / "comfy_memhooks"
+    spec = importlib.util.spec_from_file_location(
+        name, package / "__init__.py", submodule_search_locations=[str(package)]
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def pressure_check_cost(revision: str, batches: int, calls: int) -> None:
+    """The installed hook and subscriber of today against those of ``revision``, interleaved in one run.
+
+    Both see an ordinary node and no memory pressure: the cost of the pressure check before every node is the
+    difference.
+    """
+    before = _load_revision(revision)
+    before_auto = importlib.import_module(f"{before.__name__}.auto")
+    before_engine = importlib.import_module(f"{before.__name__}.engine")
+    before_settings = importlib.import_module(f"{before.__name__}.settings")
+    folder = Path(tempfile.mkdtemp(prefix="memhooks-bench-"))
+    report(f"installed hook and subscriber, ordinary node, no pressure: today against {revision}")
+    for kind in ("async", "sync"):
+        arguments = _arguments(kind, "ImageInvert")
+        plain = _module(kind)
+        old_module = _module(kind)
+        store_then = before_settings.SettingsStore(folder / f"then-{kind}.json")
+        store_then.load()
+        before_auto.install(old_module, before_auto.AutoOptimizer(before_engine.Engine(), store_then))
+        new_module = _module(kind)
+        store_now = SettingsStore(folder / f"now-{kind}.json")
+        store_now.load()
+        optimizer = auto.AutoOptimizer(Engine(), store_now)
+        auto.install(new_module, optimizer)
+        assert not optimizer.gauge.over
+        timers = {
+            "original": _batch_timer(plain.execute, arguments, kind, calls),
+            revision: _batch_timer(old_module.execute, arguments, kind, calls),
+            "today": _batch_timer(new_module.execute, arguments, kind, calls),
+        }
+        for timer in timers.values():
+            timer()  # warm up
+        samples: dict[str, list[float]] = {name: [] for name in timers}
+        for _ in range(batches):
+            for name, timer in timers.items():
+                samples[name].append(timer())
+        auto.uninstall()
+        before_auto.uninstall()
+        medians = {name: statistics.median(values) for name, values in samples.items()}
+        paired = statistics.median(
+            today - then for today, then in zip(samples["today"], samples[revision], strict=True)
+        )
+        report(
+            f"{kind:5}  original {medians['original']:6.0f} ns   {revision} {medians[revision]:6.0f} ns   "
+            f"today {medians['today']:6.0f} ns   added by today {paired:5.0f} ns (median of paired batches), "
+            f"ratio today/{revision} {medians['today'] / medians[revision]:.3f}"
+        )
+
+
 def _chain(nodes: int, color: int) -> dict[str, Any]:
     prompt: dict[str, Any] = {
         "0": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": color}}
@@ -245,8 +317,13 @@ def main() -> None:
     parser.add_argument("--comfyui", action="store_true", help="also time a real ComfyUI (COMFYUI_DIR)")
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--nodes", type=int, default=300)
+    parser.add_argument(
+        "--against", metavar="REV", help="also compare the installed hook with the one of a git revision"
+    )
     arguments = parser.parse_args()
     wrapper_costs(arguments.batches, arguments.calls)
+    if arguments.against:
+        pressure_check_cost(arguments.against, arguments.batches, arguments.calls)
     if arguments.comfyui:
         comfyui_costs(arguments.rounds, arguments.nodes)
 

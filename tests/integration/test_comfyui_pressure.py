@@ -179,9 +179,10 @@ def test_without_the_watchdog_the_node_boundaries_keep_it_alive() -> None:
 
 def test_live_data_that_cannot_be_freed_costs_a_few_cleanups_not_one_per_node() -> None:
     limit = 3 * GIB
-    # One node takes the container to about 85% with data it keeps; twenty light nodes follow.
+    # One node takes the container to about 85% (ComfyUI itself holds about 0.5 GB) with data it keeps; twenty
+    # light nodes follow.
     hold = chain(
-        [("MemhooksPressureHold", {"megabytes": 1900})]
+        [("MemhooksPressureHold", {"megabytes": 2050})]
         + [("MemhooksPressureOrdinary", {"frames": 1, "frame_mb": 1, "work_seconds": 0.05})] * 20
     )
     scenario = Scenario("live data", limit, hold, 0)
