@@ -25,10 +25,25 @@ pytestmark = [
 HEAVY = {"2": "VHS_LoadVideo", "3": "ReActorFaceSwap", "7": "VHS_VideoCombine"}
 
 
+# The default rules, each run every time ("always" before and after) and with no cooldown, so that every rule
+# runs; thresholds at 100% keep these runs routine (under pressure the effectiveness guard would rightly hold back
+# repeated cleanups that free nothing, and the pressure tests cover that).
+EVERY_RULE_EVERY_TIME = {
+    "cooldown_seconds": 0,
+    "ram_threshold": 100,
+    "vram_threshold": 100,
+    "rules": [
+        {"pattern": "ReActor*", "before_mode": "Conservative", "before_when": "always", "after_mode": "Balanced"},
+        {"pattern": "VHS_LoadVideo*", "before_mode": "Aggressive", "before_when": "always"},
+        {"pattern": "VHS_LoadImages*", "before_mode": "Aggressive", "before_when": "always"},
+        {"pattern": "VHS_VideoCombine", "after_mode": "Balanced"},
+    ],
+}
+
+
 @pytest.fixture(scope="module")
 def comfy() -> Iterator[ComfyUI]:
-    # A 1% RAM threshold is always exceeded, so the "before" rules run; no cooldown, so every rule runs.
-    with running_comfyui(settings={"cooldown_seconds": 0, "ram_threshold": 1}) as server:
+    with running_comfyui(settings=EVERY_RULE_EVERY_TIME) as server:
         yield server
 
 

@@ -283,7 +283,7 @@ def _routes() -> None:
         records = get_engine().history.records()
         return web.json_response(
             [
-                {"sequence": r.sequence, "mode": r.mode.value, "trigger": to_plain(r.trigger), "freed_gb": r.freed_gb}
+                {"sequence": r.sequence, "mode": r.cleanup_name, "trigger": to_plain(r.trigger), "freed_gb": r.freed_gb}
                 for r in records
             ]
         )
