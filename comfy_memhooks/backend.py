@@ -31,6 +31,7 @@ from .payloads import (
     process_json,
     prompt_event_json,
     record_json,
+    settings_json,
     snapshot_json,
 )
 from .sampler import RING_SECONDS, Sample, SampleLoop, SampleRing
@@ -221,12 +222,12 @@ class PanelBackend:
         return plain_json(manual_json(self.manual.request(mode)))
 
     def settings(self) -> dict[str, Any]:
-        return plain_json({"settings": self.store.current.to_json(), "load_warning": self.store.load_warning})
+        return plain_json(settings_json(self.store.current, self.store.load_warning))
 
     def update_settings(self, raw: object) -> dict[str, Any]:
         """Validates and saves; :class:`errors.InvalidSetting` names the first bad field and nothing changes."""
         updated = self.store.update(raw)
-        payload = plain_json({"settings": updated.to_json(), "load_warning": self.store.load_warning})
+        payload = plain_json(settings_json(updated, self.store.load_warning))
         self._publish(EVENT_SETTINGS, payload)
         return payload
 

@@ -50,6 +50,9 @@ _AGGRESSIVE = (
     actions.MALLOC_TRIM,
 )
 
+MANUAL_MODES = (Mode.CONSERVATIVE, Mode.BALANCED, Mode.AGGRESSIVE)
+"""What "Optimize now" offers: Monitor Only would do nothing."""
+
 MODE_ACTIONS: dict[Mode, tuple[Action, ...]] = {
     Mode.MONITOR_ONLY: (),
     Mode.CONSERVATIVE: _CONSERVATIVE,

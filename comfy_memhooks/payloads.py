@@ -13,6 +13,9 @@ from typing import Any
 from .history import OptimizationRecord
 from .hook import HookStatus
 from .manual import ManualAnswer
+from .modes import MANUAL_MODES, Mode
+from .report import action_summary, process_label
+from .settings import AutoSettings, HeavyNodeRule, When
 from .snapshots import GpuProcess, MemorySnapshot, RamSource, to_plain
 
 # Event names: every event the panel receives is namespaced, as ComfyUI's own websocket carries them all.
@@ -56,13 +59,30 @@ def record_json(record: OptimizationRecord) -> dict[str, Any]:
     data["freed_gb"] = record.freed_gb
     data["before"] = snapshot_json(record.before)
     data["after"] = snapshot_json(record.after)
+    for action, plain in zip(record.actions, data["actions"], strict=True):
+        plain["summary"] = action_summary(action)
     return data
 
 
 def process_json(process: GpuProcess) -> dict[str, Any]:
     """A GPU process: pid, executable name, GPU and memory; its command line is never read, so never sent."""
     data: dict[str, Any] = to_plain(process)
+    data["label"] = process_label(process)
     return data
+
+
+def settings_json(settings: AutoSettings, load_warning: str | None) -> dict[str, Any]:
+    """The automatic policy, and the choices its form offers, so the browser hard-codes none of them."""
+    return {
+        "settings": settings.to_json(),
+        "load_warning": load_warning,
+        "choices": {
+            "modes": [mode.value for mode in Mode],
+            "manual_modes": [mode.value for mode in MANUAL_MODES],
+            "when": [when.value for when in When],
+            "rule_defaults": {key: value for key, value in to_plain(HeavyNodeRule("")).items() if key != "pattern"},
+        },
+    }
 
 
 def hook_json(status: HookStatus) -> dict[str, Any]:

@@ -20,13 +20,12 @@ from aiohttp import web
 
 from .backend import PanelBackend
 from .errors import InvalidSetting
-from .modes import Mode
+from .modes import MANUAL_MODES, Mode
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "/memhooks"
 MAX_BODY_BYTES = 64 * 1024
-MANUAL_MODES = (Mode.CONSERVATIVE, Mode.BALANCED, Mode.AGGRESSIVE)
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

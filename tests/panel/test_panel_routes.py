@@ -171,6 +171,7 @@ async def test_processes_never_carry_command_lines(
             "used_bytes": 3 * GIB,
             "is_current_process": True,
             "in_this_container": True,
+            "label": f"{psutil.Process().name()} (this process)",
         }
         assert foreign["pid"] == FOREIGN_PID
         assert foreign["name"] is None
