@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_memhooks.actions import malloc_trim_available
+from comfy_memhooks.engine.actions import malloc_trim_available
 
 ROOT = Path(__file__).resolve().parent.parent
 FRAGMENTING_NODE = Path(__file__).resolve().parent.parent / "benchmarks" / "fragmenting_node.py"

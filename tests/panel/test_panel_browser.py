@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from comfy_memhooks.backend import PanelBackend
-from comfy_memhooks.engine import Engine
-from comfy_memhooks.history import TriggerKind
-from comfy_memhooks.settings import SettingsStore
-from comfy_memhooks.standalone import BACKEND, HUB, build_app
+from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.engine.history import TriggerKind
+from comfy_memhooks.engine.settings import SettingsStore
+from comfy_memhooks.panel.backend import PanelBackend
+from comfy_memhooks.panel.standalone import BACKEND, HUB, build_app
 from tests.panel.panel_support import CHROMIUM, CHROMIUM_ARGS, GIB, container_engine, fake_gpu_engine
 
 pytestmark = pytest.mark.browser
