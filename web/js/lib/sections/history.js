@@ -1,9 +1,9 @@
 // The Memory panel's "Last optimizations" table: one row per cleanup (time, trigger, mode, freed, duration), and
-// on demand what each action did. A library module: importing it does nothing.
+// on demand what each action did, as the server summarised it. A library module: importing it does nothing.
 
 import { isPressure } from "../chart.js";
 import { element, section } from "../dom.js";
-import { formatClock, formatDuration, formatPressure, formatSize, formatTrigger } from "../format.js";
+import { formatClock, formatDuration, formatPressure, formatTrigger } from "../format.js";
 
 const COLUMNS = ["Time", "Trigger", "Mode", "Freed", "Took", ""];
 
@@ -84,20 +84,15 @@ export class HistorySection {
 
   _actionsRow(record) {
     const doc = this.panel.doc;
-    const items = record.actions.map((action) => {
-      let what = action.detail ?? "done";
-      if (action.error) what = `failed: ${action.error}`;
-      else if (action.skipped_reason) what = `skipped: ${action.skipped_reason}`;
-      const ram = formatSize(action.ram_freed_bytes, true);
-      const vram = formatSize(action.vram_freed_bytes, true);
-      return element(
+    const items = record.actions.map((action) =>
+      element(
         doc,
         "li",
         { class: action.error ? "memhooks-failed" : "" },
         element(doc, "b", { text: action.escalation ? `${action.name} (escalation)` : action.name }),
-        ` ${what} — RAM ${ram}, VRAM ${vram}, ${formatDuration(action.duration_seconds)}`,
-      );
-    });
+        ` ${action.summary}`,
+      ),
+    );
     const list = element(doc, "ul", { class: "memhooks-actions" }, ...items);
     const levels = formatPressure(record.trigger?.pressure);
     const why = levels ? `${record.trigger?.reason ?? ""} (pressure: ${levels})` : (record.trigger?.reason ?? "");

@@ -1,4 +1,4 @@
-// The Memory panel's "GPU processes" table: who holds GPU memory (pid, name, GPU, memory),
+// The Memory panel's "GPU processes" table: who holds GPU memory (pid, the server's label for it, GPU, memory),
 // loaded on each mount, after "Optimize now" and on "refresh". A library module: importing it does nothing.
 
 import { element, section, setText } from "../dom.js";
@@ -51,20 +51,17 @@ export class ProcessesSection {
     this.table.hidden = data.processes.length === 0;
     setText(this.note, data.processes.length ? "" : "No process holds GPU memory.");
     this.body.replaceChildren(
-      ...data.processes.map((process) => {
-        let name = process.name ?? "?";
-        if (process.is_current_process) name += " (this process)";
-        else if (!process.in_this_container) name = "(outside this container)";
-        return element(
+      ...data.processes.map((process) =>
+        element(
           doc,
           "tr",
           { role: "process-row" },
           element(doc, "td", { class: "memhooks-number", text: String(process.pid) }),
-          element(doc, "td", { text: name }),
+          element(doc, "td", { text: process.label }),
           element(doc, "td", { text: process.gpu_index === null ? "—" : String(process.gpu_index) }),
           element(doc, "td", { class: "memhooks-number", text: formatSize(process.used_bytes) }),
-        );
-      }),
+        ),
+      ),
     );
   }
 }
