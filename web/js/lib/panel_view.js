@@ -18,8 +18,6 @@ import { OptimizeSection } from "./sections/optimize.js";
 import { ProcessesSection } from "./sections/processes.js";
 import { SettingsSection } from "./sections/settings.js";
 
-export { MANUAL_MODES } from "./sections/optimize.js";
-
 const MAX_RECORDS = 10;
 const STYLE_ID = "memhooks-panel-style";
 // The sections, in the panel's order. Each has `nodes` (what it adds to the panel) and may have `render()` (redraws
@@ -58,6 +56,8 @@ export class MemoryPanel {
       samples: [],
       records: [],
       processes: null,
+      /** What the settings form and "Optimize now" offer, from GET /memhooks/settings; null until it answers. */
+      choices: null,
       windowSeconds: 600,
       loadError: null,
     };
@@ -159,11 +159,13 @@ export class MemoryPanel {
   }
 
   /**
-   * An answer of GET or PUT /memhooks/settings, or a pushed memhooks.settings (`pushed`): the settings go to the
-   * form unless it holds unsaved changes.
+   * An answer of GET or PUT /memhooks/settings, or a pushed memhooks.settings (`pushed`): the choices go to
+   * "Optimize now" and the form, the settings to the form unless it holds unsaved changes.
    */
   takeSettings(data, pushed) {
     if (!data?.settings) return;
+    if (data.choices) this.state.choices = data.choices;
+    this.sections.optimize.setChoices(this.state.choices);
     this.sections.settings.receive(data.settings, pushed);
   }
 

@@ -1,5 +1,6 @@
 // The Memory panel's "Automatic policy" form: the switches, thresholds, cooldown and sample interval, and the
-// heavy-node rules. A bad field is named next to it and nothing is saved.
+// heavy-node rules, whose modes, "when" values and new-rule defaults come from the server
+// (choices of GET /memhooks/settings). A bad field is named next to it and nothing is saved.
 // A library module: importing it does nothing.
 
 import { ApiError } from "../api_client.js";
@@ -12,13 +13,12 @@ const NUMBER_FIELDS = [
   ["cooldown_seconds", "Cooldown", "s", 1],
   ["sample_interval_seconds", "Live sample every", "s", 0.1],
 ];
-const ALL_MODES = Object.freeze(["Monitor Only", "Conservative", "Balanced", "Aggressive"]);
-const WHEN = Object.freeze(["threshold", "always"]);
+// [field, which list of the server's choices it picks from]
 const RULE_SELECTS = [
-  ["before_mode", ALL_MODES],
-  ["before_when", WHEN],
-  ["after_mode", ALL_MODES],
-  ["after_when", WHEN],
+  ["before_mode", "modes"],
+  ["before_when", "when"],
+  ["after_mode", "modes"],
+  ["after_when", "when"],
 ];
 
 export class SettingsSection {
@@ -54,6 +54,8 @@ export class SettingsSection {
 
   _renderRules() {
     const doc = this.panel.doc;
+    const choices = this.panel.state.choices;
+    this.addRuleButton.disabled = !choices;
     const rows = this._rules.map((rule, index) => {
       const field = (name) => `rules[${index}].${name}`;
       const pattern = element(doc, "input", {
@@ -63,9 +65,9 @@ export class SettingsSection {
         placeholder: "ReActor*",
         "aria-label": "node class pattern",
       });
-      const selects = RULE_SELECTS.map(([name, values]) => {
+      const selects = RULE_SELECTS.map(([name, list]) => {
         const select = element(doc, "select", { field: field(name), "aria-label": name.replace("_", " ") });
-        options(doc, select, values, rule[name]);
+        options(doc, select, choices?.[list] ?? [], rule[name]);
         return select;
       });
       const remove = element(doc, "button", {
@@ -109,8 +111,9 @@ export class SettingsSection {
   }
 
   _addRule() {
-    const rule = { before_mode: "Monitor Only", before_when: "threshold", after_mode: "Balanced", after_when: "always" };
-    this._editRules(() => this._rules.push({ pattern: "", ...rule }));
+    const defaults = this.panel.state.choices?.rule_defaults;
+    if (!defaults) return;
+    this._editRules(() => this._rules.push({ pattern: "", ...defaults }));
   }
 
   // Saving ----------------------------------------------------------------------------------------------------------
@@ -217,6 +220,7 @@ export class SettingsSection {
       type: "button",
       class: "memhooks-link",
       text: "+ add rule",
+      disabled: "",
       onclick: () => this._addRule(),
     });
     this.saveButton = element(doc, "button", {
