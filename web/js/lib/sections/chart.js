@@ -41,8 +41,7 @@ export class ChartSection {
       windowSelect,
     );
     this.nodes = [element(doc, "div", { class: "memhooks-block" }, legend, this.chart.element)];
-    this._resize =
-      typeof ResizeObserver === "function" ? new ResizeObserver(() => panel.invalidate("chart")) : null;
+    this._resize = typeof ResizeObserver === "function" ? new ResizeObserver(() => panel.invalidate("chart")) : null;
   }
 
   mount() {

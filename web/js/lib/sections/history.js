@@ -43,7 +43,11 @@ export class HistorySection {
           doc,
           "tr",
           {},
-          element(doc, "td", { colspan: String(COLUMNS.length), class: "memhooks-empty", text: "No optimization yet." }),
+          element(doc, "td", {
+            colspan: String(COLUMNS.length),
+            class: "memhooks-empty",
+            text: "No optimization yet.",
+          }),
         ),
       );
     }

@@ -193,7 +193,10 @@ export class SettingsSection {
       return [input, element(doc, "label", { class: "memhooks-check" }, input, ` ${label}`), errorFor(name)];
     };
     const [enabled, enabledRow, enabledError] = check("enabled", "Free memory around heavy nodes");
-    const [oom, oomRow, oomError] = check("oom_rescue", "OOM rescue: free memory and run a failed heavy node once more");
+    const [oom, oomRow, oomError] = check(
+      "oom_rescue",
+      "OOM rescue: free memory and run a failed heavy node once more",
+    );
     this.enabledInput = enabled;
     this.oomInput = oom;
     this.numberInputs = {};
