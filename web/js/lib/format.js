@@ -51,5 +51,7 @@ export function formatTrigger(trigger) {
 
 /** The readings that fired a pressure cleanup: "RAM 91% >= 80%". */
 export function formatPressure(levels) {
-  return (levels ?? []).map((level) => `${level.resource} ${Math.round(level.percent)}% >= ${level.threshold}%`).join(", ");
+  return (levels ?? [])
+    .map((level) => `${level.resource} ${Math.round(level.percent)}% >= ${level.threshold}%`)
+    .join(", ");
 }
