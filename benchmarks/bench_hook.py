@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from comfy_memhooks import hook  # noqa: E402
-from comfy_memhooks.comfy import auto
+from comfy_memhooks.comfy import auto  # noqa: E402
 from comfy_memhooks.engine.core import Engine  # noqa: E402
 from comfy_memhooks.engine.settings import SettingsStore  # noqa: E402
 from comfy_memhooks.panel.backend import PanelBackend  # noqa: E402

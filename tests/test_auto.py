@@ -181,7 +181,10 @@ def test_the_cooldown_is_shared_with_the_engine_and_holds_routine_cleanups(tmp_p
     setup.probe.ram_percent = 50.0  # under the thresholds: the "after" rule is routine
 
     setup.engine.optimize(
-        Mode.CONSERVATIVE, Trigger(TriggerKind.MANUAL, "panel"), thresholds=Thresholds(cooldown_seconds=30), routine=True
+        Mode.CONSERVATIVE,
+        Trigger(TriggerKind.MANUAL, "panel"),
+        thresholds=Thresholds(cooldown_seconds=30),
+        routine=True,
     )
     setup.run("Const", "ReActorFaceSwap")
     assert setup.phases() == [(None, None, Mode.CONSERVATIVE)]  # "after" held by the panel's cooldown

@@ -93,7 +93,8 @@ def test_torch_answers_for_vram_when_nvml_is_missing() -> None:
 def _status_in_subprocess(visible: str) -> dict[str, object]:
     script = (
         "import json; from comfy_memhooks.probe.memory import MemoryProbe; "
-        "print(json.dumps(MemoryProbe().snapshot().to_json()))"
+        "from comfy_memhooks.panel.payloads import snapshot_json; "
+        "print(json.dumps(snapshot_json(MemoryProbe().snapshot())))"
     )
     output = subprocess.run(
         [sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=120, cwd=ROOT,

@@ -54,7 +54,7 @@ def test_the_defaults_match_the_heavy_nodes_users_know() -> None:
         ({"rules": {"pattern": "x"}}, "rules", "expected a list"),
         ({"rules": [{"pattern": "A*"}, {"pattern": ""}]}, "rules[1].pattern", "non-empty glob"),
         ({"rules": [{"pattern": "A*", "before_mode": "Turbo"}]}, "rules[0].before_mode", "not a mode"),
-        ({"rules": [{"pattern": "A*", "after_when": "sometimes"}]}, "rules[0].after_when", "use one of 'always', 'threshold'"),
+        ({"rules": [{"pattern": "A*", "after_when": "sometimes"}]}, "rules[0].after_when", "'always', 'threshold'"),
         ({"rules": [{"pattern": "A*", "mode": "Balanced"}]}, "rules[0].mode", "unknown key"),
         ({"rules": [{"pattern": "x" * 201}]}, "rules[0].pattern", "longer than"),
         ([1, 2], "settings", "expected a JSON object"),

@@ -14,10 +14,10 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks import signals
-from comfy_memhooks.engine.pressure import Thresholds
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
+from comfy_memhooks.engine.pressure import Thresholds
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.manual import ManualRequests, ManualState
@@ -135,7 +135,9 @@ async def test_a_queued_request_meets_the_cooldown_if_the_hook_optimized_meanwhi
     hook_trigger = backend.engine.optimize
     in_worker(
         lambda: hook_trigger(
-            Mode.CONSERVATIVE, Trigger(TriggerKind.HOOK, "after a heavy node"), thresholds=Thresholds(cooldown_seconds=30)
+            Mode.CONSERVATIVE,
+            Trigger(TriggerKind.HOOK, "after a heavy node"),
+            thresholds=Thresholds(cooldown_seconds=30),
         )
     )
     in_worker(lambda: node_started("2", "ReActorFaceSwap", heavy=True))

@@ -349,7 +349,7 @@ BAD_SETTINGS = [
     ({"rules": "ReActor*"}, "rules", "expected a list of rules"),
     ({"rules": [{"pattern": "A*"}, {"pattern": "B*", "before_mode": "Fast"}]}, "rules[1].before_mode", "not a mode"),
     ({"rules": [{"pattern": ""}]}, "rules[0].pattern", "non-empty glob"),
-    ({"rules": [{"pattern": "A*", "after_when": "sometimes"}]}, "rules[0].after_when", "use one of 'always', 'threshold'"),
+    ({"rules": [{"pattern": "A*", "after_when": "sometimes"}]}, "rules[0].after_when", "one of 'always', 'threshold'"),
     ({"rules": [{"pattern": "A*", "extra": 1}]}, "rules[0].extra", "unknown key"),
 ]
 
