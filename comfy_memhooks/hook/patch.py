@@ -15,8 +15,6 @@ and no hook. A node's own exception passes through the wrapper unchanged.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import sys
 import threading
@@ -28,219 +26,15 @@ from typing import Any
 from ..failures import Failures
 from ..signals import receiver_failures
 from .introspect import comfyui_version, parameter_positions, sync_or_async
-from .tracker import (
-    NODE_PARAMETERS,
-    UNCHECKED,
-    BoundaryFunction,
-    HeavyTest,
-    PressureFlag,
-    RescueFunction,
-    Tracker,
-)
+from .status import HookStatus
+from .tracker import NODE_PARAMETERS, BoundaryFunction, HeavyTest, PressureFlag, RescueFunction, Tracker
+from .wrappers import Patch, find_ours, node_wrapper, prompt_wrapper
 
 logger = logging.getLogger(__name__)
 
 PROMPT_METHODS = ("execute", "execute_async")
 
-_MARK = "__comfy_memhooks_patch__"
-_CHAIN_LIMIT = 32
-
-
-@dataclass(frozen=True, slots=True)
-class HookStatus:
-    """Whether the executor hook is in place, and what went wrong if not.
-
-    Attributes:
-        installed: ComfyUI's ``execution.execute`` is wrapped.
-        executor: ``"async"`` or ``"sync"``, the kind of ComfyUI executor found; ``None`` when not installed.
-        comfyui_version: ComfyUI's version, when it could be read.
-        reason: why the hook is not installed, in words for the user.
-        receiver_errors: failures contained in signal receivers since start-up.
-        last_error: the latest of those, in words.
-        prompt_signals: ``PromptExecutor`` is wrapped too, so prompt started/finished fire.
-        hook_errors: failures of the hook's own code, contained, since start-up.
-        last_hook_error: the latest of those, in words.
-    """
-
-    installed: bool
-    executor: str | None
-    comfyui_version: str | None
-    reason: str | None
-    receiver_errors: int
-    last_error: str | None
-    prompt_signals: bool = False
-    hook_errors: int = 0
-    last_hook_error: str | None = None
-
-
 hook_failures = Failures(logger, "executor hook failed while {kind}; the node runs on unchanged")
-
-
-@dataclass(slots=True, eq=False)
-class _Patch:
-    """One attribute replaced by a wrapper. A reverted patch that cannot be removed stays as a pass-through."""
-
-    owner: Any
-    name: str
-    original: Callable[..., Any]
-    own_attribute: bool
-    tracker: Tracker
-    wrapper: Callable[..., Any] | None = None
-    active: bool = True
-    removed: bool = False
-
-    def apply(self) -> None:
-        setattr(self.owner, self.name, self.wrapper)
-
-    def revert(self) -> bool:
-        """Puts the original back when ours is still the outermost; else keeps ours in the chain, inert.
-
-        Another extension that wrapped after us holds a reference to our wrapper: taking it out of the module
-        would drop theirs, and putting the original back under theirs is impossible.
-        """
-        self.active = False
-        if vars(self.owner).get(self.name) is not self.wrapper:
-            return False
-        if self.own_attribute:
-            setattr(self.owner, self.name, self.original)
-        else:
-            delattr(self.owner, self.name)
-        self.removed = True
-        return True
-
-
-def _find_ours(function: Any) -> _Patch | None:
-    """Our patch in a chain of wrappers that follow ``functools.wraps`` (``__wrapped__``), if there is one.
-
-    ``functools.wraps`` copies ``__dict__``, so a wrapper made around ours carries our mark too: the patch
-    counts only where its own wrapper is the function holding the mark.
-    """
-    current = function
-    for _ in range(_CHAIN_LIMIT):
-        patch = getattr(current, _MARK, None)
-        if isinstance(patch, _Patch) and patch.wrapper is current:
-            return patch
-        current = getattr(current, "__wrapped__", None)
-        if current is None:
-            return None
-    return None
-
-
-def _marked(wrapper: Callable[..., Any], patch: _Patch) -> Callable[..., Any]:
-    """``wrapper``, carrying ``patch`` so that :func:`_find_ours` finds it under other extensions' wrappers."""
-    setattr(wrapper, _MARK, patch)
-    return wrapper
-
-
-def _node_wrapper(patch: _Patch, is_async: bool) -> Callable[..., Any]:
-    original = patch.original
-    tracker = patch.tracker
-
-    if is_async:
-
-        @functools.wraps(original)
-        async def execute_async(*args: Any, **kwargs: Any) -> Any:
-            if not patch.active:
-                return await original(*args, **kwargs)
-            run = tracker.node_enter(args, kwargs)
-            if run is not None and run.entries == 1:
-                cached = UNCHECKED
-                if run.heavy:
-                    cached = tracker.cache_lookup(args, kwargs, run)
-                    if inspect.isawaitable(cached):
-                        cached = await tracker.await_cache(cached)
-                tracker.node_started(run, cached)
-            try:
-                result = await original(*args, **kwargs)
-            except BaseException as error:
-                if run is not None:
-                    tracker.node_raised(run, error)
-                raise
-            if run is None:
-                return result
-            report = tracker.node_result(run, result)
-            if report is None:
-                return result
-            try:
-                second = await original(*args, **kwargs)
-            except Exception as error:  # execute catches node errors itself; if a rerun raises, the failure stands.
-                return tracker.retry_result(run, report, result, None, error)
-            except BaseException as error:
-                tracker.node_raised(run, error)
-                raise
-            return tracker.retry_result(run, report, result, second, None)
-
-        return _marked(execute_async, patch)
-
-    @functools.wraps(original)
-    def execute(*args: Any, **kwargs: Any) -> Any:
-        if not patch.active:
-            return original(*args, **kwargs)
-        run = tracker.node_enter(args, kwargs)
-        if run is not None and run.entries == 1:
-            tracker.node_started(run, tracker.cache_lookup(args, kwargs, run) if run.heavy else UNCHECKED)
-        try:
-            result = original(*args, **kwargs)
-        except BaseException as error:
-            if run is not None:
-                tracker.node_raised(run, error)
-            raise
-        if run is None:
-            return result
-        report = tracker.node_result(run, result)
-        if report is None:
-            return result
-        try:
-            second = original(*args, **kwargs)
-        except Exception as error:  # execute catches node errors itself; if a rerun raises, the failure stands.
-            return tracker.retry_result(run, report, result, None, error)
-        except BaseException as error:
-            tracker.node_raised(run, error)
-            raise
-        return tracker.retry_result(run, report, result, second, None)
-
-    return _marked(execute, patch)
-
-
-def _prompt_wrapper(patch: _Patch, is_async: bool, prompt_at: int) -> Callable[..., Any]:
-    original = patch.original
-    tracker = patch.tracker
-
-    if is_async:
-
-        @functools.wraps(original)
-        async def execute_async(*args: Any, **kwargs: Any) -> Any:
-            if not patch.active:
-                return await original(*args, **kwargs)
-            run = tracker.prompt_begin(args, kwargs, prompt_at)
-            try:
-                result = await original(*args, **kwargs)
-            except BaseException as error:
-                if run is not None:
-                    tracker.prompt_end(run, error)
-                raise
-            if run is not None:
-                tracker.prompt_end(run, None)
-            return result
-
-        return _marked(execute_async, patch)
-
-    @functools.wraps(original)
-    def execute(*args: Any, **kwargs: Any) -> Any:
-        if not patch.active:
-            return original(*args, **kwargs)
-        run = tracker.prompt_begin(args, kwargs, prompt_at)
-        try:
-            result = original(*args, **kwargs)
-        except BaseException as error:
-            if run is not None:
-                tracker.prompt_end(run, error)
-            raise
-        if run is not None:
-            tracker.prompt_end(run, None)
-        return result
-
-    return _marked(execute, patch)
 
 
 @dataclass
@@ -248,8 +42,8 @@ class _Registry:
     """What :func:`install` did, for :func:`uninstall` and :func:`hook_status`."""
 
     lock: threading.RLock = field(default_factory=threading.RLock)
-    node_patch: _Patch | None = None
-    prompt_patches: list[_Patch] = field(default_factory=list)
+    node_patch: Patch | None = None
+    prompt_patches: list[Patch] = field(default_factory=list)
     executor: str | None = None
     version: str | None = None
     reason: str | None = "not installed"
@@ -313,7 +107,7 @@ def install(
             return None
         version = comfyui_version(module)
         current = getattr(module, "execute", None)
-        ours = _find_ours(current)
+        ours = find_ours(current)
         dormant = _registry.node_patch
         if ours is None and dormant is not None and dormant.owner is module and not dormant.removed:
             # Another extension wrapped ours without ``functools.wraps``: ours cannot be seen under theirs, but
@@ -326,7 +120,7 @@ def install(
 
 
 def _reactivate(
-    ours: _Patch,
+    ours: Patch,
     module: ModuleType,
     heavy: HeavyTest,
     rescue: RescueFunction | None,
@@ -343,7 +137,7 @@ def _reactivate(
     executor_class = getattr(module, "PromptExecutor", None)
     patches = []
     for name in PROMPT_METHODS:
-        patch = _find_ours(getattr(executor_class, name, None))
+        patch = find_ours(getattr(executor_class, name, None))
         if patch is None:
             patch = _prompt_patch(executor_class, name, tracker, _registry.version)
             if patch is None:
@@ -393,8 +187,8 @@ def _install_new(
     tracker = Tracker(positions, heavy, rescue, hook_failures, getattr(module, "ExecutionResult", None))
     if pressure is not None and boundary is not None:
         tracker.watch_pressure(pressure, boundary)
-    node_patch = _Patch(module, "execute", current, "execute" in vars(module), tracker)
-    node_patch.wrapper = _node_wrapper(node_patch, nature == "async")
+    node_patch = Patch(module, "execute", current, "execute" in vars(module), tracker)
+    node_patch.wrapper = node_wrapper(node_patch, nature == "async")
     executor_class = getattr(module, "PromptExecutor", None)
     prompt_patches = [
         patch for name in PROMPT_METHODS if (patch := _prompt_patch(executor_class, name, tracker, version)) is not None
@@ -416,7 +210,7 @@ def _install_new(
     return uninstall
 
 
-def _prompt_patch(executor_class: Any, name: str, tracker: Tracker, version: str | None) -> _Patch | None:
+def _prompt_patch(executor_class: Any, name: str, tracker: Tracker, version: str | None) -> Patch | None:
     """A patch for ``PromptExecutor.<name>``, or ``None`` when it is absent or has no ``prompt_id``."""
     method = getattr(executor_class, name, None)
     if method is None:
@@ -432,8 +226,8 @@ def _prompt_patch(executor_class: Any, name: str, tracker: Tracker, version: str
             "no prompt started/finished signals (node signals and automatic optimization still work)"
         )
         return None
-    patch = _Patch(executor_class, name, method, name in vars(executor_class), tracker)
-    patch.wrapper = _prompt_wrapper(patch, nature == "async", positions["prompt_id"])
+    patch = Patch(executor_class, name, method, name in vars(executor_class), tracker)
+    patch.wrapper = prompt_wrapper(patch, nature == "async", positions["prompt_id"])
     return patch
 
 

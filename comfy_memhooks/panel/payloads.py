@@ -20,7 +20,7 @@ from ..engine.history import OptimizationRecord
 from ..engine.modes import MANUAL_MODES, Mode
 from ..engine.report import action_summary, process_label
 from ..engine.settings import AutoSettings, HeavyNodeRule, When, rule_json
-from ..hook import HookStatus
+from ..hook.status import HookStatus
 from ..probe.readings import GpuProcess, MemorySnapshot, RamSource
 from .manual import ManualAnswer
 from .sampler import Sample

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from ..engine.modes import MANUAL_MODES, Mode
 from ..errors import InvalidSetting
+from ..validation import parse_choice
 from .backend import PanelBackend
 from .payloads import serialize
 
@@ -88,16 +89,9 @@ def parse_manual_mode(body: dict[str, Any]) -> Mode:
     unknown = sorted(str(key) for key in body if key != "mode")
     if unknown:
         raise InvalidSetting(unknown[0], 'unknown field; the body is {"mode": ...}')
-    allowed = ", ".join(repr(mode.value) for mode in MANUAL_MODES)
     if "mode" not in body:
-        raise InvalidSetting("mode", f"required; use one of {allowed}")
-    value = body["mode"]
-    for mode in MANUAL_MODES:
-        if value == mode.value:
-            return mode
-    if value == Mode.MONITOR_ONLY.value:
-        raise InvalidSetting("mode", f"{value!r} frees nothing; use one of {allowed}")
-    raise InvalidSetting("mode", f"{value!r} is not a mode; use one of {allowed}")
+        raise InvalidSetting("mode", f"required; use one of {', '.join(repr(mode.value) for mode in MANUAL_MODES)}")
+    return parse_choice(Mode, body["mode"], "mode", "a mode that frees memory", allowed=MANUAL_MODES)
 
 
 async def _in_thread(function: Callable[..., T], *args: Any) -> T:

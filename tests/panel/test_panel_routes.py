@@ -236,7 +236,7 @@ BAD_OPTIMIZE_BODIES = [
     (b"[" * 20000 + b"]" * 20000, "body", "nested too deeply"),
     (b'{"mode": "Turbo"}', "mode", "'Turbo' is not a mode"),
     (b'{"mode": "balanced"}', "mode", "'balanced' is not a mode"),
-    (b'{"mode": "Monitor Only"}', "mode", "frees nothing"),
+    (b'{"mode": "Monitor Only"}', "mode", "'Monitor Only' is not a mode that frees memory"),
     (b'{"mode": 2}', "mode", "2 is not a mode"),
     (b'{"mode": null}', "mode", "None is not a mode"),
     (b'{"mode": ["Balanced"]}', "mode", "is not a mode"),
