@@ -175,11 +175,6 @@ def _malloc_trim_function() -> Callable[[int], int] | None:
     return function
 
 
-def malloc_trim_available() -> bool:
-    """True where the C library is glibc, the only one with ``malloc_trim``."""
-    return _malloc_trim_function() is not None
-
-
 def _malloc_trim(_: ActionContext) -> ActionOutcome:
     """Returns freed heap pages to the operating system.
 
