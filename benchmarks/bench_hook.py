@@ -36,10 +36,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from comfy_memhooks import auto, hook  # noqa: E402
-from comfy_memhooks.backend import PanelBackend  # noqa: E402
-from comfy_memhooks.engine import Engine  # noqa: E402
-from comfy_memhooks.settings import SettingsStore  # noqa: E402
+from comfy_memhooks import hook  # noqa: E402
+from comfy_memhooks.comfy import auto  # noqa: E402
+from comfy_memhooks.engine.core import Engine  # noqa: E402
+from comfy_memhooks.engine.settings import SettingsStore  # noqa: E402
+from comfy_memhooks.panel.backend import PanelBackend  # noqa: E402
 from tests.integration.comfyui_server import ComfyUI, skip_reason  # noqa: E402
 
 

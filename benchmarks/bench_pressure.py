@@ -35,11 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from comfy_memhooks import signals  # noqa: E402
-from comfy_memhooks.engine import Engine  # noqa: E402
-from comfy_memhooks.history import OptimizationRecord, TriggerKind  # noqa: E402
-from comfy_memhooks.pressure import PressureGauge  # noqa: E402
-from comfy_memhooks.settings import SettingsStore  # noqa: E402
-from comfy_memhooks.watchdog import FAST_SECONDS, IDLE_SECONDS, PressureWatchdog  # noqa: E402
+from comfy_memhooks.engine.core import Engine  # noqa: E402
+from comfy_memhooks.engine.history import OptimizationRecord, TriggerKind  # noqa: E402
+from comfy_memhooks.engine.pressure import PressureGauge  # noqa: E402
+from comfy_memhooks.engine.settings import SettingsStore  # noqa: E402
+from comfy_memhooks.engine.watchdog import FAST_SECONDS, IDLE_SECONDS, PressureWatchdog  # noqa: E402
 from tests.cgroups import enter_group_launcher, limited_v1_group  # noqa: E402
 
 MIB = 1024**2

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import psutil
 
-from comfy_memhooks.probe import MemoryProbe
+from comfy_memhooks.probe.memory import MemoryProbe
 
 
 def median_microseconds(function: Callable[[], object], repeat: int) -> float:

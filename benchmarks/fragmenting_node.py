@@ -18,9 +18,9 @@ import time
 
 import psutil
 
-from comfy_memhooks.engine import Engine
-from comfy_memhooks.history import Trigger, TriggerKind
-from comfy_memhooks.modes import Mode
+from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.engine.history import Trigger, TriggerKind
+from comfy_memhooks.engine.modes import Mode
 
 FRAME_BYTES = 4 * 1024**2  # a 1024x1024 RGBA frame
 SURVIVOR_BYTES = 3000  # above pymalloc's 512-byte limit, so it comes from the same heap as the frames

@@ -10,12 +10,12 @@ import sys
 import time
 from collections.abc import Sequence
 
-from .engine import Engine
+from .engine.core import Engine
+from .engine.history import Trigger, TriggerKind
+from .engine.modes import Mode
+from .engine.report import detailed_report, record_lines, status_line
 from .errors import InvalidSetting
-from .history import Trigger, TriggerKind
-from .modes import Mode
-from .report import detailed_report, record_lines, status_line
-from .snapshots import to_plain
+from .panel.payloads import record_json, snapshot_json
 
 
 def _positive_seconds(text: str) -> float:
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command == "status":
         snapshot = engine.snapshot(include_processes=arguments.detailed or arguments.json)
         if arguments.json:
-            _print(json.dumps(snapshot.to_json(), indent=2))
+            _print(json.dumps(snapshot_json(snapshot), indent=2))
         elif arguments.detailed:
             _print(detailed_report(snapshot))
         else:
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif arguments.command == "optimize":
         outcome = engine.optimize(arguments.mode, Trigger(TriggerKind.MANUAL, "command line"))
         if arguments.json:
-            _print(json.dumps(to_plain(outcome.record), indent=2))
+            _print(json.dumps(None if outcome.record is None else record_json(outcome.record), indent=2))
         elif outcome.record is None:
             _print(f"{status_line(outcome.snapshot)}\nNo optimization: {outcome.reason}")
         else:
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             return 0
     elif arguments.command == "serve":
-        from .standalone import serve
+        from .panel.standalone import serve
 
         serve(engine, host=arguments.host, port=arguments.port, interval=arguments.interval)
     return 0

@@ -12,10 +12,11 @@ a function disappears when that function returns.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from blinker import NamedSignal, Namespace
+
+from .failures import Failures
 
 logger = logging.getLogger(__name__)
 
@@ -54,55 +55,20 @@ prompt_finished: NamedSignal = memhooks_signals.signal(
 )
 optimization_performed: NamedSignal = memhooks_signals.signal(
     "optimization-performed",
-    doc="Memory was freed. Sender: the Engine. kwargs: record (history.OptimizationRecord).",
+    doc="Memory was freed. Sender: the Engine. kwargs: record (engine.history.OptimizationRecord).",
 )
 memory_pressure: NamedSignal = memhooks_signals.signal(
     "memory-pressure",
     doc="RAM or VRAM was found at or above its threshold when a cleanup was considered, before the cleanup "
     "runs or the effectiveness guard holds it back; once per reading over its threshold. Sender: the source "
-    "(str). kwargs: level (pressure.PressureLevel: resource 'RAM' or 'VRAM', percent, threshold), source "
+    "(str). kwargs: level (engine.pressure.PressureLevel: resource 'RAM' or 'VRAM', percent, threshold), source "
     "('hook', 'node', 'boundary' or 'watchdog'; 'manual' never, a manual request is routine), reading "
-    "(snapshots.MemorySnapshot). Sent from the worker thread, or from the watchdog's own thread.",
+    "(probe.readings.MemorySnapshot). Sent from the worker thread, or from the watchdog's own thread.",
 )
 
 
-class FailureCount:
-    """Failures contained so that ComfyUI never sees them: counted, the latest kept in words, for the status.
-
-    Subclasses name the failure and log it the first time its source fails, with its traceback.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._logged: set[str] = set()
-        self.count = 0
-        self.last_error: str | None = None
-
-    def _add(self, source: str, description: str) -> bool:
-        """Counts one failure; ``True`` the first time ``source`` fails, when the caller logs it."""
-        with self._lock:
-            self.count += 1
-            self.last_error = description
-            first = source not in self._logged
-            self._logged.add(source)
-        return first
-
-
-class ReceiverFailures(FailureCount):
-    """Counts receivers' failures and logs each failing receiver once, with its traceback."""
-
-    def record(self, receiver: Any, signal: NamedSignal, error: BaseException) -> None:
-        name = f"{getattr(receiver, '__module__', '?')}.{getattr(receiver, '__qualname__', repr(receiver))}"
-        if self._add(name, f"{name} on {signal.name}: {type(error).__name__}: {error}"):
-            logger.error(
-                "comfy_memhooks receiver %s failed on signal %r; ComfyUI goes on (logged once per receiver)",
-                name,
-                signal.name,
-                exc_info=error,
-            )
-
-
-receiver_failures = ReceiverFailures()
+receiver_failures = Failures(logger, "receiver {kind} failed; ComfyUI goes on")
+"""Receivers' failures, each receiver (and signal) logged once: shown in ``/memhooks/status`` and the panel."""
 
 
 def send_safely(signal: NamedSignal, sender: Any, **kwargs: Any) -> None:
@@ -116,4 +82,5 @@ def send_safely(signal: NamedSignal, sender: Any, **kwargs: Any) -> None:
         try:
             receiver(sender, **kwargs)
         except Exception as error:  # any receiver bug is contained here; the executor must never see it.
-            receiver_failures.record(receiver, signal, error)
+            name = f"{getattr(receiver, '__module__', '?')}.{getattr(receiver, '__qualname__', repr(receiver))}"
+            receiver_failures.record(f"{name} on signal {signal.name!r}", error)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from comfy_memhooks import engine as engine_module
-from comfy_memhooks.engine import Engine
-from comfy_memhooks.gpu import GpuProbe
-from comfy_memhooks.nvml import Nvml
-from comfy_memhooks.probe import MemoryProbe
+from comfy_memhooks.engine import core as engine_module
+from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.probe.gpu import GpuProbe
+from comfy_memhooks.probe.memory import MemoryProbe
+from comfy_memhooks.probe.nvml import Nvml
 from tests.fake_nvml import FakeGpu, make_fake_pynvml
 
 ROOT = Path(__file__).resolve().parent.parent

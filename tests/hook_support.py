@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from comfy_memhooks import signals
-from comfy_memhooks.snapshots import MemorySnapshot, RamReading, RamSource
+from comfy_memhooks.failures import Failures
+from comfy_memhooks.probe.readings import MemorySnapshot, RamReading, RamSource
 
 SIGNAL_NAMES = ("prompt_started", "node_started", "node_finished", "prompt_finished", "optimization_performed")
 GIB = 1024**3
@@ -109,3 +111,8 @@ def spy(function: Callable[..., Any], into: list[Any]) -> Callable[..., Any]:
         return into[-1]
 
     return spying
+
+
+def fresh_hook_failures() -> Failures:
+    """A new counter for the executor hook's own failures, as the hook module makes at import."""
+    return Failures(logging.getLogger("comfy_memhooks.hook.patch"), "executor hook failed while {kind}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from comfy_memhooks.snapshots import GpuReading, GpuSource, MemorySnapshot, RamReading, RamSource
+from comfy_memhooks.probe.readings import GpuReading, GpuSource, MemorySnapshot, RamReading, RamSource
 
 GIB = 1024**3
 

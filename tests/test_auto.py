@@ -14,13 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-from comfy_memhooks import auto, bootstrap, hook, settings
-from comfy_memhooks.engine import Engine
-from comfy_memhooks.history import Trigger, TriggerKind
-from comfy_memhooks.modes import Mode
-from comfy_memhooks.oom import is_out_of_memory
-from comfy_memhooks.settings import SettingsStore
-from tests.hook_support import FakeProbe, Recorder, chain_prompt, spy
+from comfy_memhooks import hook
+from comfy_memhooks.comfy import auto, bootstrap
+from comfy_memhooks.engine import settings
+from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.engine.history import Trigger, TriggerKind
+from comfy_memhooks.engine.modes import Mode
+from comfy_memhooks.engine.pressure import Thresholds
+from comfy_memhooks.engine.settings import SettingsStore
+from comfy_memhooks.hook import patch as hook_patch
+from comfy_memhooks.hook.oom import is_out_of_memory
+from tests.hook_support import FakeProbe, Recorder, chain_prompt, fresh_hook_failures, spy
 from tests.standin_executor import KINDS, ExecutionResult, StandInNode, make_execution_module
 
 
@@ -72,8 +76,8 @@ class Setup:
 
 @pytest.fixture(autouse=True)
 def fresh_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(hook, "_registry", hook._Registry())
-    monkeypatch.setattr(hook, "hook_failures", hook.HookFailures())
+    monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
+    monkeypatch.setattr(hook_patch, "hook_failures", fresh_hook_failures())
     yield
     auto.uninstall()
 
@@ -122,7 +126,7 @@ def test_defaults_follow_the_patterns_users_wire_by_hand(tmp_path: Path) -> None
     first = setup.records()[0]
     assert first.trigger.kind is TriggerKind.HOOK
     assert first.trigger.node_id == "2"
-    assert "threshold reached: RAM 90% >= 80%" in first.trigger.reason
+    assert first.trigger.reason == "before ReActorFaceSwap: rule 'ReActor*' runs Conservative at the threshold"
     assert [level.describe() for level in first.trigger.pressure] == ["RAM 90% >= 80%"]
     held = setup.engine.last_held_back
     assert held is not None and held.trigger.node_class == "VHS_VideoCombine"
@@ -176,7 +180,12 @@ def test_the_cooldown_is_shared_with_the_engine_and_holds_routine_cleanups(tmp_p
     setup = Setup(tmp_path, "async11", basic_nodes(), cooldown_seconds=30)
     setup.probe.ram_percent = 50.0  # under the thresholds: the "after" rule is routine
 
-    setup.engine.optimize(Mode.CONSERVATIVE, Trigger(TriggerKind.MANUAL, "panel"), cooldown_seconds=30)
+    setup.engine.optimize(
+        Mode.CONSERVATIVE,
+        Trigger(TriggerKind.MANUAL, "panel"),
+        thresholds=Thresholds(cooldown_seconds=30),
+        routine=True,
+    )
     setup.run("Const", "ReActorFaceSwap")
     assert setup.phases() == [(None, None, Mode.CONSERVATIVE)]  # "after" held by the panel's cooldown
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from comfy_memhooks.cgroup import CgroupReader
-from comfy_memhooks.ram import RamProbe
-from comfy_memhooks.snapshots import RamSource
+from comfy_memhooks.probe.cgroup import CgroupReader
+from comfy_memhooks.probe.ram import RamProbe
+from comfy_memhooks.probe.readings import RamSource
 from tests.cgroups import enter_group_launcher, limited_v1_group
 
 GIB = 1024**3
@@ -181,7 +181,7 @@ def test_a_process_in_a_real_memory_limited_cgroup_sees_the_limit() -> None:
     limit = 1536 * 1024 * 1024
     script = (
         "import json\n"
-        "from comfy_memhooks.ram import RamProbe\n"
+        "from comfy_memhooks.probe.ram import RamProbe\n"
         "r = RamProbe().read()\n"
         "print(json.dumps({'source': r.source.value, 'total': r.total_bytes, 'used': r.used_bytes}))\n"
     )

@@ -8,18 +8,18 @@ from collections.abc import Callable
 
 import pytest
 
-from comfy_memhooks.actions import NOT_IN_COMFYUI
-from comfy_memhooks.engine import Engine
-from comfy_memhooks.history import Trigger, TriggerKind
-from comfy_memhooks.modes import MODE_ACTIONS, Mode
-from comfy_memhooks.policy import Thresholds
+from comfy_memhooks.engine.actions import MODE_ACTIONS, NOT_IN_COMFYUI
+from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.engine.history import Trigger, TriggerKind
+from comfy_memhooks.engine.modes import Mode
+from comfy_memhooks.engine.pressure import Thresholds
 from tests.fake_nvml import GIB, FakeGpu
 
 # Loaded as it is inside ComfyUI: the VRAM actions name CUDA devices with it.
 torch = pytest.importorskip("torch")
 
 MANUAL = Trigger(TriggerKind.MANUAL, "test")
-VRAM_85 = Thresholds(ram_percent=80, vram_percent=85)
+VRAM_85 = Thresholds(ram_percent=80, vram_percent=85, cooldown_seconds=0)
 COMFY_ACTIONS = {
     "comfy_soft_empty_cache",
     "comfy_free_memory_to_threshold",

@@ -26,7 +26,7 @@ def load_as_comfyui_does(extra: str = "") -> subprocess.CompletedProcess[str]:
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
-        import comfy_memhooks, comfy_memhooks.engine
+        import comfy_memhooks, comfy_memhooks.engine.core
         print(sorted(module.NODE_CLASS_MAPPINGS), module.WEB_DIRECTORY)
         print(module.NODE_CLASS_MAPPINGS["UnifiedMemoryManager"].__module__)
         print(comfy_memhooks.__file__)
@@ -40,8 +40,8 @@ def test_the_library_is_loaded_once_under_its_own_name() -> None:
     done = load_as_comfyui_does()
     assert done.returncode == 0, done.stderr
     mappings, module_name, library_file = done.stdout.splitlines()
-    assert mappings == "['UnifiedMemoryManager'] ./web"
-    assert module_name == "comfy_memhooks.node"  # the node's class lives in the importable library
+    assert mappings == "['UnifiedMemoryManager'] ./comfy_memhooks/web"
+    assert module_name == "comfy_memhooks.comfy.node"  # the node's class lives in the importable library
     assert library_file == str(ROOT / "comfy_memhooks" / "__init__.py")
 
 

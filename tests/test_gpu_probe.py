@@ -12,10 +12,10 @@ import psutil
 import pynvml
 import pytest
 
-from comfy_memhooks.gpu import GpuProbe
-from comfy_memhooks.nvml import Nvml
-from comfy_memhooks.report import status_line
-from comfy_memhooks.snapshots import GpuProcess, GpuSource
+from comfy_memhooks.engine.report import status_line
+from comfy_memhooks.probe.gpu import GpuProbe
+from comfy_memhooks.probe.nvml import Nvml
+from comfy_memhooks.probe.readings import GpuProcess, GpuSource
 from tests.conftest import hide_torch, probe_with_gpus
 from tests.fake_nvml import GIB, FakeGpu, make_fake_pynvml, two_gpus
 

@@ -15,16 +15,17 @@ from typing import Any
 
 import pytest
 
-from comfy_memhooks import auto, hook
-from comfy_memhooks.engine import Engine
-from comfy_memhooks.gpu import GpuProbe
-from comfy_memhooks.history import Trigger, TriggerKind
-from comfy_memhooks.modes import Mode
-from comfy_memhooks.nvml import Nvml
-from comfy_memhooks.probe import MemoryProbe
-from comfy_memhooks.report import status_line
-from comfy_memhooks.settings import SettingsStore
-from comfy_memhooks.snapshots import GpuSource
+from comfy_memhooks.comfy import auto
+from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.engine.history import Trigger, TriggerKind
+from comfy_memhooks.engine.modes import Mode
+from comfy_memhooks.engine.report import status_line
+from comfy_memhooks.engine.settings import SettingsStore
+from comfy_memhooks.hook import patch as hook_patch
+from comfy_memhooks.probe.gpu import GpuProbe
+from comfy_memhooks.probe.memory import MemoryProbe
+from comfy_memhooks.probe.nvml import Nvml
+from comfy_memhooks.probe.readings import GpuSource
 from tests.hook_support import chain_prompt
 from tests.standin_executor import StandInNode, make_execution_module
 
@@ -91,8 +92,9 @@ def test_torch_answers_for_vram_when_nvml_is_missing() -> None:
 
 def _status_in_subprocess(visible: str) -> dict[str, object]:
     script = (
-        "import json; from comfy_memhooks.probe import MemoryProbe; "
-        "print(json.dumps(MemoryProbe().snapshot().to_json()))"
+        "import json; from comfy_memhooks.probe.memory import MemoryProbe; "
+        "from comfy_memhooks.panel.payloads import snapshot_json; "
+        "print(json.dumps(snapshot_json(MemoryProbe().snapshot())))"
     )
     output = subprocess.run(
         [sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=120, cwd=ROOT,
@@ -132,7 +134,7 @@ def test_a_real_cuda_out_of_memory_in_a_heavy_node_is_rescued(
     comfy.free_memory = lambda memory_required, device, keep_loaded=(): []  # type: ignore[attr-defined]
     comfy.OOM_EXCEPTION = torch.cuda.OutOfMemoryError  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "comfy.model_management", comfy)
-    monkeypatch.setattr(hook, "_registry", hook._Registry())
+    monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
     attempts: list[str] = []
 
     def swap(x: int) -> int:

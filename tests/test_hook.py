@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from comfy_memhooks import hook, signals
-from tests.hook_support import Recorder, chain_prompt, spy
+from comfy_memhooks.hook import patch as hook_patch
+from comfy_memhooks.hook.introspect import comfyui_version
+from tests.hook_support import Recorder, chain_prompt, fresh_hook_failures, spy
 from tests.standin_executor import (
     KINDS,
     DynamicPrompt,
@@ -27,11 +29,15 @@ from tests.standin_executor import (
 ASYNC_KINDS = ("async10", "async11")
 
 
+def never_heavy(node_class: str) -> bool:
+    return False
+
+
 @pytest.fixture(autouse=True)
 def fresh_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test starts with no hook installed and leaves none behind."""
-    monkeypatch.setattr(hook, "_registry", hook._Registry())
-    monkeypatch.setattr(hook, "hook_failures", hook.HookFailures())
+    monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
+    monkeypatch.setattr(hook_patch, "hook_failures", fresh_hook_failures())
     yield
     hook.uninstall()
 
@@ -273,7 +279,7 @@ def test_the_hooks_own_failures_are_contained(kind: str, recorder: Recorder, cap
         raise RuntimeError("classifier bug")
 
     assert hook.install(module, heavy=broken_heavy_test) is not None
-    failures_before = hook.hook_failures.count
+    failures_before = hook_patch.hook_failures.count
     prompt, order = chain_prompt("Const", "Double", first_input=4)
     executor = module.PromptExecutor()
     with caplog.at_level(logging.ERROR):
@@ -282,8 +288,8 @@ def test_the_hooks_own_failures_are_contained(kind: str, recorder: Recorder, cap
 
     assert executor.success
     assert executor.caches.outputs.get("2") == 10
-    assert hook.hook_failures.count == failures_before + 4
-    assert hook.hook_status().hook_errors == hook.hook_failures.count
+    assert hook_patch.hook_failures.count == failures_before + 4
+    assert hook.hook_status().hook_errors == hook_patch.hook_failures.count
     assert len([record for record in caplog.records if "classifier bug" in str(record.exc_info)]) == 1
     assert recorder.names("node_started", "node_finished") == []  # untracked, exactly as without the hook
     assert recorder.names("prompt_started", "prompt_finished") == ["prompt_started", "prompt_finished"] * 2
@@ -454,8 +460,8 @@ def test_an_unknown_signature_gets_one_warning_naming_the_version(
 
     module.execute = execute
     with caplog.at_level(logging.WARNING):
-        assert hook.install(module) is None
-        assert hook.install(module) is None
+        assert hook.install(module, heavy=never_heavy) is None
+        assert hook.install(module, heavy=never_heavy) is None
 
     assert module.execute is execute
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
@@ -480,7 +486,7 @@ def test_a_sync_wrapper_hiding_an_async_execute_is_left_alone(caplog: pytest.Log
 
     module.execute = sync_over_async
     with caplog.at_level(logging.WARNING):
-        assert hook.install(module) is None
+        assert hook.install(module, heavy=never_heavy) is None
     assert module.execute is sync_over_async
     assert "synchronous wrapper" in caplog.text
 
@@ -490,12 +496,12 @@ def test_the_version_comes_from_comfyuis_loaded_version_module(monkeypatch: pyte
     module = make_execution_module("async11", nodes())
     install(module)
     assert hook.hook_status().comfyui_version == "0.8.0"
-    assert hook.comfyui_version(module) == "0.8.0"
+    assert comfyui_version(module) == "0.8.0"
 
 
 def test_outside_comfyui_nothing_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "execution", raising=False)
-    assert hook.install() is None
+    assert hook.install(heavy=never_heavy) is None
     status = hook.hook_status()
     assert not status.installed
     assert "not running inside ComfyUI" in (status.reason or "")

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from comfy_memhooks.engine import Engine
+from comfy_memhooks.comfy.node import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, UnifiedMemoryManager
+from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.engine.modes import Mode
+from comfy_memhooks.engine.policy import PolicySettings
 from comfy_memhooks.errors import InvalidSetting
-from comfy_memhooks.modes import Mode
-from comfy_memhooks.node import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, UnifiedMemoryManager
-from comfy_memhooks.policy import PolicySettings
 from tests.fake_nvml import two_gpus
 
 STATUS = re.compile(r"^RAM: \d+(\.\d)?GB/\d+(\.\d)?GB \(\d+%\) \| VRAM: (n/a|\d+(\.\d)?GB/\d+(\.\d)?GB \(\d+%\))$")

@@ -7,12 +7,13 @@ from collections.abc import Callable
 
 import pytest
 
-from comfy_memhooks.engine import Engine
+from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.engine.history import TriggerKind
+from comfy_memhooks.engine.modes import Mode
+from comfy_memhooks.engine.policy import PolicySettings, decide
+from comfy_memhooks.engine.pressure import PressureLevel, Thresholds
 from comfy_memhooks.errors import InvalidSetting
-from comfy_memhooks.history import TriggerKind
-from comfy_memhooks.modes import Mode
-from comfy_memhooks.policy import PolicySettings, decide, parse_cooldown, parse_threshold
-from comfy_memhooks.pressure import PressureLevel
+from comfy_memhooks.validation import parse_percent, parse_seconds
 from tests.conftest import FakeClock
 from tests.snapshots_factory import snapshot_at
 
@@ -23,14 +24,18 @@ UNKNOWN = snapshot_at(ram_percent=None, vram_percent=None)
 
 
 def settings(**changes: object) -> PolicySettings:
-    base = {
+    """The node's settings with a cooldown of 0 unless asked; thresholds by their input names."""
+    thresholds = Thresholds(
+        float(changes.pop("ram_threshold", 80.0)),  # type: ignore[arg-type]
+        float(changes.pop("vram_threshold", 85.0)),  # type: ignore[arg-type]
+        float(changes.pop("cooldown_seconds", 0.0)),  # type: ignore[arg-type]
+    )
+    base: dict[str, object] = {
         "enable_optimization": True,
         "auto_optimize": False,
         "enable_auto_cleanup": False,
         "mode": Mode.BALANCED,
-        "ram_threshold": 80.0,
-        "vram_threshold": 85.0,
-        "cooldown_seconds": 0.0,
+        "thresholds": thresholds,
     }
     base.update(changes)
     return PolicySettings(**base)  # type: ignore[arg-type]
@@ -156,17 +161,17 @@ def test_many_threads_optimizing_and_reading_at_once(make_engine: Callable[..., 
 @pytest.mark.parametrize("value", [0, -1, 100.5, float("nan"), float("inf"), "80", None, True])
 def test_bad_thresholds_name_the_field(value: object) -> None:
     with pytest.raises(InvalidSetting) as raised:
-        parse_threshold(value, "ram_threshold")
+        parse_percent(value, "ram_threshold")
     assert raised.value.field == "ram_threshold"
     assert str(raised.value).startswith("ram_threshold: ")
 
 
 @pytest.mark.parametrize("value", [0.1, 50, 100])
 def test_good_thresholds(value: float) -> None:
-    assert parse_threshold(value, "vram_threshold") == value
+    assert parse_percent(value, "vram_threshold") == value
 
 
 @pytest.mark.parametrize("value", [-1, float("nan"), float("inf"), "30"])
 def test_bad_cooldowns(value: object) -> None:
     with pytest.raises(InvalidSetting, match="cooldown_seconds"):
-        parse_cooldown(value, "cooldown_seconds")
+        parse_seconds(value, "cooldown_seconds")

@@ -14,17 +14,24 @@ from typing import Any
 
 import pytest
 
-from comfy_memhooks import engine as engine_module
 from comfy_memhooks import signals
-from comfy_memhooks.engine import Engine
-from comfy_memhooks.history import Trigger, TriggerKind
-from comfy_memhooks.modes import MODE_ACTIONS, Mode, escalation_ladder
-from comfy_memhooks.node import UnifiedMemoryManager
-from comfy_memhooks.policy import PolicySettings, Thresholds
-from comfy_memhooks.pressure import FLOOR_MIN_BYTES, EffectivenessGuard, PressureGauge, effectiveness_floor_bytes
-from comfy_memhooks.settings import SettingsStore
-from comfy_memhooks.snapshots import GIB, MIB, MemorySnapshot, RamReading, RamSource
-from comfy_memhooks.watchdog import PressureWatchdog
+from comfy_memhooks.comfy.node import UnifiedMemoryManager
+from comfy_memhooks.engine import core as engine_module
+from comfy_memhooks.engine.actions import MODE_ACTIONS, escalation_ladder
+from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.engine.history import Trigger, TriggerKind
+from comfy_memhooks.engine.modes import Mode
+from comfy_memhooks.engine.policy import PolicySettings
+from comfy_memhooks.engine.pressure import (
+    FLOOR_MIN_BYTES,
+    EffectivenessGuard,
+    PressureGauge,
+    Thresholds,
+    effectiveness_floor_bytes,
+)
+from comfy_memhooks.engine.settings import SettingsStore
+from comfy_memhooks.engine.watchdog import PressureWatchdog
+from comfy_memhooks.probe.readings import GIB, MIB, MemorySnapshot, RamReading, RamSource
 from tests.conftest import FakeClock
 
 LIMIT = 3 * GIB  # a 3 GB container: the floor is 64 MiB

@@ -5,6 +5,7 @@ Each case runs in a fresh interpreter so the measurement is of that process's RS
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
@@ -13,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from comfy_memhooks.actions import malloc_trim_available
-
 ROOT = Path(__file__).resolve().parent.parent
 FRAGMENTING_NODE = Path(__file__).resolve().parent.parent / "benchmarks" / "fragmenting_node.py"
 
-pytestmark = pytest.mark.skipif(not malloc_trim_available(), reason="the C library has no malloc_trim (not glibc)")
+pytestmark = pytest.mark.skipif(
+    not hasattr(ctypes.CDLL(None), "malloc_trim"), reason="the C library has no malloc_trim (not glibc)"
+)
 
 
 def run_case(cleanup: str) -> dict[str, float]:

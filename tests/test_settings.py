@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from comfy_memhooks import settings
+from comfy_memhooks.comfy.heavy import HeavyNodeIndex
+from comfy_memhooks.engine import settings
+from comfy_memhooks.engine.modes import Mode
+from comfy_memhooks.engine.pressure import Thresholds
+from comfy_memhooks.engine.settings import DEFAULT_RULES, AutoSettings, HeavyNodeRule, SettingsStore, When
 from comfy_memhooks.errors import InvalidSetting
-from comfy_memhooks.heavy import HeavyNodeIndex
-from comfy_memhooks.modes import Mode
-from comfy_memhooks.settings import DEFAULT_RULES, AutoSettings, HeavyNodeRule, SettingsStore, When
 
 
 def test_the_defaults_match_the_heavy_nodes_users_know() -> None:
@@ -47,13 +48,13 @@ def test_the_defaults_match_the_heavy_nodes_users_know() -> None:
         ({"enabled": "false"}, "enabled", "not a boolean"),
         ({"ram_threshold": 0}, "ram_threshold", "outside the allowed range"),
         ({"vram_threshold": 101}, "vram_threshold", "outside the allowed range"),
-        ({"cooldown_seconds": -1}, "cooldown_seconds", "not allowed"),
+        ({"cooldown_seconds": -1}, "cooldown_seconds", "outside the allowed range 0 to 3600 seconds"),
         ({"sample_interval_seconds": 0.01}, "sample_interval_seconds", "0.1 to 60"),
         ({"colour": "red"}, "colour", "unknown setting"),
         ({"rules": {"pattern": "x"}}, "rules", "expected a list"),
         ({"rules": [{"pattern": "A*"}, {"pattern": ""}]}, "rules[1].pattern", "non-empty glob"),
         ({"rules": [{"pattern": "A*", "before_mode": "Turbo"}]}, "rules[0].before_mode", "not a mode"),
-        ({"rules": [{"pattern": "A*", "after_when": "sometimes"}]}, "rules[0].after_when", "'always' or 'threshold'"),
+        ({"rules": [{"pattern": "A*", "after_when": "sometimes"}]}, "rules[0].after_when", "'always', 'threshold'"),
         ({"rules": [{"pattern": "A*", "mode": "Balanced"}]}, "rules[0].mode", "unknown key"),
         ({"rules": [{"pattern": "x" * 201}]}, "rules[0].pattern", "longer than"),
         ([1, 2], "settings", "expected a JSON object"),
@@ -68,10 +69,10 @@ def test_bad_values_name_their_field(raw: Any, field: str, problem: str) -> None
 
 
 def test_a_partial_update_keeps_the_rest() -> None:
-    base = AutoSettings(cooldown_seconds=5.0)
+    base = AutoSettings(thresholds=Thresholds(cooldown_seconds=5.0))
     updated = AutoSettings.parse({"ram_threshold": 70}, base=base)
-    assert updated.ram_threshold == 70
-    assert updated.cooldown_seconds == 5.0
+    assert updated.thresholds.ram_percent == 70
+    assert updated.thresholds.cooldown_seconds == 5.0
     assert updated.rules == DEFAULT_RULES
 
 
@@ -114,7 +115,7 @@ def test_a_bad_update_changes_nothing(tmp_path: Path) -> None:
     with pytest.raises(InvalidSetting, match=r"rules\[0\]\.after_mode"):
         store.update({"cooldown_seconds": 1, "rules": [{"pattern": "A", "after_mode": "Fast"}]})
 
-    assert store.current.cooldown_seconds == 12
+    assert store.current.thresholds.cooldown_seconds == 12
     assert path.read_bytes() == written
 
 
@@ -133,7 +134,7 @@ def test_a_failed_write_leaves_the_old_file_whole(tmp_path: Path, monkeypatch: p
         store.update({"cooldown_seconds": 99})
 
     assert path.read_bytes() == written
-    assert store.current.cooldown_seconds == 12
+    assert store.current.thresholds.cooldown_seconds == 12
     assert sorted(entry.name for entry in tmp_path.iterdir()) == ["comfy_memhooks.json"]
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from comfy_memhooks.snapshots import to_plain
+from comfy_memhooks.panel.payloads import snapshot_json, to_plain
 from tests.snapshots_factory import snapshot_at
 
 
@@ -18,7 +18,7 @@ def test_snapshots_are_frozen() -> None:
 
 
 def test_to_json_is_plain_json_with_percentages() -> None:
-    data = snapshot_at(50, None).to_json()
+    data = snapshot_json(snapshot_at(50, None))
     text = json.dumps(data, allow_nan=False)
     assert json.loads(text)["ram"]["percent"] == pytest.approx(50.0)
     assert data["vram_percent"] is None and data["gpus"] == []

@@ -10,9 +10,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from comfy_memhooks.backend import PanelBackend
-from comfy_memhooks.engine import Engine
-from comfy_memhooks.settings import SettingsStore
+from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.engine.settings import SettingsStore
+from comfy_memhooks.panel.backend import PanelBackend
 from tests.panel.panel_support import RecordingPublisher, no_gpu_engine, panel_app
 
 

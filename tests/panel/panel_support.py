@@ -15,14 +15,14 @@ import numpy as np
 from aiohttp import web
 
 from comfy_memhooks import signals
-from comfy_memhooks.backend import PanelBackend
-from comfy_memhooks.cgroup import CgroupReader
-from comfy_memhooks.engine import Engine
-from comfy_memhooks.gpu import GpuProbe
-from comfy_memhooks.nvml import Nvml
-from comfy_memhooks.probe import MemoryProbe
-from comfy_memhooks.ram import RamProbe
-from comfy_memhooks.routes import register_routes
+from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.panel.backend import PanelBackend
+from comfy_memhooks.panel.routes import register_routes
+from comfy_memhooks.probe.cgroup import CgroupReader
+from comfy_memhooks.probe.gpu import GpuProbe
+from comfy_memhooks.probe.memory import MemoryProbe
+from comfy_memhooks.probe.nvml import Nvml
+from comfy_memhooks.probe.ram import RamProbe
 
 GIB = 1024**3
 # A pid that exists in no pid namespace here: NVML lists host pids of other containers.

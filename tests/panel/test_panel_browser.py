@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from comfy_memhooks.backend import PanelBackend
-from comfy_memhooks.engine import Engine
-from comfy_memhooks.history import TriggerKind
-from comfy_memhooks.settings import SettingsStore
-from comfy_memhooks.standalone import BACKEND, HUB, build_app
+from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.engine.history import TriggerKind
+from comfy_memhooks.engine.settings import SettingsStore
+from comfy_memhooks.panel.backend import PanelBackend
+from comfy_memhooks.panel.standalone import BACKEND, HUB, build_app
 from tests.panel.panel_support import CHROMIUM, CHROMIUM_ARGS, GIB, container_engine, fake_gpu_engine
 
 pytestmark = pytest.mark.browser
@@ -27,10 +27,9 @@ if shutil.which(CHROMIUM) is None:
     pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
 async_api = pytest.importorskip("playwright.async_api", reason="the playwright package is not installed")
 
-# The library modules under web/js/lib/: ComfyUI imports each of them as an extension too.
-LIBRARY_MODULES = sorted(
-    path.name for path in (Path(__file__).resolve().parents[2] / "web" / "js" / "lib").glob("*.js")
-)
+# The library modules under web/js/lib/ and its sections: ComfyUI imports each of them as an extension too.
+LIBRARY = Path(__file__).resolve().parents[2] / "comfy_memhooks" / "web" / "js" / "lib"
+LIBRARY_MODULES = sorted(path.relative_to(LIBRARY).as_posix() for path in LIBRARY.rglob("*.js"))
 
 
 @dataclass
@@ -261,7 +260,7 @@ async def test_a_bad_setting_shows_its_error_and_changes_nothing(serve: Callable
     assert (await error.text_content()).startswith("ram_threshold: 150 is outside the allowed range")
     assert await threshold.get_attribute("aria-invalid") == "true"
     assert await page.locator('[data-role="settings-result"]').text_content() == "Not saved: nothing changed."
-    assert served.store.current.ram_threshold == 80.0
+    assert served.store.current.thresholds.ram_percent == 80.0
     assert not served.store.path.exists()
     assert served.backend.settings()["settings"]["ram_threshold"] == 80.0
 

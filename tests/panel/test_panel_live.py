@@ -12,14 +12,16 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from comfy_memhooks import bootstrap, comfy_panel, signals
-from comfy_memhooks import settings as settings_module
-from comfy_memhooks.backend import PanelBackend
-from comfy_memhooks.engine import Engine
-from comfy_memhooks.history import Trigger, TriggerKind
-from comfy_memhooks.modes import Mode
-from comfy_memhooks.sampler import Sample, SampleLoop, SampleRing
-from comfy_memhooks.settings import SettingsStore
+from comfy_memhooks import signals
+from comfy_memhooks.comfy import bootstrap
+from comfy_memhooks.comfy import panel as comfy_panel
+from comfy_memhooks.engine import settings as settings_module
+from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.engine.history import Trigger, TriggerKind
+from comfy_memhooks.engine.modes import Mode
+from comfy_memhooks.engine.settings import SettingsStore
+from comfy_memhooks.panel.backend import PanelBackend
+from comfy_memhooks.panel.sampler import Sample, SampleLoop, SampleRing
 from tests.panel.panel_support import (
     RecordingPublisher,
     in_worker,
@@ -82,8 +84,8 @@ def test_a_failing_tick_is_counted_and_the_loop_goes_on() -> None:
         assert done.wait(10)
     finally:
         loop.stop()
-    assert loop.failures == 1
-    assert loop.last_error == "OSError: NVML went away"
+    assert loop.failures.count == 1
+    assert loop.failures.last_error == "taking a sample: OSError: NVML went away"
 
 
 def test_the_ring_keeps_ten_minutes_and_a_hard_bound() -> None:

@@ -14,12 +14,13 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks import signals
-from comfy_memhooks.backend import PanelBackend
-from comfy_memhooks.engine import Engine
-from comfy_memhooks.history import Trigger, TriggerKind
-from comfy_memhooks.manual import ManualRequests, ManualState
-from comfy_memhooks.modes import Mode
-from comfy_memhooks.settings import SettingsStore
+from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.engine.history import Trigger, TriggerKind
+from comfy_memhooks.engine.modes import Mode
+from comfy_memhooks.engine.pressure import Thresholds
+from comfy_memhooks.engine.settings import SettingsStore
+from comfy_memhooks.panel.backend import PanelBackend
+from comfy_memhooks.panel.manual import ManualRequests, ManualState
 from tests.panel.panel_support import (
     RecordingPublisher,
     in_worker,
@@ -133,7 +134,11 @@ async def test_a_queued_request_meets_the_cooldown_if_the_hook_optimized_meanwhi
     # The automatic hook frees memory around a heavy node in the meantime (same engine, same cooldown).
     hook_trigger = backend.engine.optimize
     in_worker(
-        lambda: hook_trigger(Mode.CONSERVATIVE, Trigger(TriggerKind.HOOK, "threshold reached"), cooldown_seconds=30)
+        lambda: hook_trigger(
+            Mode.CONSERVATIVE,
+            Trigger(TriggerKind.HOOK, "after a heavy node"),
+            thresholds=Thresholds(cooldown_seconds=30),
+        )
     )
     in_worker(lambda: node_started("2", "ReActorFaceSwap", heavy=True))
     assert backend.engine.history.total_recorded == 1

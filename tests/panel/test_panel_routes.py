@@ -14,10 +14,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from comfy_memhooks.backend import PanelBackend
-from comfy_memhooks.engine import Engine
-from comfy_memhooks.routes import MAX_BODY_BYTES
-from comfy_memhooks.settings import AutoSettings, SettingsStore
+from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.engine.settings import AutoSettings, SettingsStore
+from comfy_memhooks.panel.backend import PanelBackend
+from comfy_memhooks.panel.routes import MAX_BODY_BYTES
 from tests.panel.panel_support import FOREIGN_PID, GIB, RecordingPublisher, container_engine, fake_gpu_engine, panel_app
 
 Client = TestClient[web.Request, web.Application]
@@ -67,6 +67,7 @@ async def test_status_reports_ram_engine_hook_and_errors(client: Client) -> None
         "receiver_failures",
         "last_receiver_error",
         "action_failures",
+        "last_action_error",
         "panel_failures",
         "last_panel_error",
         "settings_warning",
@@ -171,6 +172,7 @@ async def test_processes_never_carry_command_lines(
             "used_bytes": 3 * GIB,
             "is_current_process": True,
             "in_this_container": True,
+            "label": f"{psutil.Process().name()} (this process)",
         }
         assert foreign["pid"] == FOREIGN_PID
         assert foreign["name"] is None
@@ -234,7 +236,7 @@ BAD_OPTIMIZE_BODIES = [
     (b"[" * 20000 + b"]" * 20000, "body", "nested too deeply"),
     (b'{"mode": "Turbo"}', "mode", "'Turbo' is not a mode"),
     (b'{"mode": "balanced"}', "mode", "'balanced' is not a mode"),
-    (b'{"mode": "Monitor Only"}', "mode", "frees nothing"),
+    (b'{"mode": "Monitor Only"}', "mode", "'Monitor Only' is not a mode that frees memory"),
     (b'{"mode": 2}', "mode", "2 is not a mode"),
     (b'{"mode": null}', "mode", "None is not a mode"),
     (b'{"mode": ["Balanced"]}', "mode", "is not a mode"),
@@ -339,7 +341,7 @@ BAD_SETTINGS = [
     ({"ram_threshold": 150}, "ram_threshold", "outside the allowed range"),
     ({"vram_threshold": 0}, "vram_threshold", "outside the allowed range"),
     ({"ram_threshold": "80"}, "ram_threshold", "is not a number"),
-    ({"cooldown_seconds": -1}, "cooldown_seconds", "positive number of seconds"),
+    ({"cooldown_seconds": -1}, "cooldown_seconds", "outside the allowed range 0 to 3600 seconds"),
     ({"sample_interval_seconds": 0.01}, "sample_interval_seconds", "outside the allowed range"),
     ({"enabled": "yes"}, "enabled", "not a boolean"),
     ({"oom_rescue": 1}, "oom_rescue", "not a boolean"),
@@ -347,7 +349,7 @@ BAD_SETTINGS = [
     ({"rules": "ReActor*"}, "rules", "expected a list of rules"),
     ({"rules": [{"pattern": "A*"}, {"pattern": "B*", "before_mode": "Fast"}]}, "rules[1].before_mode", "not a mode"),
     ({"rules": [{"pattern": ""}]}, "rules[0].pattern", "non-empty glob"),
-    ({"rules": [{"pattern": "A*", "after_when": "sometimes"}]}, "rules[0].after_when", "'always' or 'threshold'"),
+    ({"rules": [{"pattern": "A*", "after_when": "sometimes"}]}, "rules[0].after_when", "one of 'always', 'threshold'"),
     ({"rules": [{"pattern": "A*", "extra": 1}]}, "rules[0].extra", "unknown key"),
 ]
 
@@ -406,7 +408,7 @@ async def test_settings_that_cannot_be_written_change_nothing(client: Client, se
     assert response.status == 500
     data = await _json(response)
     assert data["error"].startswith("settings could not be written")
-    assert settings_store.current.ram_threshold == 80.0
+    assert settings_store.current.thresholds.ram_percent == 80.0
 
 
 # Concurrent clients -----------------------------------------------------------------------------------------------

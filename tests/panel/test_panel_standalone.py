@@ -19,9 +19,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from comfy_memhooks.engine import Engine
-from comfy_memhooks.settings import SettingsStore
-from comfy_memhooks.standalone import BACKEND, HUB, build_app, is_loopback
+from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.engine.settings import SettingsStore
+from comfy_memhooks.panel.standalone import BACKEND, HUB, build_app, is_loopback
 from tests.panel.panel_support import in_worker, node_started
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +51,7 @@ async def test_the_page_mounts_the_same_panel_modules(standalone: Client) -> Non
         response = await standalone.get(f"/memhooks/web/js/lib/{module}")
         assert response.status == 200, module
         assert response.content_type in ("application/javascript", "text/javascript")
-        assert (await response.text()) == (ROOT / "web" / "js" / "lib" / module).read_text()
+        assert (await response.text()) == (ROOT / "comfy_memhooks" / "web" / "js" / "lib" / module).read_text()
 
 
 async def test_the_websocket_pushes_the_same_events(standalone: Client) -> None:

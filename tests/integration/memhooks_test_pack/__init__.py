@@ -30,10 +30,11 @@ if "comfy_memhooks" not in sys.modules and str(_PROJECT) not in sys.path:
     sys.path.insert(0, str(_PROJECT))
 
 import comfy_memhooks  # noqa: E402 - after the project is on the path
-from comfy_memhooks import auto, hook, signals  # noqa: E402
-from comfy_memhooks.engine import get_engine  # noqa: E402
-from comfy_memhooks.settings import get_settings_store  # noqa: E402
-from comfy_memhooks.snapshots import to_plain  # noqa: E402
+from comfy_memhooks import hook, signals  # noqa: E402
+from comfy_memhooks.comfy import auto  # noqa: E402
+from comfy_memhooks.engine.core import get_engine  # noqa: E402
+from comfy_memhooks.engine.settings import get_settings_store  # noqa: E402
+from comfy_memhooks.panel.payloads import to_plain  # noqa: E402
 
 _FAILED_TOKENS: set[str] = set()
 _LOCK = threading.Lock()

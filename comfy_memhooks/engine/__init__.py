@@ -1,0 +1,26 @@
+"""Freeing memory: the modes and their actions, when to free (routine or pressure), the history, the engine.
+
+Above the probes, below the hook: the engine decides and acts; who asks (the node, the hook's subscriber, the
+panel, the watchdog) is the caller's business. One :class:`Engine` per process (:func:`get_engine`) keeps one
+cooldown, one effectiveness guard and one history for all of them.
+"""
+
+from __future__ import annotations
+
+from .core import Engine, Outcome, get_engine
+from .history import ActionReport, OptimizationRecord, Trigger, TriggerKind
+from .modes import Mode
+from .pressure import PressureLevel, Thresholds
+
+__all__ = [
+    "ActionReport",
+    "Engine",
+    "Mode",
+    "OptimizationRecord",
+    "Outcome",
+    "PressureLevel",
+    "Thresholds",
+    "Trigger",
+    "TriggerKind",
+    "get_engine",
+]

@@ -1,0 +1,309 @@
+"""The cleanup actions, each one small, named and documented; the list each mode runs; the escalation ladder.
+
+An action frees memory of this process only; nothing here touches another process. It returns what it did in
+words, or why it was skipped; the engine measures what it freed and how long it took, and catches its failures.
+ComfyUI and torch are used as this process already loaded them (``sys.modules``), so outside ComfyUI the ComfyUI
+actions say they were skipped instead of importing anything.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import gc
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from ..probe.gpu import loaded_torch, torch_cuda_ready
+from ..probe.readings import GIB, MemorySnapshot
+from .modes import MODE_STRENGTH, Mode
+
+logger = logging.getLogger(__name__)
+
+NOT_IN_COMFYUI = "ComfyUI is not loaded in this process (comfy.model_management is missing)"
+
+# What identifies ReActor's swapper module (scripts/reactor_swapper.py) whatever folder ReActor was cloned into.
+_REACTOR_CACHE_NAMES = ("SOURCE_FACES", "TARGET_FACES", "TARGET_FACES_LIST")
+# Its caches and the value each holds when empty; the hashes go too, so the next swap analyses faces afresh.
+_REACTOR_EMPTY_VALUES: tuple[tuple[str, Callable[[], Any]], ...] = (
+    ("SOURCE_FACES", lambda: None),
+    ("SOURCE_IMAGE_HASH", lambda: None),
+    ("TARGET_FACES", lambda: None),
+    ("TARGET_IMAGE_HASH", lambda: None),
+    ("TARGET_FACES_LIST", list),
+    ("TARGET_IMAGE_LIST_HASH", list),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionContext:
+    """What an action may need to decide how much to do.
+
+    Attributes:
+        before: the snapshot taken when the optimization started.
+        vram_threshold: the VRAM percentage to get back under, when the caller has one.
+    """
+
+    before: MemorySnapshot
+    vram_threshold: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ActionOutcome:
+    """What an action says of itself: a detail, or the reason it did nothing."""
+
+    detail: str | None = None
+    skipped_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A named cleanup step. ``description`` is what the README's modes table says of it.
+
+    ``unloads_models`` marks the steps that take models out of memory: an escalation never adds one of those to a
+    mode that did not ask for it.
+    """
+
+    name: str
+    description: str
+    run: Callable[[ActionContext], ActionOutcome]
+    unloads_models: bool = False
+
+
+def comfy_model_management() -> ModuleType | None:
+    """ComfyUI's ``comfy.model_management`` when this process is ComfyUI, else ``None``."""
+    return sys.modules.get("comfy.model_management")
+
+
+def _gc_collect(_: ActionContext) -> ActionOutcome:
+    return ActionOutcome(detail=f"collected {gc.collect()} objects")
+
+
+def _gc_collect_until_stable(_: ActionContext) -> ActionOutcome:
+    """Collects until a pass finds nothing: freeing one cycle can orphan the next (ten passes at most)."""
+    total = 0
+    passes = 0
+    while passes < 10:
+        passes += 1
+        collected = gc.collect()
+        total += collected
+        if collected == 0:
+            break
+    return ActionOutcome(detail=f"collected {total} objects in {passes} passes")
+
+
+def _torch_cuda() -> tuple[Any, str | None]:
+    torch = loaded_torch()
+    if torch is None:
+        return None, "torch is not loaded in this process"
+    if not torch_cuda_ready(torch):
+        return None, "CUDA is not initialised in this process (nothing is cached)"
+    return torch, None
+
+
+def _cuda_empty_cache(_: ActionContext) -> ActionOutcome:
+    torch, reason = _torch_cuda()
+    if torch is None:
+        return ActionOutcome(skipped_reason=reason)
+    torch.cuda.empty_cache()
+    return ActionOutcome(detail="released torch's cached, unused CUDA blocks")
+
+
+def _cuda_ipc_collect(_: ActionContext) -> ActionOutcome:
+    torch, reason = _torch_cuda()
+    if torch is None:
+        return ActionOutcome(skipped_reason=reason)
+    torch.cuda.ipc_collect()
+    return ActionOutcome(detail="released CUDA memory shared with exited processes")
+
+
+def _comfy_soft_empty_cache(_: ActionContext) -> ActionOutcome:
+    model_management = comfy_model_management()
+    if model_management is None:
+        return ActionOutcome(skipped_reason=NOT_IN_COMFYUI)
+    model_management.soft_empty_cache()
+    return ActionOutcome(detail="comfy.model_management.soft_empty_cache()")
+
+
+def _comfy_free_memory_to_threshold(context: ActionContext) -> ActionOutcome:
+    """Asks ComfyUI to unload just enough model weights to bring each GPU back under the VRAM threshold."""
+    model_management = comfy_model_management()
+    if model_management is None:
+        return ActionOutcome(skipped_reason=NOT_IN_COMFYUI)
+    if context.vram_threshold is None:
+        return ActionOutcome(skipped_reason="no VRAM threshold was given")
+    if not context.before.gpus:
+        return ActionOutcome(skipped_reason="no GPU memory reading")
+    torch = loaded_torch()
+    if torch is None:
+        return ActionOutcome(skipped_reason="torch is not loaded in this process")
+    done = []
+    for gpu in context.before.gpus:
+        percent = gpu.percent
+        if percent is None or gpu.total_bytes is None or percent < context.vram_threshold:
+            continue
+        # ComfyUI unloads until the device's free memory exceeds memory_required.
+        required_free = int(gpu.total_bytes * (1 - context.vram_threshold / 100))
+        unloaded = model_management.free_memory(required_free, torch.device("cuda", gpu.index))
+        count = len(unloaded) if isinstance(unloaded, list) else 0
+        done.append(f"cuda:{gpu.index} at {percent:.0f}%: asked for {required_free / GIB:.2f} GB free, "
+                    f"{count} model(s) unloaded")
+    if not done:
+        return ActionOutcome(skipped_reason=f"VRAM is under the {context.vram_threshold:g}% threshold")
+    return ActionOutcome(detail="; ".join(done))
+
+
+def _comfy_unload_all_models(_: ActionContext) -> ActionOutcome:
+    model_management = comfy_model_management()
+    if model_management is None:
+        return ActionOutcome(skipped_reason=NOT_IN_COMFYUI)
+    model_management.unload_all_models()
+    return ActionOutcome(detail="comfy.model_management.unload_all_models()")
+
+
+@functools.cache
+def _malloc_trim_function() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(None)
+        function: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return function
+
+
+def _malloc_trim(_: ActionContext) -> ActionOutcome:
+    """Returns freed heap pages to the operating system.
+
+    When a node frees many frame-sized buffers while small objects survive between them, glibc keeps the
+    freed pages inside the process: ``gc.collect()`` frees the objects, but RSS stays where it was.
+    ``malloc_trim(0)`` gives those pages back.
+    """
+    trim = _malloc_trim_function()
+    if trim is None:
+        return ActionOutcome(skipped_reason="the C library has no malloc_trim (it is not glibc)")
+    released = trim(0)
+    return ActionOutcome(detail="heap pages returned to the system" if released else "no heap pages to return")
+
+
+def reactor_modules() -> list[ModuleType]:
+    """ReActor's swapper module, found by what it holds, under whatever name its folder gave it."""
+    found: dict[int, ModuleType] = {}
+    for module in list(sys.modules.values()):
+        if module is None:
+            continue
+        try:
+            matches = all(hasattr(module, name) for name in _REACTOR_CACHE_NAMES) and callable(
+                getattr(module, "unload_all_models", None)
+            )
+        except Exception:  # a lazy module can raise anything from __getattr__; it is simply not ReActor.
+            continue
+        if matches:
+            found[id(module)] = module
+    return list(found.values())
+
+
+def _release_reactor_caches(_: ActionContext) -> ActionOutcome:
+    """Drops ReActor's face-swap and face-analysis models and its cached faces.
+
+    ReActor keeps them in module globals that ComfyUI's model management does not know, so nothing else
+    ever frees them.
+    """
+    modules = reactor_modules()
+    if not modules:
+        return ActionOutcome(skipped_reason="ReActor is not loaded")
+    details = []
+    for module in modules:
+        faces = len(getattr(module, "TARGET_FACES_LIST", None) or ())
+        module.unload_all_models()
+        for name, empty in _REACTOR_EMPTY_VALUES:
+            if hasattr(module, name):
+                setattr(module, name, empty())
+        details.append(f"{module.__name__}: models unloaded, source/target faces and {faces} cached frame(s) dropped")
+    return ActionOutcome(detail="; ".join(details))
+
+
+GC_COLLECT = Action("gc_collect", "Python garbage collection (`gc.collect()`)", _gc_collect)
+GC_COLLECT_UNTIL_STABLE = Action(
+    "gc_collect_until_stable", "full garbage collection, repeated until it collects nothing", _gc_collect_until_stable
+)
+CUDA_EMPTY_CACHE = Action(
+    "cuda_empty_cache", "`torch.cuda.empty_cache()`: cached CUDA blocks nothing uses", _cuda_empty_cache
+)
+CUDA_IPC_COLLECT = Action("cuda_ipc_collect", "`torch.cuda.ipc_collect()`", _cuda_ipc_collect)
+COMFY_SOFT_EMPTY_CACHE = Action(
+    "comfy_soft_empty_cache", "ComfyUI's `soft_empty_cache()` (also MPS, XPU, NPU)", _comfy_soft_empty_cache
+)
+COMFY_FREE_MEMORY_TO_THRESHOLD = Action(
+    "comfy_free_memory_to_threshold",
+    "ComfyUI's `free_memory(...)`, asked for just enough to get VRAM under its threshold",
+    _comfy_free_memory_to_threshold,
+    unloads_models=True,
+)
+MALLOC_TRIM = Action("malloc_trim", "glibc `malloc_trim(0)`: freed heap back to the system", _malloc_trim)
+COMFY_UNLOAD_ALL_MODELS = Action(
+    "comfy_unload_all_models", "ComfyUI's `unload_all_models()`", _comfy_unload_all_models, unloads_models=True
+)
+RELEASE_REACTOR_CACHES = Action(
+    "release_reactor_caches",
+    "ReActor's face-swap and analysis models and cached faces",
+    _release_reactor_caches,
+    unloads_models=True,
+)
+
+
+_CONSERVATIVE = (GC_COLLECT, CUDA_EMPTY_CACHE)
+_BALANCED = (
+    GC_COLLECT,
+    COMFY_FREE_MEMORY_TO_THRESHOLD,
+    CUDA_EMPTY_CACHE,
+    CUDA_IPC_COLLECT,
+    COMFY_SOFT_EMPTY_CACHE,
+    MALLOC_TRIM,
+)
+# Models go first, so the collections and cache releases that follow can reclaim what they held.
+_AGGRESSIVE = (
+    RELEASE_REACTOR_CACHES,
+    COMFY_UNLOAD_ALL_MODELS,
+    GC_COLLECT_UNTIL_STABLE,
+    COMFY_FREE_MEMORY_TO_THRESHOLD,
+    CUDA_EMPTY_CACHE,
+    CUDA_IPC_COLLECT,
+    COMFY_SOFT_EMPTY_CACHE,
+    MALLOC_TRIM,
+)
+
+MODE_ACTIONS: dict[Mode, tuple[Action, ...]] = {
+    Mode.MONITOR_ONLY: (),
+    Mode.CONSERVATIVE: _CONSERVATIVE,
+    Mode.BALANCED: _BALANCED,
+    Mode.AGGRESSIVE: _AGGRESSIVE,
+}
+"""The fixed list of actions each mode runs, in order."""
+
+MODEL_FREE_ACTIONS: tuple[Action, ...] = (GC_COLLECT, MALLOC_TRIM)
+"""The cleanup at a node boundary and from the watchdog under RAM pressure: garbage collection and returning the
+heap to the system. No model is unloaded and no CUDA call is made, so it is safe from any thread."""
+
+
+def escalation_ladder(mode: Mode) -> list[tuple[Mode, tuple[Action, ...]]]:
+    """The steps tried, in order, when ``mode`` left usage over a threshold.
+
+    Each step is the next stronger mode's actions that ``mode`` did not run and that unload no model:
+    Conservative climbs to Balanced's (``malloc_trim``, the CUDA cache releases) and then to Aggressive's
+    (garbage collection until stable); Balanced to Aggressive's; Aggressive has nowhere to go. Models are
+    unloaded only where the mode asked for is Aggressive (or Balanced's unloading down to the VRAM threshold).
+    """
+    ran = {action.name for action in MODE_ACTIONS[mode]}
+    ladder = []
+    for stronger in Mode:
+        if MODE_STRENGTH[stronger] <= MODE_STRENGTH[mode]:
+            continue
+        step = tuple(a for a in MODE_ACTIONS[stronger] if a.name not in ran and not a.unloads_models)
+        ran.update(action.name for action in step)
+        if step:
+            ladder.append((stronger, step))
+    return ladder

@@ -1,0 +1,345 @@
+"""The cleanup engine: runs a mode's actions, measures them, keeps the cooldown, the guard and the history.
+
+There is one engine per process (:func:`get_engine`), shared by the node, the executor hook and the panel, so
+all three see the same cooldown and history. ComfyUI runs nodes in a worker thread and serves the panel from
+another, so every decision and optimization happens under one lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from .. import signals
+from ..failures import Failures
+from ..probe.memory import MemoryProbe
+from ..probe.readings import MemorySnapshot
+from .actions import (
+    MODE_ACTIONS,
+    MODEL_FREE_ACTIONS,
+    Action,
+    ActionContext,
+    ActionOutcome,
+    escalation_ladder,
+)
+from .history import ActionReport, History, OptimizationRecord, Trigger, TriggerKind
+from .modes import MODE_STRENGTH, MODEL_FREE_STRENGTH, Mode
+from .policy import PolicySettings, decide
+from .pressure import EffectivenessGuard, Thresholds, pressure_levels
+
+logger = logging.getLogger(__name__)
+
+
+def _difference(before: int | None, after: int | None) -> int | None:
+    return None if before is None or after is None else before - after
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The answer to a request to optimize.
+
+    Attributes:
+        performed: whether the actions ran.
+        reason: why they ran or did not ("cooldown: 12.0 s left", "mode is Monitor Only").
+        snapshot: the latest reading (after the optimization when one ran).
+        record: the history record, when one ran.
+        cooldown_remaining_seconds: how long the cooldown still holds, when it is what stopped the optimization.
+        held_back: the effectiveness guard stopped a pressure optimization (``reason`` says why).
+    """
+
+    performed: bool
+    reason: str
+    snapshot: MemorySnapshot
+    record: OptimizationRecord | None = None
+    cooldown_remaining_seconds: float | None = None
+    held_back: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HeldBack:
+    """A pressure optimization the effectiveness guard held back: the latest one is shown in the panel.
+
+    Attributes:
+        at: wall-clock time.
+        reason: the guard's words ("nothing new to free since 12:04:31: the last one freed 3 MB of RAM").
+        trigger: who asked, and the level that fired it.
+    """
+
+    at: float
+    reason: str
+    trigger: Trigger
+
+
+class Engine:
+    """Frees memory by mode, with a shared cooldown, effectiveness guard and history.
+
+    A routine optimization waits for the cooldown. A pressure optimization (a reading at or above its threshold,
+    :mod:`.pressure`) does not: the effectiveness guard decides instead, and when the mode leaves usage still over
+    a threshold the engine climbs :func:`modes.escalation_ladder`.
+
+    Args:
+        probe: takes the snapshots and the per-action measurements.
+        clock: a monotonic clock for the cooldown; tests pass a fake one.
+        history_size: how many optimizations the history keeps.
+        wall_clock: the time stamped on records and held-back notes.
+    """
+
+    def __init__(
+        self,
+        probe: MemoryProbe | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        history_size: int = 10,
+        wall_clock: Callable[[], float] = time.time,
+    ):
+        self.probe = probe if probe is not None else MemoryProbe()
+        self.history = History(history_size)
+        self.guard = EffectivenessGuard(wall_clock)
+        self.held_back_total = 0
+        self.action_failures = Failures(logger, "cleanup action {kind} failed; the other actions still ran")
+        self.last_held_back: HeldBack | None = None
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._lock = threading.RLock()
+        self._last_optimized_at: float | None = None
+
+    def snapshot(self, include_processes: bool = False) -> MemorySnapshot:
+        return self.probe.snapshot(include_processes=include_processes)
+
+    def cooldown_remaining(self, cooldown_seconds: float) -> float:
+        """Seconds until a routine optimization with this cooldown may run; 0 when it may run now.
+
+        Lock-free on purpose: the web server's thread asks this while the worker thread may hold the lock for
+        a whole Aggressive run, and reading one float is atomic.
+        """
+        last = self._last_optimized_at
+        if cooldown_seconds <= 0 or last is None:
+            return 0.0
+        return max(0.0, last + cooldown_seconds - self._clock())
+
+    def evaluate(
+        self,
+        settings: PolicySettings,
+        trigger_kind: TriggerKind,
+        *,
+        node_id: str | None = None,
+        node_class: str | None = None,
+        phase: str | None = None,
+        before: MemorySnapshot | None = None,
+    ) -> Outcome:
+        """Applies the decision table, then the cooldown (routine) or the effectiveness guard (pressure)."""
+        with self._lock:
+            snapshot = before if before is not None else self.probe.snapshot()
+            decision = decide(settings, snapshot)
+            if not decision.optimize:
+                return Outcome(False, decision.reason, snapshot)
+            trigger = Trigger(trigger_kind, decision.reason, node_id, node_class, phase, decision.pressure)
+            return self._request(settings.mode, trigger, snapshot, settings.thresholds)
+
+    def optimize(
+        self,
+        mode: Mode,
+        trigger: Trigger,
+        *,
+        thresholds: Thresholds | None = None,
+        only_under_pressure: bool = False,
+        routine: bool = False,
+    ) -> Outcome:
+        """Runs ``mode`` for ``trigger``, as its caller named it (a heavy-node rule, a manual request, a rescue).
+
+        A reading at or above one of ``thresholds`` makes it a pressure optimization, unless it is ``routine``
+        (the panel's button, the command line, an OOM rescue): then only the cooldown in ``thresholds`` can hold
+        it back (no ``thresholds``: no cooldown). ``only_under_pressure`` (a rule that runs at the threshold)
+        does nothing under the thresholds. ``thresholds`` also tells Balanced how far to bring VRAM down.
+        """
+        with self._lock:
+            snapshot = self.probe.snapshot()
+            if mode is Mode.MONITOR_ONLY:
+                return Outcome(False, "mode is Monitor Only", snapshot)
+            levels = () if thresholds is None or routine else thresholds.pressure(snapshot)
+            if only_under_pressure and not levels:
+                under = "" if thresholds is None else f" ({thresholds.describe()})"
+                return Outcome(False, f"under the thresholds{under}", snapshot)
+            return self._request(mode, replace(trigger, pressure=levels), snapshot, thresholds)
+
+    def reclaim(
+        self,
+        kind: TriggerKind,
+        ram_threshold: float,
+        *,
+        node_id: str | None = None,
+        node_class: str | None = None,
+        snapshot: MemorySnapshot | None = None,
+        quiet: bool = False,
+    ) -> Outcome | None:
+        """The model-free cleanup under RAM pressure, at a node boundary or from the watchdog.
+
+        Runs :data:`modes.MODEL_FREE_ACTIONS` when RAM is at or above ``ram_threshold`` and the effectiveness
+        guard lets it. ``snapshot`` is a reading the caller already took (the watchdog's RAM-only one); a full
+        one is taken for the record when the cleanup runs. ``quiet`` is the watchdog's way: it does not wait for
+        the engine (``None`` when another optimization runs, which is already doing the work), cleans up only
+        when usage grew since the last one, and a hold is neither counted nor signalled (it would be, several
+        times a second).
+        """
+        if not self._lock.acquire(blocking=not quiet):
+            return None
+        try:
+            given = snapshot
+            snapshot = given if given is not None else self.probe.snapshot()
+            levels = pressure_levels(snapshot, ram_threshold, math.inf)
+            if not levels:
+                return Outcome(False, f"RAM is under its {ram_threshold:g}% threshold", snapshot)
+            preposition = "during" if kind is TriggerKind.WATCHDOG else "before"
+            where = f" {preposition} {node_class} #{node_id}" if node_class else ""
+            reason = f"{levels[0].describe()}{where}: model-free cleanup"
+            trigger = Trigger(kind, reason, node_id, node_class, None, levels)
+            held = self.guard.hold_reason(snapshot, levels, MODEL_FREE_STRENGTH, require_growth=quiet)
+            if held is not None:
+                if not quiet:
+                    self._signal_pressure(trigger, snapshot)
+                    self._hold(trigger, held)
+                return Outcome(False, held, snapshot, held_back=True)
+            self._signal_pressure(trigger, snapshot)
+            before = snapshot if given is None else self.probe.snapshot()
+            record = self._optimize(None, MODEL_FREE_ACTIONS, trigger, before, None, None)
+            return Outcome(True, reason, record.after, record)
+        finally:
+            self._lock.release()
+
+    def _request(
+        self, mode: Mode, trigger: Trigger, snapshot: MemorySnapshot, thresholds: Thresholds | None
+    ) -> Outcome:
+        """Pressure: the guard, then the mode and its escalation. Routine: the cooldown, then the mode."""
+        vram_threshold = None if thresholds is None else thresholds.vram_percent
+        if trigger.pressure:
+            self._signal_pressure(trigger, snapshot)
+            held = self.guard.hold_reason(snapshot, trigger.pressure, MODE_STRENGTH[mode])
+            if held is not None:
+                self._hold(trigger, held)
+                return Outcome(False, held, snapshot, held_back=True)
+            record = self._optimize(mode, MODE_ACTIONS[mode], trigger, snapshot, vram_threshold, thresholds)
+            return Outcome(True, trigger.reason, record.after, record)
+        remaining = self.cooldown_remaining(0.0 if thresholds is None else thresholds.cooldown_seconds)
+        if remaining > 0:
+            return Outcome(False, f"cooldown: {remaining:.1f} s left", snapshot, None, remaining)
+        record = self._optimize(mode, MODE_ACTIONS[mode], trigger, snapshot, vram_threshold, None)
+        return Outcome(True, trigger.reason, record.after, record)
+
+    def _signal_pressure(self, trigger: Trigger, snapshot: MemorySnapshot) -> None:
+        for level in trigger.pressure:
+            signals.send_safely(
+                signals.memory_pressure, trigger.kind.value, level=level, source=trigger.kind.value, reading=snapshot
+            )
+
+    def _hold(self, trigger: Trigger, reason: str) -> None:
+        previous = self.last_held_back
+        self.held_back_total += 1
+        self.last_held_back = HeldBack(self._wall_clock(), reason, trigger)
+        if previous is None or previous.reason != reason:  # once per distinct reason, not once per node
+            logger.info("comfy_memhooks: %s cleanup held back: %s", trigger.kind.value, reason)
+
+    def _optimize(
+        self,
+        mode: Mode | None,
+        steps: tuple[Action, ...],
+        trigger: Trigger,
+        before: MemorySnapshot,
+        vram_threshold: float | None,
+        escalate_over: Thresholds | None,
+    ) -> OptimizationRecord:
+        """Runs ``steps``; then, while ``escalate_over`` still finds pressure, the escalation ladder's steps."""
+        started_at = self._wall_clock()
+        started = time.perf_counter()
+        context = ActionContext(before=before, vram_threshold=vram_threshold)
+        reports = []
+        usage = self.probe.usage()  # each action's "after" is the next one's "before": measured once, not twice
+        for action in steps:
+            report, usage = self._run_action(action, context, usage)
+            reports.append(report)
+        after = self.probe.snapshot()
+        if escalate_over is not None and mode is not None:
+            for _, step in escalation_ladder(mode):
+                if not escalate_over.pressure(after):
+                    break
+                for action in step:
+                    report, usage = self._run_action(action, context, usage, escalation=True)
+                    reports.append(report)
+                after = self.probe.snapshot()
+        duration = time.perf_counter() - started
+        self._last_optimized_at = self._clock()
+        if trigger.pressure:
+            self.guard.remember(before, after, MODEL_FREE_STRENGTH if mode is None else MODE_STRENGTH[mode])
+        record = OptimizationRecord(
+            sequence=self.history.next_sequence(),
+            started_at=started_at,
+            trigger=trigger,
+            mode=mode,
+            before=before,
+            after=after,
+            ram_freed_bytes=_difference(before.ram.process_rss_bytes, after.ram.process_rss_bytes),
+            vram_freed_bytes=_difference(before.vram_used_bytes, after.vram_used_bytes),
+            duration_seconds=duration,
+            actions=tuple(reports),
+        )
+        self.history.record(record)
+        logger.info(
+            "optimized (%s, %s%s%s%s): freed %.2f GB in %.0f ms",
+            record.cleanup_name,
+            trigger.kind.value,
+            f" {trigger.node_class}#{trigger.node_id}" if trigger.node_class else "",
+            ", pressure " + ", ".join(level.describe() for level in trigger.pressure) if trigger.pressure else "",
+            ", escalated" if record.escalated else "",
+            record.freed_gb,
+            duration * 1000,
+        )
+        signals.send_safely(signals.optimization_performed, self, record=record)
+        return record
+
+    def _run_action(
+        self,
+        action: Action,
+        context: ActionContext,
+        usage_before: tuple[int | None, int | None],
+        escalation: bool = False,
+    ) -> tuple[ActionReport, tuple[int | None, int | None]]:
+        """Runs one action; returns its report and the usage measured after it."""
+        rss_before, vram_before = usage_before
+        started = time.perf_counter()
+        outcome: ActionOutcome | None = None
+        error_text: str | None = None
+        try:
+            outcome = action.run(context)
+        except Exception as error:  # one failing action never stops the others; the report carries the error.
+            self.action_failures.record(action.name, error)
+            error_text = f"{type(error).__name__}: {error}"
+        duration = time.perf_counter() - started
+        usage_after = self.probe.usage()
+        rss_after, vram_after = usage_after
+        report = ActionReport(
+            name=action.name,
+            ram_freed_bytes=_difference(rss_before, rss_after),
+            vram_freed_bytes=_difference(vram_before, vram_after),
+            duration_seconds=duration,
+            detail=None if outcome is None else outcome.detail,
+            skipped_reason=None if outcome is None else outcome.skipped_reason,
+            error=error_text,
+            escalation=escalation,
+        )
+        return report, usage_after
+
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def get_engine() -> Engine:
+    """The process's one engine, created on first use."""
+    global _engine
+    if _engine is None:
+        with _engine_lock:
+            if _engine is None:
+                _engine = Engine()
+    return _engine

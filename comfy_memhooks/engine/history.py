@@ -1,0 +1,157 @@
+"""What was done: the record of each optimization and the bounded, thread-safe history of the last ones."""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+from ..probe.readings import GIB, MemorySnapshot
+from .modes import Mode
+from .pressure import PressureLevel
+
+MODEL_FREE = "Model-free"
+"""What a boundary or watchdog cleanup is called where a mode's name would stand."""
+
+
+class TriggerKind(str, enum.Enum):
+    """What asked for an optimization."""
+
+    NODE = "node"  # an UnifiedMemoryManager node ran with optimization on
+    MANUAL = "manual"  # the panel, the HTTP API or the command line
+    HOOK = "hook"  # the automatic executor hook, around a heavy node
+    BOUNDARY = "boundary"  # RAM at or above its threshold when a node was about to start (model-free cleanup)
+    WATCHDOG = "watchdog"  # RAM at or above its threshold while a node ran (model-free cleanup, own thread)
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """Who asked and why.
+
+    Attributes:
+        kind: see :class:`TriggerKind`.
+        reason: the decision in words ("threshold reached: RAM 91% >= 80%").
+        node_id: the ComfyUI node id, where a node is involved.
+        node_class: the node's class name (``ReActorFaceSwap``), where a node is involved.
+        phase: ``"before"`` or ``"after"`` the node, for the hook; ``"rescue"`` when it freed memory after an
+            out-of-memory failure so the node could run once more.
+        pressure: the readings at or above their threshold when it was asked for: a pressure optimization,
+            which the cooldown did not hold back. Empty for a routine one.
+    """
+
+    kind: TriggerKind
+    reason: str
+    node_id: str | None = None
+    node_class: str | None = None
+    phase: str | None = None
+    pressure: tuple[PressureLevel, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ActionReport:
+    """One action of one optimization.
+
+    Attributes:
+        name: the action's name (``malloc_trim``).
+        ram_freed_bytes: drop in this process's RSS across the action; negative when it grew.
+        vram_freed_bytes: drop in VRAM used on all GPUs across the action; ``None`` without a GPU reading.
+        duration_seconds: how long it ran.
+        detail: what it did, in its own words.
+        skipped_reason: why it did nothing, when it did nothing.
+        error: the exception it raised, as text; the other actions still ran.
+        escalation: it ran beyond the mode asked for, because usage was still over a threshold after it.
+    """
+
+    name: str
+    ram_freed_bytes: int | None
+    vram_freed_bytes: int | None
+    duration_seconds: float
+    detail: str | None = None
+    skipped_reason: str | None = None
+    error: str | None = None
+    escalation: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OptimizationRecord:
+    """One optimization, with the memory before and after it.
+
+    Attributes:
+        sequence: 1 for the first optimization of this process, then counting up.
+        started_at: wall-clock time it started.
+        trigger: who asked and why.
+        mode: the mode that ran; ``None`` for a model-free pressure cleanup (garbage collection and returning
+            the heap to the system, at a node boundary or from the watchdog), which is none of the four modes.
+        before, after: snapshots around the whole optimization.
+        ram_freed_bytes: drop in this process's RSS; negative when it grew (models moved from VRAM to RAM).
+        vram_freed_bytes: drop in VRAM used on all GPUs; ``None`` without a GPU reading.
+        duration_seconds: how long the actions took, all together.
+        actions: each action's report, in the order they ran.
+    """
+
+    sequence: int
+    started_at: float
+    trigger: Trigger
+    mode: Mode | None
+    before: MemorySnapshot
+    after: MemorySnapshot
+    ram_freed_bytes: int | None
+    vram_freed_bytes: int | None
+    duration_seconds: float
+    actions: tuple[ActionReport, ...]
+
+    @property
+    def cleanup_name(self) -> str:
+        """The mode's name, or ``Model-free`` for a boundary or watchdog cleanup."""
+        return MODEL_FREE if self.mode is None else self.mode.value
+
+    @property
+    def escalated(self) -> bool:
+        return any(action.escalation for action in self.actions)
+
+    @property
+    def freed_gb(self) -> float:
+        """RAM returned plus VRAM returned, in GiB; a part that grew counts as 0, not as a negative."""
+        freed = max(self.ram_freed_bytes or 0, 0) + max(self.vram_freed_bytes or 0, 0)
+        return freed / GIB
+
+
+class History:
+    """The last ``size`` optimizations, newest first. Readers get an immutable copy; any thread may record."""
+
+    def __init__(self, size: int = 10):
+        self._records: deque[OptimizationRecord] = deque(maxlen=size)
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def record(self, record: OptimizationRecord) -> None:
+        with self._lock:
+            self._records.appendleft(record)
+            self._count += 1
+
+    def replace(self, record: OptimizationRecord) -> bool:
+        """Swaps in an amended record for the one with the same sequence; ``False`` when it has left the history.
+
+        An OOM rescue learns whether the node's second run succeeded only after its optimization was recorded.
+        """
+        with self._lock:
+            for index, kept in enumerate(self._records):
+                if kept.sequence == record.sequence:
+                    self._records[index] = record
+                    return True
+            return False
+
+    def next_sequence(self) -> int:
+        with self._lock:
+            return self._count + 1
+
+    def records(self) -> tuple[OptimizationRecord, ...]:
+        with self._lock:
+            return tuple(self._records)
+
+    @property
+    def total_recorded(self) -> int:
+        """All optimizations recorded since start-up, including those the bound has dropped."""
+        with self._lock:
+            return self._count

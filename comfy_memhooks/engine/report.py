@@ -1,0 +1,148 @@
+"""Text for people: the one-line status and the detailed report, shared by the node and the command line."""
+
+from __future__ import annotations
+
+from ..probe.readings import GIB, GpuProcess, GpuReading, MemorySnapshot, RamReading, RamSource
+from .history import ActionReport, OptimizationRecord
+
+
+def format_gb(value: int | None) -> str:
+    """``8.5GB``, ``16GB``: one decimal, none when it is zero, as users write memory sizes."""
+    if value is None:
+        return "n/a"
+    text = f"{value / GIB:.1f}"
+    if text.endswith(".0"):
+        text = text[:-2]
+    return f"{text}GB"
+
+
+def format_size(value: int | None, signed: bool = False) -> str:
+    """``512MB``, ``1.50GB``, ``+12MB``: megabytes under a gigabyte, for figures too small for ``format_gb``."""
+    if value is None:
+        return "n/a"
+    sign = "+" if signed else ""
+    if abs(value) < GIB:
+        return f"{value / 1024**2:{sign}.0f}MB"
+    return f"{value / GIB:{sign}.2f}GB"
+
+
+def _usage(used: int | None, total: int | None, percent: float | None) -> str:
+    if used is None or total is None or percent is None:
+        return "n/a"
+    return f"{format_gb(used)}/{format_gb(total)} ({percent:.0f}%)"
+
+
+def status_line(snapshot: MemorySnapshot) -> str:
+    """``RAM: 8.5GB/16GB (53%) | VRAM: 12.3GB/24GB (51%)``; one VRAM part per GPU (``VRAM0``, ``VRAM1``) when
+    there are several, and ``VRAM: n/a`` when there is none (never 0%)."""
+    ram = snapshot.ram
+    parts = [f"RAM: {_usage(ram.used_bytes, ram.total_bytes, ram.percent)}"]
+    if not snapshot.gpus:
+        parts.append("VRAM: n/a")
+    elif len(snapshot.gpus) == 1:
+        gpu = snapshot.gpus[0]
+        parts.append(f"VRAM: {_usage(gpu.used_bytes, gpu.total_bytes, gpu.percent)}")
+    else:
+        parts.extend(
+            f"VRAM{gpu.index}: {_usage(gpu.used_bytes, gpu.total_bytes, gpu.percent)}" for gpu in snapshot.gpus
+        )
+    return " | ".join(parts)
+
+
+def _ram_lines(ram: RamReading) -> list[str]:
+    if ram.source is RamSource.HOST:
+        origin = "host RAM"
+    else:
+        origin = (
+            f"container limit from {ram.source.value} ({ram.cgroup_path}); "
+            f"host RAM {format_gb(ram.host_total_bytes)}"
+        )
+    return [
+        f"RAM: {_usage(ram.used_bytes, ram.total_bytes, ram.percent)} used, "
+        f"{format_gb(ram.available_bytes)} available — {origin}",
+        f"  this process: {format_size(ram.process_rss_bytes)} resident",
+    ]
+
+
+def _gpu_line(gpu: GpuReading) -> str:
+    line = (
+        f"GPU {gpu.index} ({gpu.name or 'unknown'}): {_usage(gpu.used_bytes, gpu.total_bytes, gpu.percent)} used, "
+        f"{format_gb(gpu.free_bytes)} free"
+    )
+    if gpu.torch_allocated_bytes is not None:
+        line += (
+            f"; torch in this process: {format_size(gpu.torch_allocated_bytes)} allocated, "
+            f"{format_size(gpu.torch_reserved_bytes)} reserved"
+        )
+    return line
+
+
+def process_label(process: GpuProcess) -> str:
+    """A GPU process's name as people read it: ``python3 (this process)``, ``(outside this container)``."""
+    name = process.name or "?"
+    if process.is_current_process:
+        return f"{name} (this process)"
+    if not process.in_this_container:
+        return "(outside this container)"
+    return name
+
+
+def _process_line(process: GpuProcess) -> str:
+    gpu = "a GPU not visible to CUDA here" if process.gpu_index is None else f"GPU {process.gpu_index}"
+    return f"  pid {process.pid} {process_label(process)} on {gpu}: {format_size(process.used_bytes)}"
+
+
+def action_summary(action: ActionReport) -> str:
+    """What one action did and what it freed: ``collected 12 objects (RAM +2MB, VRAM n/a, 3 ms)``."""
+    if action.error is not None:
+        what = f"FAILED: {action.error}"
+    elif action.skipped_reason is not None:
+        what = f"skipped: {action.skipped_reason}"
+    else:
+        what = action.detail or "done"
+    return (
+        f"{what} (RAM {format_size(action.ram_freed_bytes, signed=True)}, "
+        f"VRAM {format_size(action.vram_freed_bytes, signed=True)}, {action.duration_seconds * 1000:.0f} ms)"
+    )
+
+
+def _action_line(action: ActionReport) -> str:
+    escalation = " [escalation]" if action.escalation else ""
+    return f"  {action.name}{escalation}: {action_summary(action)}"
+
+
+def record_lines(record: OptimizationRecord) -> list[str]:
+    trigger = record.trigger
+    where = f" at {trigger.node_class}#{trigger.node_id}" if trigger.node_class else ""
+    phase = f" ({trigger.phase})" if trigger.phase else ""
+    pressure = ", pressure" if trigger.pressure else ""
+    escalated = " (escalated)" if record.escalated else ""
+    lines = [
+        f"Optimization #{record.sequence}: {record.cleanup_name}{escalated}, {trigger.kind.value}{pressure}{where}"
+        f"{phase} — {trigger.reason}",
+        f"  freed {record.freed_gb:.2f}GB (RAM {format_size(record.ram_freed_bytes, signed=True)}, "
+        f"VRAM {format_size(record.vram_freed_bytes, signed=True)}) in {record.duration_seconds * 1000:.0f} ms",
+    ]
+    lines.extend(_action_line(action) for action in record.actions)
+    return lines
+
+
+def detailed_report(
+    snapshot: MemorySnapshot, record: OptimizationRecord | None = None, not_done: str | None = None
+) -> str:
+    """The full breakdown: RAM and its source, each GPU, torch's share, GPU processes, and what was done
+    (``record``) or why nothing was (``not_done``)."""
+    lines = _ram_lines(snapshot.ram)
+    if snapshot.gpus:
+        lines.extend(_gpu_line(gpu) for gpu in snapshot.gpus)
+        lines.append(f"  (GPU figures from {snapshot.gpu_source.value if snapshot.gpu_source else 'n/a'})")
+    else:
+        lines.append(f"VRAM: n/a — {snapshot.gpu_unavailable_reason}")
+    if snapshot.processes is not None:
+        lines.append(f"GPU processes: {len(snapshot.processes)}")
+        lines.extend(_process_line(process) for process in snapshot.processes)
+    if record is not None:
+        lines.extend(record_lines(record))
+    elif not_done is not None:
+        lines.append(f"No optimization: {not_done}")
+    return "\n".join(lines)

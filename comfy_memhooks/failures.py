@@ -1,0 +1,44 @@
+"""One way to contain a failure: count it, keep the latest in words, and log each kind once with its traceback.
+
+Code that runs inside ComfyUI's executor, its web server or our own threads must never let an exception through,
+and must never flood the log either: a receiver, a probe or a websocket that fails on every node would write
+thousands of tracebacks. Each :class:`Failures` belongs to one part (the hook, the receivers, the panel, the
+watchdog) and is shown, with its count and latest error, in ``/memhooks/status`` and the panel.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+# A bound on the kinds remembered for "log once": something that fails in new ways forever must not grow memory.
+MAX_REMEMBERED_KINDS = 256
+
+
+class Failures:
+    """The contained failures of one part of comfy_memhooks.
+
+    Args:
+        logger: where the first failure of each kind is logged, at ERROR with its traceback.
+        message: the log line, with ``{kind}`` standing for what failed ("executor hook failed while {kind}").
+    """
+
+    def __init__(self, logger: logging.Logger, message: str):
+        self._logger = logger
+        self._message = message
+        self._lock = threading.Lock()
+        self._logged: set[str] = set()
+        self.count = 0
+        self.last_error: str | None = None
+
+    def record(self, kind: str, error: BaseException) -> bool:
+        """Counts one failure of ``kind``; logs it when ``kind`` has not failed before. Returns whether it logged."""
+        with self._lock:
+            self.count += 1
+            self.last_error = f"{kind}: {type(error).__name__}: {error}"
+            first = kind not in self._logged and len(self._logged) < MAX_REMEMBERED_KINDS
+            if first:
+                self._logged.add(kind)
+        if first:
+            self._logger.error("comfy_memhooks: %s (logged once)", self._message.format(kind=kind), exc_info=error)
+        return first

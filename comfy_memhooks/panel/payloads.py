@@ -1,0 +1,167 @@
+"""The one JSON boundary: every reply and pushed event the panel receives is built here, once, in plain types.
+
+ComfyUI's websocket sender only catches connection errors: a numpy or torch number in a payload raises in its
+publish loop and takes the server down, and JSON has no NaN. So readings, records and settings become JSON only
+through :func:`to_plain` and the builders below; :func:`check_json` checks a payload once before it is pushed,
+and the routes serialize a reply once (:func:`serialize`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+from ..engine.history import OptimizationRecord
+from ..engine.modes import MANUAL_MODES, Mode
+from ..engine.report import action_summary, process_label
+from ..engine.settings import AutoSettings, HeavyNodeRule, When, rule_json
+from ..hook.status import HookStatus
+from ..probe.readings import GpuProcess, MemorySnapshot, RamSource
+from .manual import ManualAnswer
+from .sampler import Sample
+
+# Event names: every event the panel receives is namespaced, as ComfyUI's own websocket carries them all.
+EVENT_STATUS = "memhooks.status"
+EVENT_OPTIMIZATION = "memhooks.optimization"
+EVENT_HOOK = "memhooks.hook"
+EVENT_PROMPT = "memhooks.prompt"
+EVENT_MANUAL = "memhooks.manual"
+EVENT_SETTINGS = "memhooks.settings"
+EVENTS = (EVENT_STATUS, EVENT_OPTIMIZATION, EVENT_HOOK, EVENT_PROMPT, EVENT_MANUAL, EVENT_SETTINGS)
+
+
+def to_plain(value: Any) -> Any:
+    """Turns dataclasses, enums, tuples and mappings into plain JSON types, recursively."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: to_plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(key): to_plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(item) for item in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        # JSON has no NaN or infinity; the browser's JSON.parse rejects the whole message if one slips in.
+        return number if math.isfinite(number) else None
+    return str(value)
+
+
+def serialize(data: dict[str, Any]) -> str:
+    """A reply as JSON text; ``ValueError`` for a NaN that slipped through, here rather than in a send loop."""
+    return json.dumps(data, allow_nan=False)
+
+
+def check_json(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` unchanged once it is known to serialize: what is pushed to ComfyUI's websocket goes through this."""
+    serialize(data)
+    return data
+
+
+def ram_limit_label(snapshot: MemorySnapshot) -> str:
+    """What the RAM total is: the container's limit (the OOM killer's) or the host's RAM."""
+    return "host RAM" if snapshot.ram.source is RamSource.HOST else "container limit"
+
+
+def snapshot_json(snapshot: MemorySnapshot) -> dict[str, Any]:
+    """The snapshot with percentages and the RAM limit's kind; GPU processes are served on their own route."""
+    data: dict[str, Any] = to_plain(snapshot)
+    data.pop("processes", None)
+    data["ram"]["percent"] = snapshot.ram.percent
+    data["ram"]["limit_label"] = ram_limit_label(snapshot)
+    data["ram"]["container_limit"] = snapshot.ram.source is not RamSource.HOST
+    for gpu_data, gpu in zip(data["gpus"], snapshot.gpus, strict=True):
+        gpu_data["percent"] = gpu.percent
+    data["vram_percent"] = snapshot.vram_percent
+    return data
+
+
+def sample_json(sample: Sample) -> dict[str, Any]:
+    data: dict[str, Any] = to_plain(sample)
+    return data
+
+
+def record_json(record: OptimizationRecord) -> dict[str, Any]:
+    """One optimization for the history table: what, where, how much, how long, and each action."""
+    data: dict[str, Any] = to_plain(record)
+    data["mode"] = record.cleanup_name
+    data["escalated"] = record.escalated
+    data["freed_gb"] = record.freed_gb
+    data["before"] = snapshot_json(record.before)
+    data["after"] = snapshot_json(record.after)
+    for action, plain in zip(record.actions, data["actions"], strict=True):
+        plain["summary"] = action_summary(action)
+    return data
+
+
+def process_json(process: GpuProcess) -> dict[str, Any]:
+    """A GPU process: pid, executable name, GPU and memory; its command line is never read, so never sent."""
+    data: dict[str, Any] = to_plain(process)
+    data["label"] = process_label(process)
+    return data
+
+
+def settings_json(settings: AutoSettings, load_warning: str | None) -> dict[str, Any]:
+    """The automatic policy, and the choices its form offers, so the browser hard-codes none of them."""
+    return {
+        "settings": settings.to_json(),
+        "load_warning": load_warning,
+        "choices": {
+            "modes": [mode.value for mode in Mode],
+            "manual_modes": [mode.value for mode in MANUAL_MODES],
+            "when": [when.value for when in When],
+            "rule_defaults": {key: value for key, value in rule_json(HeavyNodeRule("")).items() if key != "pattern"},
+        },
+    }
+
+
+def hook_json(status: HookStatus) -> dict[str, Any]:
+    data: dict[str, Any] = to_plain(status)
+    return data
+
+
+def manual_json(answer: ManualAnswer) -> dict[str, Any]:
+    return {
+        "state": answer.state.value,
+        "mode": answer.mode.value,
+        "reason": answer.reason,
+        "record": None if answer.record is None else record_json(answer.record),
+        "cooldown_remaining_seconds": answer.cooldown_remaining_seconds,
+    }
+
+
+def node_event_json(phase: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A heavy node started or finished, from the executor hook's signal arguments (the exception as text)."""
+    error = kwargs.get("error")
+    duration = kwargs.get("duration_seconds")
+    return {
+        "phase": phase,
+        "node_id": None if kwargs.get("node_id") is None else str(kwargs["node_id"]),
+        "node_class": None if kwargs.get("node_class") is None else str(kwargs["node_class"]),
+        "prompt_id": None if kwargs.get("prompt_id") is None else str(kwargs["prompt_id"]),
+        "cached": bool(kwargs.get("cached", False)),
+        "duration_seconds": None if duration is None else to_plain(duration),
+        "error": None if error is None else f"{type(error).__name__}: {error}",
+    }
+
+
+def prompt_event_json(phase: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    error = kwargs.get("error")
+    duration = kwargs.get("duration_seconds")
+    success = kwargs.get("success")
+    return {
+        "phase": phase,
+        "prompt_id": None if kwargs.get("prompt_id") is None else str(kwargs["prompt_id"]),
+        "success": None if success is None else bool(success),
+        "duration_seconds": None if duration is None else to_plain(duration),
+        "error": None if error is None else f"{type(error).__name__}: {error}",
+    }

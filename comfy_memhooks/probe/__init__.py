@@ -1,0 +1,13 @@
+"""Reading memory: RAM (container-aware: cgroup v1 and v2), VRAM per GPU through NVML or torch, GPU processes.
+
+The bottom layer: it knows nothing of modes, thresholds or ComfyUI. :class:`MemoryProbe` takes immutable
+:class:`MemorySnapshot` readings (:mod:`.readings`); :mod:`.cgroup` and :mod:`.ram` read the container's limit,
+:mod:`.nvml` is the one module that touches the NVIDIA driver, :mod:`.gpu` numbers GPUs as CUDA does.
+"""
+
+from __future__ import annotations
+
+from .memory import MemoryProbe
+from .readings import GpuProcess, GpuReading, GpuSource, MemorySnapshot, RamReading, RamSource
+
+__all__ = ["GpuProcess", "GpuReading", "GpuSource", "MemoryProbe", "MemorySnapshot", "RamReading", "RamSource"]

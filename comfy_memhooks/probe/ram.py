@@ -1,0 +1,98 @@
+"""The RAM probe: the host's figures, or the container's when a memory cgroup limits this process."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import psutil
+
+from .cgroup import CgroupReader, read_bytes
+from .readings import RamReading, RamSource
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PROCFS = Path("/proc")
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def parse_meminfo(data: bytes) -> tuple[int, int] | None:
+    """``MemTotal`` and ``MemAvailable`` from ``/proc/meminfo``, in bytes; ``None`` when either is missing
+    (``MemAvailable`` exists since Linux 3.14)."""
+    total = available = None
+    for line in data.splitlines():
+        if line.startswith(b"MemTotal:"):
+            total = int(line.split()[1]) * 1024
+        elif line.startswith(b"MemAvailable:"):
+            available = int(line.split()[1]) * 1024
+        if total is not None and available is not None:
+            return total, available
+    return None
+
+
+class RamProbe:
+    """Reads RAM the way the process's OOM killer sees it.
+
+    The cgroup is used when it sets a limit below the host's RAM; otherwise (no cgroup, ``max``, or a v1
+    "unlimited" that is really 2**63) the host's ``free``-style figures are used. The result says which.
+    """
+
+    def __init__(self, cgroup_reader: CgroupReader | None = None, procfs: Path = DEFAULT_PROCFS):
+        self._cgroup = cgroup_reader if cgroup_reader is not None else CgroupReader()
+        self._meminfo = procfs / "meminfo"
+        self._statm = procfs / "self" / "statm"
+        self._process = psutil.Process()
+        self._host_total = int(psutil.virtual_memory().total)  # physical RAM does not change under a process
+
+    def _host(self) -> tuple[int, int]:
+        """The host's total and available RAM: ``/proc/meminfo`` read directly on Linux (a third of the cost
+        of ``psutil.virtual_memory()``, which parses every field), psutil elsewhere."""
+        data = read_bytes(self._meminfo)
+        parsed = None if data is None else parse_meminfo(data)
+        if parsed is not None:
+            return parsed
+        memory = psutil.virtual_memory()
+        return int(memory.total), int(memory.available)
+
+    def read(self) -> RamReading:
+        rss = self.process_rss()
+        cgroup = self._cgroup.read(no_limit_from=self._host_total)
+        if cgroup is not None and cgroup.limit_bytes is not None:
+            used = cgroup.usage_bytes
+            available = None if used is None else max(cgroup.limit_bytes - used, 0)
+            return RamReading(
+                source=cgroup.version,
+                total_bytes=cgroup.limit_bytes,
+                used_bytes=used,
+                available_bytes=available,
+                process_rss_bytes=rss,
+                host_total_bytes=self._host_total,
+                cgroup_path=str(cgroup.path),
+            )
+        total, available = self._host()
+        return RamReading(
+            source=RamSource.HOST,
+            total_bytes=total,
+            # total - available counts what cannot be reclaimed, as `free`'s "used" does since procps 3.3.10.
+            used_bytes=total - available,
+            available_bytes=available,
+            process_rss_bytes=rss,
+            host_total_bytes=total,
+            cgroup_path=None if cgroup is None else str(cgroup.path),
+        )
+
+    def process_rss(self) -> int | None:
+        """This process's resident set size (``ps -o rss``), ``None`` when unreadable.
+
+        ``/proc/self/statm``'s second field, in pages, on Linux; psutil elsewhere.
+        """
+        data = read_bytes(self._statm)
+        if data is not None:
+            fields = data.split()
+            if len(fields) > 1 and fields[1].isdigit():
+                return int(fields[1]) * _PAGE_SIZE
+        try:
+            return int(self._process.memory_info().rss)
+        except psutil.Error:
+            return None
