@@ -75,5 +75,7 @@ def test_combining_then_loading_a_video_frees_memory_around_the_real_nodes(comfy
     assert len(entry["outputs"]["3"]["images"]) == 8
     (before,) = hook_records(comfy, "VHS_LoadVideoPath")
     assert (before["trigger"]["phase"], before["mode"]) == ("before", "Aggressive")
-    assert "threshold reached" in before["trigger"]["reason"]
+    reason = before["trigger"]["reason"]
+    assert reason == "before VHS_LoadVideoPath: rule 'VHS_LoadVideo*' runs Aggressive at the threshold"
+    assert before["trigger"]["pressure"][0]["resource"] == "RAM"  # a pressure cleanup: the 1% threshold was reached
     assert comfy.our_tracebacks() == []
