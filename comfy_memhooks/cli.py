@@ -57,10 +57,25 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--interval", type=_positive_seconds, default=1.0, help="seconds between lines")
     watch.add_argument("--count", type=int, default=None, help="stop after this many lines")
 
-    serve = commands.add_parser("serve", help="serve the Memory panel without ComfyUI")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    serve.add_argument("--port", type=int, default=8189)
-    serve.add_argument("--interval", type=_positive_seconds, default=1.0, help="seconds between live samples")
+    serve = commands.add_parser(
+        "serve",
+        help="serve the Memory panel without ComfyUI",
+        description="Serves the Memory panel (the same page and routes as in ComfyUI's sidebar, with live updates "
+        "over a websocket of its own) for this machine, without ComfyUI. It has no login: keep it on loopback.",
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, loopback only; any other address lets anyone who can reach "
+        "the port read memory and GPU processes and change the settings)",
+    )
+    serve.add_argument("--port", type=int, default=8189, help="TCP port to listen on (default: 8189)")
+    serve.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        default=1.0,
+        help="seconds between live samples pushed to the page (default: 1)",
+    )
     return parser
 
 

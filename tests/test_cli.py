@@ -68,3 +68,32 @@ def test_bad_arguments_give_usage_and_fail() -> None:
         assert done.returncode == 2, arguments
         assert "usage:" in done.stderr
     assert "'Turbo' is not a mode" in cli("optimize", "--mode", "Turbo").stderr
+
+
+def test_optimize_reports_freed_as_positive_and_the_parts_add_up() -> None:
+    done = cli("optimize", "--mode", "Balanced", "--json")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    measured = [action for action in record["actions"] if action["skipped_reason"] is None]
+    skipped = [action for action in record["actions"] if action["skipped_reason"] is not None]
+    assert skipped, "outside ComfyUI, the ComfyUI actions skip"
+    assert all(action["ram_freed_bytes"] is None and action["vram_freed_bytes"] is None for action in skipped)
+    assert record["ram_freed_bytes"] == sum(action["ram_freed_bytes"] for action in measured)
+
+    text = cli("optimize", "--mode", "Balanced").stdout
+    lines = text.splitlines()
+    total = r"  freed \d+\.\d\dGB in all \(RAM (freed|grew) \d+MB, VRAM .+\) in \d+ ms; each action:"
+    assert re.fullmatch(total, lines[2])
+    for line in lines[3:]:
+        if ": skipped: " in line:
+            assert "RAM" not in line.split(": skipped: ", 1)[1]  # nothing measured for an action that did nothing
+        else:
+            assert re.search(r"\(RAM (freed|grew) \d+MB, VRAM (n/a|freed \S+|grew \S+), \d+ ms\)$", line), line
+    assert "+" not in text and "RAM -" not in text
+
+
+def test_serve_help_describes_every_option() -> None:
+    text = " ".join(cli("serve", "--help").stdout.split())  # argparse wraps to the terminal's width
+    assert "--host HOST address to bind (default: 127.0.0.1, loopback only;" in text
+    assert "--port PORT TCP port to listen on (default: 8189)" in text
+    assert "--interval INTERVAL seconds between live samples pushed to the page (default: 1)" in text

@@ -11,7 +11,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from .. import signals
@@ -36,6 +36,12 @@ logger = logging.getLogger(__name__)
 
 def _difference(before: int | None, after: int | None) -> int | None:
     return None if before is None or after is None else before - after
+
+
+def _total(parts: Iterable[int | None]) -> int | None:
+    """The sum of the parts that were measured, so that an optimization's figure is its actions' figures added up."""
+    measured = [part for part in parts if part is not None]
+    return sum(measured) if measured else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,8 +285,8 @@ class Engine:
             mode=mode,
             before=before,
             after=after,
-            ram_freed_bytes=_difference(before.ram.process_rss_bytes, after.ram.process_rss_bytes),
-            vram_freed_bytes=_difference(before.vram_used_bytes, after.vram_used_bytes),
+            ram_freed_bytes=_total(report.ram_freed_bytes for report in reports),
+            vram_freed_bytes=_total(report.vram_freed_bytes for report in reports),
             duration_seconds=duration,
             actions=tuple(reports),
         )
@@ -318,10 +324,12 @@ class Engine:
         duration = time.perf_counter() - started
         usage_after = self.probe.usage()
         rss_after, vram_after = usage_after
+        skipped = outcome is not None and outcome.skipped_reason is not None
         report = ActionReport(
             name=action.name,
-            ram_freed_bytes=_difference(rss_before, rss_after),
-            vram_freed_bytes=_difference(vram_before, vram_after),
+            # An action that skipped did nothing: what moved meanwhile is not its doing, and is not reported.
+            ram_freed_bytes=None if skipped else _difference(rss_before, rss_after),
+            vram_freed_bytes=None if skipped else _difference(vram_before, vram_after),
             duration_seconds=duration,
             detail=None if outcome is None else outcome.detail,
             skipped_reason=None if outcome is None else outcome.skipped_reason,

@@ -54,8 +54,10 @@ class ActionReport:
 
     Attributes:
         name: the action's name (``malloc_trim``).
-        ram_freed_bytes: drop in this process's RSS across the action; negative when it grew.
-        vram_freed_bytes: drop in VRAM used on all GPUs across the action; ``None`` without a GPU reading.
+        ram_freed_bytes: drop in this process's RSS across the action; negative when it grew; ``None`` when the
+            action skipped (nothing it did to measure).
+        vram_freed_bytes: drop in VRAM used on all GPUs across the action; ``None`` without a GPU reading or
+            when the action skipped.
         duration_seconds: how long it ran.
         detail: what it did, in its own words.
         skipped_reason: why it did nothing, when it did nothing.
@@ -84,8 +86,10 @@ class OptimizationRecord:
         mode: the mode that ran; ``None`` for a model-free pressure cleanup (garbage collection and returning
             the heap to the system, at a node boundary or from the watchdog), which is none of the four modes.
         before, after: snapshots around the whole optimization.
-        ram_freed_bytes: drop in this process's RSS; negative when it grew (models moved from VRAM to RAM).
-        vram_freed_bytes: drop in VRAM used on all GPUs; ``None`` without a GPU reading.
+        ram_freed_bytes: drop in this process's RSS, the actions' figures added up; negative when it grew (models
+            moved from VRAM to RAM); ``None`` when no action was measured.
+        vram_freed_bytes: drop in VRAM used on all GPUs, the actions' figures added up; ``None`` without a GPU
+            reading.
         duration_seconds: how long the actions took, all together.
         actions: each action's report, in the order they ran.
     """

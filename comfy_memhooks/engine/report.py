@@ -16,14 +16,13 @@ def format_gb(value: int | None) -> str:
     return f"{text}GB"
 
 
-def format_size(value: int | None, signed: bool = False) -> str:
-    """``512MB``, ``1.50GB``, ``+12MB``: megabytes under a gigabyte, for figures too small for ``format_gb``."""
+def format_size(value: int | None) -> str:
+    """``512MB``, ``1.50GB``: megabytes under a gigabyte, for figures too small for ``format_gb``."""
     if value is None:
         return "n/a"
-    sign = "+" if signed else ""
     if abs(value) < GIB:
-        return f"{value / 1024**2:{sign}.0f}MB"
-    return f"{value / GIB:{sign}.2f}GB"
+        return f"{value / 1024**2:.0f}MB"
+    return f"{value / GIB:.2f}GB"
 
 
 def _usage(used: int | None, total: int | None, percent: float | None) -> str:
@@ -92,17 +91,24 @@ def _process_line(process: GpuProcess) -> str:
     return f"  pid {process.pid} {process_label(process)} on {gpu}: {format_size(process.used_bytes)}"
 
 
+def format_freed(value: int | None) -> str:
+    """What a cleanup did to one figure, freed counted positive: ``freed 12MB``, ``grew 3MB``, ``n/a``."""
+    if value is None:
+        return "n/a"
+    if value < 0:
+        return f"grew {format_size(-value)}"
+    return f"freed {format_size(value)}"
+
+
 def action_summary(action: ActionReport) -> str:
-    """What one action did and what it freed: ``collected 12 objects (RAM +2MB, VRAM n/a, 3 ms)``."""
-    if action.error is not None:
-        what = f"FAILED: {action.error}"
-    elif action.skipped_reason is not None:
-        what = f"skipped: {action.skipped_reason}"
-    else:
-        what = action.detail or "done"
+    """What one action did and freed: ``collected 12 objects (RAM freed 2MB, VRAM n/a, 3 ms)``; a skipped action
+    says why and no figures, since it did nothing to measure."""
+    if action.skipped_reason is not None:
+        return f"skipped: {action.skipped_reason}"
+    what = f"FAILED: {action.error}" if action.error is not None else action.detail or "done"
     return (
-        f"{what} (RAM {format_size(action.ram_freed_bytes, signed=True)}, "
-        f"VRAM {format_size(action.vram_freed_bytes, signed=True)}, {action.duration_seconds * 1000:.0f} ms)"
+        f"{what} (RAM {format_freed(action.ram_freed_bytes)}, VRAM {format_freed(action.vram_freed_bytes)}, "
+        f"{action.duration_seconds * 1000:.0f} ms)"
     )
 
 
@@ -120,8 +126,8 @@ def record_lines(record: OptimizationRecord) -> list[str]:
     lines = [
         f"Optimization #{record.sequence}: {record.cleanup_name}{escalated}, {trigger.kind.value}{pressure}{where}"
         f"{phase} — {trigger.reason}",
-        f"  freed {record.freed_gb:.2f}GB (RAM {format_size(record.ram_freed_bytes, signed=True)}, "
-        f"VRAM {format_size(record.vram_freed_bytes, signed=True)}) in {record.duration_seconds * 1000:.0f} ms",
+        f"  freed {record.freed_gb:.2f}GB in all (RAM {format_freed(record.ram_freed_bytes)}, "
+        f"VRAM {format_freed(record.vram_freed_bytes)}) in {record.duration_seconds * 1000:.0f} ms; each action:",
     ]
     lines.extend(_action_line(action) for action in record.actions)
     return lines
