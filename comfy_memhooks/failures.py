@@ -19,13 +19,17 @@ class Failures:
     """The contained failures of one part of comfy_memhooks.
 
     Args:
-        logger: where the first failure of each kind is logged, at ERROR with its traceback.
+        logger: where the first failure of each kind is logged.
         message: the log line, with ``{kind}`` standing for what failed ("executor hook failed while {kind}").
+        level: the log level; ERROR for a bug of ours, WARNING for what the machine lacks (a driver call).
+        traceback: log the first failure of each kind with its traceback.
     """
 
-    def __init__(self, logger: logging.Logger, message: str):
+    def __init__(self, logger: logging.Logger, message: str, level: int = logging.ERROR, traceback: bool = True):
         self._logger = logger
         self._message = message
+        self._level = level
+        self._traceback = traceback
         self._lock = threading.Lock()
         self._logged: set[str] = set()
         self.count = 0
@@ -40,5 +44,10 @@ class Failures:
             if first:
                 self._logged.add(kind)
         if first:
-            self._logger.error("comfy_memhooks: %s (logged once)", self._message.format(kind=kind), exc_info=error)
+            self._logger.log(
+                self._level,
+                "comfy_memhooks: %s (logged once)",
+                self._message.format(kind=kind),
+                exc_info=error if self._traceback else None,
+            )
         return first

@@ -17,6 +17,7 @@ from typing import Any
 
 import psutil
 
+from ..failures import Failures
 from .nvml import Nvml
 from .readings import GpuProcess, GpuReading, GpuSource
 
@@ -98,7 +99,9 @@ class GpuProbe:
         self._environ = environ if environ is not None else os.environ
         self._devices: list[NvmlDevice] | None = None
         self._all_devices: list[NvmlDevice] = []
-        self._logged_torch_failures: set[str] = set()
+        self.torch_failures = Failures(
+            logger, "torch.cuda.{kind} failed; VRAM figures from torch are missing", level=logging.WARNING
+        )
 
     def read(self) -> tuple[tuple[GpuReading, ...], GpuSource | None, str | None]:
         """The readings, which library gave them, and why there are none when there are none."""
@@ -177,15 +180,15 @@ class GpuProbe:
         readings = []
         try:
             count = int(torch.cuda.device_count())
-        except Exception:  # torch raises RuntimeError subclasses that vary between versions.
-            self._log_torch_failure("device_count")
+        except Exception as error:  # torch raises RuntimeError subclasses that vary between versions.
+            self.torch_failures.record("device_count", error)
             return ()
         for index in range(count):
             try:
                 free, total = torch.cuda.mem_get_info(index)
                 name = str(torch.cuda.get_device_name(index))
-            except Exception:  # as above: any failure of one device leaves it out, not the others.
-                self._log_torch_failure(f"mem_get_info({index})")
+            except Exception as error:  # as above: any failure of one device leaves it out, not the others.
+                self.torch_failures.record(f"mem_get_info({index})", error)
                 continue
             allocated, reserved = self._torch_usage(torch, index)
             readings.append(
@@ -204,14 +207,11 @@ class GpuProbe:
     def _torch_usage(self, torch: Any, index: int) -> tuple[int | None, int | None]:
         try:
             return int(torch.cuda.memory_allocated(index)), int(torch.cuda.memory_reserved(index))
-        except Exception:  # an index torch does not know (a mismatched CUDA_VISIBLE_DEVICES) is not an error here.
-            self._log_torch_failure(f"memory_allocated({index})")
+        except Exception as error:  # an index torch does not know (a mismatched CUDA_VISIBLE_DEVICES) is no error.
+            self.torch_failures.record(f"memory_allocated({index})", error)
             return None, None
 
-    def _log_torch_failure(self, what: str) -> None:
-        if what not in self._logged_torch_failures:
-            self._logged_torch_failures.add(what)
-            logger.warning("torch.cuda.%s failed; VRAM figures from torch are missing", what, exc_info=True)
+
 
     def processes(self) -> tuple[GpuProcess, ...] | None:
         """Every process NVML lists on any GPU (``nvidia-smi --query-compute-apps=pid,used_memory``).

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any, TypeVar
 
+from ..failures import Failures
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# A bound on the failures remembered for "log once": a driver that fails in new ways forever must not grow memory.
-_MAX_REMEMBERED_FAILURES = 64
 
 
 def _import_pynvml() -> ModuleType:
@@ -40,7 +40,7 @@ class Nvml:
         self._module: ModuleType | None = None
         self._initialised = False
         self._unavailable_reason: str | None = None
-        self._logged_failures: set[tuple[str, str]] = set()
+        self.failures = Failures(logger, "NVML {kind}", level=logging.WARNING, traceback=False)
 
     @property
     def unavailable_reason(self) -> str | None:
@@ -97,9 +97,4 @@ class Nvml:
             return None
 
     def _log_once(self, function: Callable[..., Any], error: Exception) -> None:
-        key = (getattr(function, "__name__", repr(function)), str(error))
-        with self._lock:
-            if key in self._logged_failures or len(self._logged_failures) >= _MAX_REMEMBERED_FAILURES:
-                return
-            self._logged_failures.add(key)
-        logger.warning("NVML %s failed: %s (further identical failures are not logged)", key[0], key[1])
+        self.failures.record(f"{getattr(function, '__name__', repr(function))} failed: {error}", error)
