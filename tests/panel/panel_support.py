@@ -194,3 +194,18 @@ def node_finished(node_id: str, node_class: str, heavy: bool = False, prompt_id:
     signals.send_safely(signals.node_finished, node_class, **kwargs)
     if heavy:
         signals.send_safely(signals.heavy_node_finished, node_class, **kwargs)
+
+
+async def drag_sidebar_wider(page: Any, pixels: int) -> None:
+    """Widens ComfyUI's sidebar by dragging its splitter, for pictures of the panel."""
+    gutter = page.locator(".p-splitter-gutter").first
+    if not await gutter.count():
+        return
+    box = await gutter.bounding_box()
+    if box is None:
+        return
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    await page.mouse.move(x, y)
+    await page.mouse.down()
+    await page.mouse.move(x + pixels, y, steps=8)
+    await page.mouse.up()

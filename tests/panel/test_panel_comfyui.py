@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.integration.comfyui_server import TEST_PACK, ComfyUI, running_comfyui
-from tests.panel.panel_support import CHROMIUM, CHROMIUM_ARGS
+from tests.panel.panel_support import CHROMIUM, CHROMIUM_ARGS, drag_sidebar_wider
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -112,20 +112,6 @@ def _ours(message: dict[str, str]) -> bool:
     return "memhooks" in text
 
 
-async def _drag_sidebar_wider(page: Any, pixels: int) -> None:
-    gutter = page.locator(".p-splitter-gutter").first
-    if not await gutter.count():
-        return
-    box = await gutter.bounding_box()
-    if box is None:
-        return
-    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    await page.mouse.move(x, y)
-    await page.mouse.down()
-    await page.mouse.move(x + pixels, y, steps=8)
-    await page.mouse.up()
-
-
 async def test_the_memory_tab_is_live_while_a_workflow_runs(comfyui: ComfyUI) -> None:
     messages: list[dict[str, str]] = []
     page_errors: list[str] = []
@@ -153,7 +139,7 @@ async def test_the_memory_tab_is_live_while_a_workflow_runs(comfyui: ComfyUI) ->
             await tab.click()
             await page.wait_for_selector(f'{PANEL} [data-role="gauge-ram"][data-percent]:not([data-percent=""])')
             await page.wait_for_selector(f'{PANEL} [data-role="connection"][data-state="live"]')
-            await _drag_sidebar_wider(page, 150)
+            await drag_sidebar_wider(page, 150)
 
             if screenshot:
                 # For the picture: a minute on the chart, some history before the run, and one optimization mark.
