@@ -7,7 +7,9 @@ names, inputs and output types (``memhooks_realnames_pack``). The test writes th
 (``target.png``, ``source_face.png``, ``input_video.mp4``) into ComfyUI's input folder.
 
 With ``VHS_DIR`` (a checkout of Kosinkadink/ComfyUI-VideoHelperSuite whose requirements are installed in ComfyUI's
-Python), the two video workflows also run with the real VideoHelperSuite on a real video, ReActor still a stand-in.
+Python), the two video workflows also run with the real VideoHelperSuite on a real video, ReActor still a stand-in;
+with ``MEMHOOKS_WORKFLOW_SCREENSHOT=<path>`` as well, the browser test saves a picture of one workflow open in the
+frontend (docs/workflow.png).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ STEMS = sorted(path.stem for path in WORKFLOWS.glob("*.json"))
 VIDEO_WITH_NODE = "Video face swap with a memory node"
 VIDEO_HOOK_ONLY = "Video face swap with the automatic hook"
 VHS_DIR = os.environ.get("VHS_DIR")
+SCREENSHOT = os.environ.get("MEMHOOKS_WORKFLOW_SCREENSHOT")
+SCREENSHOT_WORKFLOW = VIDEO_WITH_NODE
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -56,6 +60,26 @@ def write_png(path: Path, width: int, height: int, rgb: tuple[int, int, int]) ->
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+
+def write_face(path: Path) -> None:
+    """A 256-pixel cartoon face, for the pictures: an oval, two eyes, a mouth."""
+
+    def pixel(x: int, y: int) -> tuple[int, int, int]:
+        if ((x - 128) / 90) ** 2 + ((y - 128) / 110) ** 2 > 1:
+            return (70, 110, 160)
+        if any((x - eye) ** 2 + (y - 103) ** 2 < 100 for eye in (93, 163)):
+            return (40, 40, 40)
+        if abs(y - 173) < 5 and abs(x - 128) < 35:
+            return (160, 60, 60)
+        return (236, 188, 150)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"".join(bytes(pixel(x, y)) for x in range(256)) for y in range(256))
+    body = chunk(b"IHDR", struct.pack(">IIBBBBB", 256, 256, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(rows))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body + chunk(b"IEND", b""))
 
 
 def write_inputs(base: Path, video: bytes = b"stand-in video: never decoded") -> None:
@@ -143,9 +167,12 @@ def test_every_workflow_runs_to_success(comfy: ComfyUI, object_info: dict[str, A
 # --- in the browser: what users drag onto the canvas --------------------------------------------------------
 
 
-async def frontend_prompts(comfy: ComfyUI) -> dict[str, tuple[int, dict[str, Any], list[str]]]:
+async def frontend_prompts(
+    comfy: ComfyUI, screenshot: str | None = None
+) -> dict[str, tuple[int, dict[str, Any], list[str]]]:
     """Each workflow loaded by the frontend as a dropped file is: its node count, the prompt the frontend makes of
-    it (``graphToPrompt``) and the texts of any dialog it opened."""
+    it (``graphToPrompt``) and the texts of any dialog it opened. With ``screenshot``, a picture of one workflow
+    freshly opened is saved there."""
     if shutil.which(CHROMIUM) is None:
         pytest.skip(f"Chromium is not installed at {CHROMIUM}")
     async_api = pytest.importorskip("playwright.async_api", reason="the playwright package is not installed")
@@ -166,9 +193,26 @@ async def frontend_prompts(comfy: ComfyUI) -> dict[str, tuple[int, dict[str, Any
                     ".filter((dialog) => dialog.offsetParent).map((dialog) => dialog.innerText)"
                 )
                 results[stem] = (count, prompt, dialogs)
+            if screenshot:
+                await save_screenshot(browser, comfy, SCREENSHOT_WORKFLOW, Path(screenshot))
         finally:
             await browser.close()
     return results
+
+
+async def save_screenshot(browser: Any, comfy: ComfyUI, stem: str, path: Path) -> None:
+    page = await browser.new_page(viewport={"width": 1600, "height": 1000}, device_scale_factor=1.25)
+    await page.goto(comfy.url)
+    await page.wait_for_function("window.app?.graph && document.querySelector('canvas')", timeout=60_000)
+    await page.wait_for_timeout(2000)  # the first page load settles (the default workflow, the extensions)
+    workflow = load(WORKFLOWS / f"{stem}.json")
+    # Named, as the frontend names a dropped file's tab; the view is the one the workflow was saved with.
+    load_named = "async ([workflow, name]) => window.app.loadGraphData(workflow, true, true, name)"
+    await page.evaluate(load_named, [workflow, stem])
+    await page.wait_for_timeout(2000)  # the previews load (the face, the video's first frames)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(path))
+    await page.close()
 
 
 def assert_same_inputs(frontend: dict[str, Any], api: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
@@ -199,15 +243,20 @@ def comfy_with_vhs() -> Iterator[ComfyUI]:
     if not VHS_DIR:
         pytest.skip("VHS_DIR is not set: no VideoHelperSuite checkout to load")
     server = ComfyUI(
-        packs=(REALNAMES_PACK, Path(VHS_DIR)),
         record_events=False,
         environment={"MEMHOOKS_REALNAMES_STANDINS": "ReActorFaceSwap"},  # the real VHS nodes, ReActor's stand-in
     )
+    # Linked under ReActor's folder name, so the frontend's badge on the node names the pack as it does for users.
+    reactor = server.base / "packs" / "ComfyUI-ReActor"
+    reactor.parent.mkdir()
+    reactor.symlink_to(REALNAMES_PACK, target_is_directory=True)
+    server.packs = (reactor, Path(VHS_DIR))
     write_inputs(server.base, video=b"")
+    write_face(server.base / "input" / "source_face.png")
     try:
         server.start()
         # A real video to load: eight frames written by the real VHS_VideoCombine, then put in the input folder.
-        frames = {"width": 64, "height": 48, "batch_size": 8, "color": 3355443}
+        frames = {"width": 320, "height": 240, "batch_size": 8, "color": 0x3F789E}
         combine = {
             "images": ["1", 0], "frame_rate": 24, "loop_count": 0, "filename_prefix": "memhooks_input",
             "format": "video/h264-mp4", "pingpong": False, "save_output": True, "pix_fmt": "yuv420p", "crf": 19,
@@ -239,7 +288,7 @@ def test_the_video_workflows_run_with_the_real_videohelpersuite(comfy_with_vhs: 
 
 @pytest.mark.browser
 async def test_with_the_real_videohelpersuite_the_frontend_makes_every_api_copy(comfy_with_vhs: ComfyUI) -> None:
-    for stem, (count, prompt, dialogs) in (await frontend_prompts(comfy_with_vhs)).items():
+    for stem, (count, prompt, dialogs) in (await frontend_prompts(comfy_with_vhs, SCREENSHOT)).items():
         assert count == len(load(WORKFLOWS / f"{stem}.json")["nodes"]), stem
         assert dialogs == [], stem
         assert_same_inputs(prompt, load(WORKFLOWS / "api" / f"{stem}.json"))
