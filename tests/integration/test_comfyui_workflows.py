@@ -21,7 +21,7 @@ import struct
 import urllib.parse
 import urllib.request
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,43 +50,34 @@ def load(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def write_png(path: Path, width: int, height: int, rgb: tuple[int, int, int]) -> None:
-    """A plain RGB PNG, written with zlib alone (the test's Python need not have Pillow)."""
+def write_png(path: Path, width: int, height: int, pixel: Callable[[int, int], tuple[int, int, int]]) -> None:
+    """An RGB PNG, each pixel's colour from ``pixel(x, y)``, written with zlib alone (no Pillow needed here)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    rows = b"".join(b"\x00" + b"".join(bytes(pixel(x, y)) for x in range(width)) for y in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
 
 
-def write_face(path: Path) -> None:
-    """A 256-pixel cartoon face, for the pictures: an oval, two eyes, a mouth."""
-
-    def pixel(x: int, y: int) -> tuple[int, int, int]:
-        if ((x - 128) / 90) ** 2 + ((y - 128) / 110) ** 2 > 1:
-            return (70, 110, 160)
-        if any((x - eye) ** 2 + (y - 103) ** 2 < 100 for eye in (93, 163)):
-            return (40, 40, 40)
-        if abs(y - 173) < 5 and abs(x - 128) < 35:
-            return (160, 60, 60)
-        return (236, 188, 150)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    rows = b"".join(b"\x00" + b"".join(bytes(pixel(x, y)) for x in range(256)) for y in range(256))
-    body = chunk(b"IHDR", struct.pack(">IIBBBBB", 256, 256, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(rows))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body + chunk(b"IEND", b""))
+def face(x: int, y: int) -> tuple[int, int, int]:
+    """A cartoon face on 256 by 256 pixels, for the picture: an oval, two eyes, a mouth."""
+    if ((x - 128) / 90) ** 2 + ((y - 128) / 110) ** 2 > 1:
+        return (70, 110, 160)
+    if any((x - eye) ** 2 + (y - 103) ** 2 < 100 for eye in (93, 163)):
+        return (40, 40, 40)
+    if abs(y - 173) < 5 and abs(x - 128) < 35:
+        return (160, 60, 60)
+    return (236, 188, 150)
 
 
 def write_inputs(base: Path, video: bytes = b"stand-in video: never decoded") -> None:
     folder = base / "input"
     folder.mkdir(parents=True, exist_ok=True)
-    write_png(folder / "target.png", 64, 48, (150, 160, 90))
-    write_png(folder / "source_face.png", 32, 32, (236, 188, 150))
+    write_png(folder / "target.png", 64, 48, lambda x, y: (150, 160, 90))
+    write_png(folder / "source_face.png", 32, 32, lambda x, y: (236, 188, 150))
     (folder / "input_video.mp4").write_bytes(video)
 
 
@@ -252,7 +243,7 @@ def comfy_with_vhs() -> Iterator[ComfyUI]:
     reactor.symlink_to(REALNAMES_PACK, target_is_directory=True)
     server.packs = (reactor, Path(VHS_DIR))
     write_inputs(server.base, video=b"")
-    write_face(server.base / "input" / "source_face.png")
+    write_png(server.base / "input" / "source_face.png", 256, 256, face)
     try:
         server.start()
         # A real video to load: eight frames written by the real VHS_VideoCombine, then put in the input folder.
