@@ -124,7 +124,7 @@ def reaction(limit: int, seconds: float) -> None:
     if output.returncode != 0:
         report(f"the long node failed ({output.returncode}): {output.stderr[-2000:]}\n{oom}")
         return
-    lines = output.stdout.strip().splitlines()
+    lines = output.stdout.splitlines()
     latencies = sorted(float(value) for value in lines[0].split()) if lines and lines[0] else []
     if not latencies:
         report(f"no crossing was measured: {output.stdout}")
@@ -175,11 +175,11 @@ def cpu_share(seconds: float) -> None:
             f"every {interval:g} s: {tick_seconds / interval * 100:.4f}% of one core"
         )
         watchdog.start()  # the same, measured on the thread itself (psutil counts in clock ticks of 10 ms)
-        thread = watchdog._thread
-        assert thread is not None and thread.native_id is not None
-        before_cpu, before_wall = _thread_cpu_seconds(thread.native_id), time.perf_counter()
+        native_id = watchdog.thread.native_id
+        assert native_id is not None
+        before_cpu, before_wall = _thread_cpu_seconds(native_id), time.perf_counter()
         time.sleep(seconds)
-        cpu = _thread_cpu_seconds(thread.native_id) - before_cpu
+        cpu = _thread_cpu_seconds(native_id) - before_cpu
         wall = time.perf_counter() - before_wall
         watchdog.stop()
         report(f"{'':42} thread: {cpu * 1000:.0f} ms CPU in {wall:.1f} s ({cpu / wall * 100:.4f}% of one core)")

@@ -30,7 +30,6 @@ reclaiming. The watchdog is turned off by the setting ``pressure_watchdog``.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +37,7 @@ from typing import Any
 from .. import signals
 from ..failures import Failures
 from ..probe.readings import MemorySnapshot
+from ..ticker import Ticker
 from .core import Engine, Outcome
 from .history import TriggerKind
 from .pressure import PressureGauge
@@ -81,9 +81,12 @@ class PressureWatchdog:
         self._fast = fast_seconds
         self._idle = idle_seconds
         self._prompts = 0
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.thread = Ticker(
+            self.tick,
+            lambda: self._fast if self.prompt_running else self._idle,
+            "comfy_memhooks-watchdog",
+            self.failures,
+        )
 
     @property
     def prompt_running(self) -> bool:
@@ -95,7 +98,7 @@ class PressureWatchdog:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self.thread.running
 
     def start(self) -> None:
         """Subscribes to the prompt signals and starts the thread; twice is a no-op."""
@@ -103,21 +106,15 @@ class PressureWatchdog:
             return
         signals.prompt_started.connect(self._on_prompt_started, weak=False)
         signals.prompt_finished.connect(self._on_prompt_finished, weak=False)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="comfy_memhooks-watchdog", daemon=True)
-        self._thread.start()
+        self.thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stops the thread and the subscription; a watchdog that never started is left as it is."""
-        if self._thread is None:
+        if not self.running:
             return
         signals.prompt_started.disconnect(self._on_prompt_started)
         signals.prompt_finished.disconnect(self._on_prompt_finished)
-        self._stop.set()
-        self._wake.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        self.thread.stop(timeout)
 
     def tick(self) -> Outcome | None:
         """One reading; a cleanup when a prompt runs, RAM is over its threshold and the guard lets it."""
@@ -143,20 +140,9 @@ class PressureWatchdog:
             self.gauge.update(outcome.snapshot.ram.percent, settings.thresholds.ram_percent)
         return outcome
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self._fast if self.prompt_running else self._idle)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self.tick()
-            except Exception as error:  # one bad reading must not end the watch; it is counted and shown.
-                self.failures.record("reading memory", error)
-
     def _on_prompt_started(self, sender: Any, **kwargs: Any) -> None:
         self._prompts += 1
-        self._wake.set()  # a fresh reading for the prompt's first node
+        self.thread.wake()  # a fresh reading for the prompt's first node
 
     def _on_prompt_finished(self, sender: Any, **kwargs: Any) -> None:
         self._prompts = max(self._prompts - 1, 0)

@@ -38,7 +38,7 @@ from .payloads import (
     settings_json,
     snapshot_json,
 )
-from .sampler import RING_SECONDS, Sample, SampleLoop, SampleRing
+from .sampler import RING_SECONDS, Sample, SampleRing, sample_loop
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class PanelBackend:
             on_done=self._manual_done,
         )
         self._interval = interval if interval is not None else (lambda: store.current.sample_interval_seconds)
-        self.loop = SampleLoop(self.tick, self._interval)
+        self.loop = sample_loop(self.tick, self._interval)
         self._connected = False
 
     # Life cycle -------------------------------------------------------------------------------------------------

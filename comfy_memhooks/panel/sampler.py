@@ -9,7 +9,6 @@ be started inside it, and the thread stops at once when asked.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 
 from ..failures import Failures
 from ..probe.readings import MemorySnapshot
+from ..ticker import Ticker
 
 logger = logging.getLogger(__name__)
 
@@ -84,53 +84,7 @@ class SampleRing:
             return len(self._samples)
 
 
-class SampleLoop:
-    """Calls ``tick`` every ``interval()`` seconds (the first after one interval) in a daemon thread until :meth:`stop`.
-
-    ``interval`` is read again before each wait, so a changed setting applies from the next tick. A failing tick is
-    logged once (with its traceback), counted and the loop goes on: the panel must not die of one bad reading.
-
-    Args:
-        tick: the work of one interval (take a sample, push it).
-        interval: seconds until the next tick.
-        name: the thread's name, as ``py-spy`` and ComfyUI's logs show it.
-    """
-
-    def __init__(self, tick: Callable[[], None], interval: Callable[[], float], name: str = "comfy_memhooks-sampler"):
-        self._tick = tick
-        self._interval = interval
-        self._name = name
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.failures = Failures(logger, "live sampling failed while {kind}; it goes on")
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
-        if self.running:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._safe_interval()):
-            try:
-                self._tick()
-            except Exception as error:  # one bad tick must not end live updates; it is counted and shown.
-                self.failures.record("taking a sample", error)
-
-    def _safe_interval(self) -> float:
-        try:
-            seconds = float(self._interval())
-        except Exception:  # a broken settings source falls back to one sample a second.
-            return 1.0
-        return seconds if math.isfinite(seconds) and seconds > 0 else 1.0
+def sample_loop(tick: Callable[[], None], interval: Callable[[], float]) -> Ticker:
+    """The thread that takes the panel's live samples: a failing sample is logged once, counted, and it goes on."""
+    failures = Failures(logger, "live sampling failed on {kind}; it goes on")
+    return Ticker(tick, interval, "comfy_memhooks-sampler", failures)

@@ -21,7 +21,7 @@ from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
-from comfy_memhooks.panel.sampler import Sample, SampleLoop, SampleRing
+from comfy_memhooks.panel.sampler import Sample, SampleRing, sample_loop
 from tests.panel.panel_support import (
     RecordingPublisher,
     in_worker,
@@ -78,14 +78,14 @@ def test_a_failing_tick_is_counted_and_the_loop_goes_on() -> None:
             raise OSError("NVML went away")
         done.set()
 
-    loop = SampleLoop(tick, lambda: 0.01)
+    loop = sample_loop(tick, lambda: 0.01)
     loop.start()
     try:
         assert done.wait(10)
     finally:
         loop.stop()
     assert loop.failures.count == 1
-    assert loop.failures.last_error == "taking a sample: OSError: NVML went away"
+    assert loop.failures.last_error == "a tick: OSError: NVML went away"
 
 
 def test_the_ring_keeps_ten_minutes_and_a_hard_bound() -> None:
