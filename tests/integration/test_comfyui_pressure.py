@@ -135,9 +135,14 @@ def run_in_container(scenario: Scenario, *, with_memhooks: bool, settings: dict[
                 completed = entry["status"]["status_str"] == "success"
             except (ComfyError, OSError):
                 completed = False
-            alive = server.process is not None and server.process.poll() is None
-            records = server.get("/memhooks/history")["records"] if alive and with_memhooks else []
-            status = server.get("/memhooks/status") if alive and with_memhooks else None
+            records: list[dict[str, Any]] = []
+            status = None
+            if with_memhooks:
+                try:
+                    records = server.get("/memhooks/history")["records"]
+                    status = server.get("/memhooks/status")
+                except (ComfyError, OSError):  # it died: the OOM count says how
+                    completed = False
             return Run(completed, oom_kills(group), records, status, server.log_text(), server.our_tracebacks())
         finally:
             server.stop()
