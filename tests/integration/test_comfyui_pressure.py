@@ -177,9 +177,9 @@ def test_without_the_watchdog_the_node_boundaries_keep_it_alive() -> None:
     assert run.completed and run.oom_kills == 0, f"{scenario.describe()}\n{run.log[-4000:]}"
     kinds = {record["trigger"]["kind"] for record in pressure_records(run)}
     assert kinds == {"boundary"}, scenario.describe()
-    boundary = pressure_records(run)[0]
+    boundary = pressure_records(run)[0]  # the newest
     assert boundary["mode"] == "Model-free"
-    assert boundary["trigger"]["node_class"] == "MemhooksPressureOrdinary"
+    assert boundary["trigger"]["node_class"] in {"MemhooksPressureOrdinary", "MemhooksPressureSink"}
     assert boundary["trigger"]["pressure"][0]["resource"] == "RAM"
     assert [action["name"] for action in boundary["actions"]] == ["gc_collect", "malloc_trim"]
 
