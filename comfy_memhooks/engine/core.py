@@ -85,7 +85,7 @@ class Engine:
 
     A routine optimization waits for the cooldown. A pressure optimization (a reading at or above its threshold,
     :mod:`.pressure`) does not: the effectiveness guard decides instead, and when the mode leaves usage still over
-    a threshold the engine climbs :func:`modes.escalation_ladder`.
+    a threshold the engine climbs :func:`actions.escalation_ladder`.
 
     Args:
         probe: takes the snapshots and the per-action measurements.
@@ -183,7 +183,7 @@ class Engine:
     ) -> Outcome | None:
         """The model-free cleanup under RAM pressure, at a node boundary or from the watchdog.
 
-        Runs :data:`modes.MODEL_FREE_ACTIONS` when RAM is at or above ``ram_threshold`` and the effectiveness
+        Runs :data:`actions.MODEL_FREE_ACTIONS` when RAM is at or above ``ram_threshold`` and the effectiveness
         guard lets it. ``snapshot`` is a reading the caller already took (the watchdog's RAM-only one); a full
         one is taken for the record when the cleanup runs. ``quiet`` is the watchdog's way: it does not wait for
         the engine (``None`` when another optimization runs, which is already doing the work), cleans up only

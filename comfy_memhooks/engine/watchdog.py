@@ -3,7 +3,7 @@
 Nothing runs between two nodes while one long node works in batches, so garbage that piles up batch after batch
 would push a container over its limit before the node returns. While a prompt runs, the watchdog reads RAM every
 :data:`FAST_SECONDS` (against the container's limit inside one); at or above the threshold, it runs the
-model-free cleanup (:data:`modes.MODEL_FREE_ACTIONS`: ``gc.collect()`` and ``malloc_trim(0)``) whenever usage grew
+model-free cleanup (:data:`actions.MODEL_FREE_ACTIONS`: ``gc.collect()`` and ``malloc_trim(0)``) whenever usage grew
 by the effectiveness floor since the last cleanup. Between prompts it reads every :data:`IDLE_SECONDS`, so that the
 executor hook's check before each node reads a recent value (:class:`pressure.PressureGauge`) and never probes.
 
