@@ -8,6 +8,15 @@ The bottom layer: it knows nothing of modes, thresholds or ComfyUI. :class:`Memo
 from __future__ import annotations
 
 from .memory import MemoryProbe
-from .readings import GpuProcess, GpuReading, GpuSource, MemorySnapshot, RamReading, RamSource
+from .readings import GpuBackend, GpuProcess, GpuReading, GpuSource, MemorySnapshot, RamReading, RamSource
 
-__all__ = ["GpuProcess", "GpuReading", "GpuSource", "MemoryProbe", "MemorySnapshot", "RamReading", "RamSource"]
+__all__ = [
+    "GpuBackend",
+    "GpuProcess",
+    "GpuReading",
+    "GpuSource",
+    "MemoryProbe",
+    "MemorySnapshot",
+    "RamReading",
+    "RamSource",
+]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -18,8 +17,14 @@ from typing import Any
 import psutil
 
 from ..failures import Failures
+from .backends import loaded_torch, read_torch, torch_backend, torch_cuda_ready, torch_usage
 from .nvml import Nvml
-from .readings import GpuProcess, GpuReading, GpuSource
+from .readings import GpuBackend, GpuProcess, GpuReading, GpuSource
+
+__all__ = ["GpuProbe", "NvmlDevice", "cuda_visible_order", "loaded_torch", "torch_cuda_ready"]
+
+JETSON_NOTE = "NVML gives no memory figures for this GPU (a unified-memory board such as Jetson); torch's instead"
+NVML_PARTIAL_NOTE = "NVML gives no memory figures for this GPU, and torch has not initialised CUDA to ask instead"
 
 logger = logging.getLogger(__name__)
 
@@ -70,22 +75,6 @@ def cuda_visible_order(devices: Sequence[NvmlDevice], visible: str | None) -> li
     return chosen
 
 
-def loaded_torch() -> ModuleType | None:
-    """torch as the host process loaded it; comfy_memhooks never imports torch itself (a second of start-up)."""
-    return sys.modules.get("torch")
-
-
-def torch_cuda_ready(torch: ModuleType | None) -> bool:
-    """True when torch has CUDA initialised in this process, so asking it costs no new context."""
-    if torch is None:
-        return False
-    try:
-        return bool(torch.cuda.is_available() and torch.cuda.is_initialized())
-    except Exception:  # a broken CUDA install raises anything from here; the answer is simply "no".
-        logger.debug("torch.cuda state unreadable", exc_info=True)
-        return False
-
-
 class GpuProbe:
     """Reads VRAM per GPU and lists GPU processes. Read-only: it never signals or kills any process.
 
@@ -109,19 +98,20 @@ class GpuProbe:
         if readings:
             return readings, GpuSource.NVML, None
         torch = loaded_torch()
-        if torch_cuda_ready(torch):
-            readings = self._read_torch(torch)
+        backend = torch_backend(torch)
+        if backend is not None:
+            readings = read_torch(torch, backend, self.torch_failures)
             if readings:
                 return readings, GpuSource.TORCH, None
-        return (), None, self._unavailable_reason(torch)
+        return (), None, self._unavailable_reason(torch, backend)
 
-    def _unavailable_reason(self, torch: ModuleType | None) -> str:
+    def _unavailable_reason(self, torch: ModuleType | None, backend: GpuBackend | None) -> str:
         nvml_reason = self._nvml.unavailable_reason or "NVML sees no GPU"
         if torch is None:
             return f"{nvml_reason}; torch is not loaded in this process"
-        if not torch_cuda_ready(torch):
-            return f"{nvml_reason}; torch has not initialised CUDA in this process"
-        return f"{nvml_reason}; torch reports no CUDA device"
+        if backend is None:
+            return f"{nvml_reason}; torch has not initialised CUDA in this process (nor ROCm, XPU or MPS)"
+        return f"{nvml_reason}; torch reports no {backend.label} device"
 
     def visible_devices(self) -> list[NvmlDevice]:
         """NVML devices in CUDA order, enumerated once (the set of GPUs does not change under a process)."""
@@ -158,60 +148,49 @@ class GpuProbe:
             return ()
         torch = loaded_torch()
         torch_ready = torch_cuda_ready(torch)
+        cuda_api = getattr(torch, "cuda", None) if torch_ready else None
         readings = []
         for cuda_index, device in enumerate(self.visible_devices()):
             memory = self._nvml.query(module.nvmlDeviceGetMemoryInfo, device.handle)
-            allocated, reserved = self._torch_usage(torch, cuda_index) if torch_ready else (None, None)
+            allocated, reserved = (
+                (None, None) if cuda_api is None else torch_usage(cuda_api, cuda_index, self.torch_failures)
+            )
+            total: int | None
+            used: int | None
+            free: int | None
+            if memory is not None:
+                total, used, free = int(memory.total), int(memory.used), int(memory.free)
+                note = None
+            elif torch_ready:
+                total, used, free = self._torch_memory(torch, cuda_index)
+                note = JETSON_NOTE
+            else:
+                total = used = free = None
+                note = NVML_PARTIAL_NOTE
             readings.append(
                 GpuReading(
                     index=cuda_index,
                     name=device.name,
-                    total_bytes=None if memory is None else int(memory.total),
-                    used_bytes=None if memory is None else int(memory.used),
-                    free_bytes=None if memory is None else int(memory.free),
+                    total_bytes=total,
+                    used_bytes=used,
+                    free_bytes=free,
                     uuid=device.uuid,
                     torch_allocated_bytes=allocated,
                     torch_reserved_bytes=reserved,
+                    backend=GpuBackend.CUDA,
+                    note=note,
                 )
             )
         return tuple(readings)
 
-    def _read_torch(self, torch: Any) -> tuple[GpuReading, ...]:
-        readings = []
+    def _torch_memory(self, torch: Any, index: int) -> tuple[int | None, int | None, int | None]:
+        """Total, used and free from ``torch.cuda.mem_get_info``, where NVML has no memory figures (Jetson)."""
         try:
-            count = int(torch.cuda.device_count())
+            free, total = torch.cuda.mem_get_info(index)
         except Exception as error:  # torch raises RuntimeError subclasses that vary between versions.
-            self.torch_failures.record("device_count", error)
-            return ()
-        for index in range(count):
-            try:
-                free, total = torch.cuda.mem_get_info(index)
-                name = str(torch.cuda.get_device_name(index))
-            except Exception as error:  # as above: any failure of one device leaves it out, not the others.
-                self.torch_failures.record(f"mem_get_info({index})", error)
-                continue
-            allocated, reserved = self._torch_usage(torch, index)
-            readings.append(
-                GpuReading(
-                    index=index,
-                    name=name,
-                    total_bytes=int(total),
-                    used_bytes=int(total) - int(free),
-                    free_bytes=int(free),
-                    torch_allocated_bytes=allocated,
-                    torch_reserved_bytes=reserved,
-                )
-            )
-        return tuple(readings)
-
-    def _torch_usage(self, torch: Any, index: int) -> tuple[int | None, int | None]:
-        try:
-            return int(torch.cuda.memory_allocated(index)), int(torch.cuda.memory_reserved(index))
-        except Exception as error:  # an index torch does not know (a mismatched CUDA_VISIBLE_DEVICES) is no error.
-            self.torch_failures.record(f"memory_allocated({index})", error)
-            return None, None
-
-
+            self.torch_failures.record(f"mem_get_info({index})", error)
+            return None, None, None
+        return int(total), int(total) - int(free), int(free)
 
     def processes(self) -> tuple[GpuProcess, ...] | None:
         """Every process NVML lists on any GPU (``nvidia-smi --query-compute-apps=pid,used_memory``).
