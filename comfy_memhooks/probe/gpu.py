@@ -1,8 +1,9 @@
 """The VRAM probe: each GPU's memory, numbered as CUDA numbers it, and the processes that hold it.
 
-NVML answers first; when it is missing or fails, torch's ``mem_get_info`` answers, but only when this process has
-already initialised CUDA: a memory monitor must not create a CUDA context (hundreds of MB of VRAM) to report on.
-Inside ComfyUI torch has always initialised CUDA by the time a GPU is used.
+NVML answers first; when it is missing or fails, torch answers (:mod:`.backends`: CUDA, ROCm, XPU, MPS), but only
+for a device this process already uses: a memory monitor must not create a CUDA context (hundreds of MB of VRAM) to
+report on. Inside ComfyUI torch has always initialised CUDA by the time a GPU is used. Where NVML lists a GPU but
+has no memory figures for it (Jetson and other unified-memory boards), torch's fill in and the reading says so.
 """
 
 from __future__ import annotations
