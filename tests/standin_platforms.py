@@ -134,3 +134,69 @@ def windows_ucrt(result: int = 0) -> dict[str | None, StandinLibrary]:
 
 def macos_libsystem() -> dict[str | None, StandinLibrary]:
     return {"/usr/lib/libSystem.B.dylib": StandinLibrary(malloc_zone_pressure_relief=StandinFunction(64 * 1024**2))}
+
+
+class AmdSmiException(Exception):
+    """``amdsmi.AmdSmiException``: the base of every error the bindings raise."""
+
+
+class AmdSmiLibraryException(AmdSmiException):
+    """``amdsmi.AmdSmiLibraryException``: the C library returned an error status."""
+
+    def __init__(self, err_code: int):
+        super().__init__(f"Error code:\n\t{err_code} | AMDSMI_STATUS_NOT_SUPPORTED - Feature not supported")
+        self.err_code = err_code
+
+
+def standin_amdsmi(
+    gpus: list[tuple[str, int, int]],
+    processes: dict[int, list[dict[str, Any]]] | None = None,
+    failing: set[str] | None = None,
+) -> types.ModuleType:
+    """An ``amdsmi`` module: ``gpus`` as (market name, total, used) bytes, ``processes`` per GPU index in the
+    bindings' dict form. A function named in ``failing`` raises ``AmdSmiLibraryException``; calls land in
+    ``amdsmi.calls``."""
+    amdsmi = types.ModuleType("amdsmi")
+    calls: list[str] = []
+    amdsmi.calls = calls  # type: ignore[attr-defined]
+    amdsmi.AmdSmiException = AmdSmiException  # type: ignore[attr-defined]
+    amdsmi.AmdSmiLibraryException = AmdSmiLibraryException  # type: ignore[attr-defined]
+    amdsmi.AmdSmiMemoryType = types.SimpleNamespace(VRAM=0, VIS_VRAM=1, GTT=2)  # type: ignore[attr-defined]
+    handles = [object() for _ in gpus]
+
+    def function(name: str, result: Callable[..., Any]) -> None:
+        def call(*args: Any) -> Any:
+            calls.append(name)
+            if name in (failing or set()):
+                raise AmdSmiLibraryException(2)
+            return result(*args)
+
+        call.__name__ = name
+        setattr(amdsmi, name, call)
+
+    def gpu(handle: object) -> tuple[str, int, int]:
+        return gpus[handles.index(handle)]
+
+    def memory(handle: object, kind: int, position: int) -> int:
+        assert kind == amdsmi.AmdSmiMemoryType.VRAM  # type: ignore[attr-defined]
+        return gpu(handle)[position]
+
+    function("amdsmi_init", lambda flag=None: None)
+    function("amdsmi_shut_down", lambda: None)
+    function("amdsmi_get_processor_handles", lambda: list(handles))
+    function("amdsmi_get_gpu_asic_info", lambda h: {"market_name": gpu(h)[0], "vendor_id": "0x1002"})
+    function("amdsmi_get_gpu_memory_total", lambda h, kind: memory(h, kind, 1))
+    function("amdsmi_get_gpu_memory_usage", lambda h, kind: memory(h, kind, 2))
+    function("amdsmi_get_gpu_process_list", lambda h: list((processes or {}).get(handles.index(h), [])))
+    return amdsmi
+
+
+def amd_process(pid: int, vram: int, name: str = "python3") -> dict[str, Any]:
+    """One entry of ``amdsmi_get_gpu_process_list``, as the bindings return it (bytes)."""
+    return {
+        "name": name,
+        "pid": pid,
+        "mem": vram,
+        "engine_usage": {"gfx": 0, "enc": 0},
+        "memory_usage": {"gtt_mem": 2 * 1024**2, "cpu_mem": 0, "vram_mem": vram},
+    }

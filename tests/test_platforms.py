@@ -7,6 +7,7 @@ the panel's status payload.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import types
@@ -27,6 +28,7 @@ from comfy_memhooks.engine.report import detailed_report, status_line
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.payloads import serialize
+from comfy_memhooks.probe.amdsmi import AmdSmi
 from comfy_memhooks.probe.cgroup import CgroupReader
 from comfy_memhooks.probe.gpu import JETSON_NOTE, GpuProbe
 from comfy_memhooks.probe.memory import MemoryProbe
@@ -64,6 +66,7 @@ class Platform:
     container: bool = False
     comfy: bool = True
     emptied: tuple[str, ...] = field(default=())  # the stand-in torch's calls that empty a cache
+    amdsmi: bool = False  # a stand-in ``amdsmi`` is installed (ROCm's device-wide figures and processes)
 
 
 NVIDIA_GPU = "GPU 0 (NVIDIA Fake): 6GB/24GB (25%) used, 18GB free; torch in this process: 4.00GB allocated"
@@ -84,6 +87,16 @@ PLATFORMS = [
         ("GPU 0 (AMD Radeon RX 7900 XTX): 6GB/24GB (25%)", "(GPU figures from torch, backend ROCm)", "host RAM"),
         "rocm", "released torch's cached, unused ROCm (HIP) blocks through torch.cuda", CUDA_IPC, TRIM, "cuda:0",
         emptied=("cuda.empty_cache", "cuda.ipc_collect"),
+    ),
+    Platform(
+        "linux-host-rocm-amdsmi", "linux", "rocm", None, standin.glibc(), "VRAM (ROCm): 6GB/24GB (25%)",
+        (
+            "GPU 0 (AMD Radeon RX 7900 XTX): 6GB/24GB (25%)",
+            "(GPU figures from amdsmi, backend ROCm)",
+            "(this process)",
+        ),
+        "rocm", "released torch's cached, unused ROCm (HIP) blocks through torch.cuda", CUDA_IPC, TRIM, "cuda:0",
+        emptied=("cuda.empty_cache", "cuda.ipc_collect"), amdsmi=True,
     ),
     Platform(
         "linux-host-xpu", "linux", "xpu", None, standin.glibc(), "VRAM (XPU): 6GB/24GB (25%)",
@@ -163,9 +176,21 @@ def platform(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     yield chosen
 
 
+def _amdsmi(installed: bool) -> AmdSmi:
+    if not installed:
+
+        def missing() -> types.ModuleType:
+            raise ImportError("amdsmi")
+
+        return AmdSmi(loader=missing)
+    gpu = ("AMD Radeon RX 7900 XTX", 24 * GIB, 6 * GIB)
+    fake = standin.standin_amdsmi([gpu], {0: [standin.amd_process(os.getpid(), 4 * GIB, "python3 main.py --x")]})
+    return AmdSmi(loader=lambda: fake)
+
+
 @pytest.fixture
 def engine(platform: Platform, tmp_path: Path) -> Engine:
-    gpu = GpuProbe(nvml=_nvml(platform.nvml), environ={})
+    gpu = GpuProbe(nvml=_nvml(platform.nvml), environ={}, amdsmi=_amdsmi(platform.amdsmi))
     return Engine(probe=MemoryProbe(ram=_ram_probe(tmp_path, platform.container), gpu=gpu))
 
 

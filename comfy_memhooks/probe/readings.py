@@ -24,10 +24,15 @@ class RamSource(str, enum.Enum):
 
 
 class GpuSource(str, enum.Enum):
-    """Which library answered for the GPUs: NVML first, torch's CUDA runtime when NVML cannot."""
+    """Which library answered for the GPUs: NVML first, torch's CUDA runtime when NVML cannot.
+
+    On ROCm, ``amdsmi`` when AMD SMI gave the device-wide figures (every process's VRAM) for any GPU, ``torch``
+    when they are torch's view from this process alone.
+    """
 
     NVML = "nvml"
     TORCH = "torch"
+    AMDSMI = "amdsmi"
 
 
 class GpuBackend(str, enum.Enum):
