@@ -8,8 +8,6 @@ actions say they were skipped instead of importing anything.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import gc
 import logging
 import sys
@@ -18,8 +16,9 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from ..probe.gpu import loaded_torch, torch_cuda_ready
-from ..probe.readings import GIB, MemorySnapshot
+from ..probe.backends import loaded_torch, torch_backend
+from ..probe.readings import GIB, GpuBackend, MemorySnapshot
+from .heap import find_heap_release
 from .modes import MODE_STRENGTH, Mode
 
 logger = logging.getLogger(__name__)
@@ -96,27 +95,40 @@ def _gc_collect_until_stable(_: ActionContext) -> ActionOutcome:
     return ActionOutcome(detail=f"collected {total} objects in {passes} passes")
 
 
-def _torch_cuda() -> tuple[Any, str | None]:
+def _torch_accelerator() -> tuple[Any, GpuBackend | None, str | None]:
+    """torch and the accelerator it uses here, or why there is nothing to release."""
     torch = loaded_torch()
     if torch is None:
-        return None, "torch is not loaded in this process"
-    if not torch_cuda_ready(torch):
-        return None, "CUDA is not initialised in this process (nothing is cached)"
-    return torch, None
+        return None, None, "torch is not loaded in this process"
+    backend = torch_backend(torch)
+    if backend is None:
+        return None, None, "CUDA is not initialised in this process (nor ROCm, XPU or MPS: nothing is cached)"
+    return torch, backend, None
 
 
-def _cuda_empty_cache(_: ActionContext) -> ActionOutcome:
-    torch, reason = _torch_cuda()
-    if torch is None:
+def _gpu_empty_cache(_: ActionContext) -> ActionOutcome:
+    """Releases the cache of the backend in use: CUDA's and ROCm's through ``torch.cuda``, MPS's, XPU's."""
+    torch, backend, reason = _torch_accelerator()
+    if torch is None or backend is None:
         return ActionOutcome(skipped_reason=reason)
+    if backend is GpuBackend.MPS:
+        torch.mps.empty_cache()
+        return ActionOutcome(detail="torch.mps.empty_cache(): released MPS's cached, unused blocks")
+    if backend is GpuBackend.XPU:
+        torch.xpu.empty_cache()
+        return ActionOutcome(detail="torch.xpu.empty_cache(): released XPU's cached, unused blocks")
     torch.cuda.empty_cache()
+    if backend is GpuBackend.ROCM:
+        return ActionOutcome(detail="released torch's cached, unused ROCm (HIP) blocks through torch.cuda")
     return ActionOutcome(detail="released torch's cached, unused CUDA blocks")
 
 
 def _cuda_ipc_collect(_: ActionContext) -> ActionOutcome:
-    torch, reason = _torch_cuda()
-    if torch is None:
+    torch, backend, reason = _torch_accelerator()
+    if torch is None or backend is None:
         return ActionOutcome(skipped_reason=reason)
+    if backend not in (GpuBackend.CUDA, GpuBackend.ROCM):
+        return ActionOutcome(skipped_reason=f"ipc_collect is CUDA's and ROCm's; this process uses {backend.label}")
     torch.cuda.ipc_collect()
     return ActionOutcome(detail="released CUDA memory shared with exited processes")
 
@@ -148,9 +160,10 @@ def _comfy_free_memory_to_threshold(context: ActionContext) -> ActionOutcome:
             continue
         # ComfyUI unloads until the device's free memory exceeds memory_required.
         required_free = int(gpu.total_bytes * (1 - context.vram_threshold / 100))
-        unloaded = model_management.free_memory(required_free, torch.device("cuda", gpu.index))
+        device_type = (gpu.backend or GpuBackend.CUDA).torch_device_type
+        unloaded = model_management.free_memory(required_free, torch.device(device_type, gpu.index))
         count = len(unloaded) if isinstance(unloaded, list) else 0
-        done.append(f"cuda:{gpu.index} at {percent:.0f}%: asked for {required_free / GIB:.2f} GB free, "
+        done.append(f"{device_type}:{gpu.index} at {percent:.0f}%: asked for {required_free / GIB:.2f} GB free, "
                     f"{count} model(s) unloaded")
     if not done:
         return ActionOutcome(skipped_reason=f"VRAM is under the {context.vram_threshold:g}% threshold")
@@ -165,28 +178,18 @@ def _comfy_unload_all_models(_: ActionContext) -> ActionOutcome:
     return ActionOutcome(detail="comfy.model_management.unload_all_models()")
 
 
-@functools.cache
-def _malloc_trim_function() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(None)
-        function: Callable[[int], int] = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    return function
-
-
 def _malloc_trim(_: ActionContext) -> ActionOutcome:
-    """Returns freed heap pages to the operating system.
+    """Returns freed heap pages to the operating system, with the platform's own call (:mod:`.heap`).
 
     When a node frees many frame-sized buffers while small objects survive between them, glibc keeps the
     freed pages inside the process: ``gc.collect()`` frees the objects, but RSS stays where it was.
-    ``malloc_trim(0)`` gives those pages back.
+    ``malloc_trim(0)`` gives those pages back; macOS's ``malloc_zone_pressure_relief`` and the Windows C
+    runtime's ``_heapmin`` do the same for their heaps.
     """
-    trim = _malloc_trim_function()
-    if trim is None:
-        return ActionOutcome(skipped_reason="the C library has no malloc_trim (it is not glibc)")
-    released = trim(0)
-    return ActionOutcome(detail="heap pages returned to the system" if released else "no heap pages to return")
+    release, reason = find_heap_release()
+    if release is None:
+        return ActionOutcome(skipped_reason=reason)
+    return ActionOutcome(detail=release())
 
 
 def reactor_modules() -> list[ModuleType]:
@@ -230,8 +233,12 @@ GC_COLLECT = Action("gc_collect", "Python garbage collection (`gc.collect()`)", 
 GC_COLLECT_UNTIL_STABLE = Action(
     "gc_collect_until_stable", "full garbage collection, repeated until it collects nothing", _gc_collect_until_stable
 )
+# The name stays "cuda_empty_cache" (records and signal subscribers key on it); it empties the backend in use.
 CUDA_EMPTY_CACHE = Action(
-    "cuda_empty_cache", "`torch.cuda.empty_cache()`: cached CUDA blocks nothing uses", _cuda_empty_cache
+    "cuda_empty_cache",
+    "`torch.cuda.empty_cache()` (CUDA, ROCm), `torch.mps.empty_cache()`, `torch.xpu.empty_cache()`: cached blocks "
+    "nothing uses",
+    _gpu_empty_cache,
 )
 CUDA_IPC_COLLECT = Action("cuda_ipc_collect", "`torch.cuda.ipc_collect()`", _cuda_ipc_collect)
 COMFY_SOFT_EMPTY_CACHE = Action(
@@ -243,7 +250,11 @@ COMFY_FREE_MEMORY_TO_THRESHOLD = Action(
     _comfy_free_memory_to_threshold,
     unloads_models=True,
 )
-MALLOC_TRIM = Action("malloc_trim", "glibc `malloc_trim(0)`: freed heap back to the system", _malloc_trim)
+MALLOC_TRIM = Action(
+    "malloc_trim",
+    "freed heap back to the system: glibc `malloc_trim(0)`, macOS `malloc_zone_pressure_relief`, Windows `_heapmin`",
+    _malloc_trim,
+)
 COMFY_UNLOAD_ALL_MODELS = Action(
     "comfy_unload_all_models", "ComfyUI's `unload_all_models()`", _comfy_unload_all_models, unloads_models=True
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..probe.readings import GIB, GpuProcess, GpuReading, MemorySnapshot, RamReading, RamSource
+from ..probe.readings import GIB, GpuBackend, GpuProcess, GpuReading, MemorySnapshot, RamReading, RamSource
 from .history import ActionReport, OptimizationRecord
 
 
@@ -31,19 +31,28 @@ def _usage(used: int | None, total: int | None, percent: float | None) -> str:
     return f"{format_gb(used)}/{format_gb(total)} ({percent:.0f}%)"
 
 
+def _backend_suffix(gpu: GpuReading) -> str:
+    """`` (MPS)``, `` (ROCm)``, `` (XPU)``: the accelerator when it is not CUDA, the one users assume."""
+    if gpu.backend is None or gpu.backend is GpuBackend.CUDA:
+        return ""
+    return f" ({gpu.backend.label})"
+
+
 def status_line(snapshot: MemorySnapshot) -> str:
     """``RAM: 8.5GB/16GB (53%) | VRAM: 12.3GB/24GB (51%)``; one VRAM part per GPU (``VRAM0``, ``VRAM1``) when
-    there are several, and ``VRAM: n/a`` when there is none (never 0%)."""
+    there are several, and ``VRAM: n/a`` when there is none (never 0%). A backend other than CUDA is named:
+    ``VRAM (MPS): 3GB/21GB (14%)``."""
     ram = snapshot.ram
     parts = [f"RAM: {_usage(ram.used_bytes, ram.total_bytes, ram.percent)}"]
     if not snapshot.gpus:
         parts.append("VRAM: n/a")
     elif len(snapshot.gpus) == 1:
         gpu = snapshot.gpus[0]
-        parts.append(f"VRAM: {_usage(gpu.used_bytes, gpu.total_bytes, gpu.percent)}")
+        parts.append(f"VRAM{_backend_suffix(gpu)}: {_usage(gpu.used_bytes, gpu.total_bytes, gpu.percent)}")
     else:
         parts.extend(
-            f"VRAM{gpu.index}: {_usage(gpu.used_bytes, gpu.total_bytes, gpu.percent)}" for gpu in snapshot.gpus
+            f"VRAM{gpu.index}{_backend_suffix(gpu)}: {_usage(gpu.used_bytes, gpu.total_bytes, gpu.percent)}"
+            for gpu in snapshot.gpus
         )
     return " | ".join(parts)
 
@@ -73,6 +82,8 @@ def _gpu_line(gpu: GpuReading) -> str:
             f"; torch in this process: {format_size(gpu.torch_allocated_bytes)} allocated, "
             f"{format_size(gpu.torch_reserved_bytes)} reserved"
         )
+    if gpu.note is not None:
+        line += f"\n  ({gpu.note})"
     return line
 
 
@@ -141,7 +152,9 @@ def detailed_report(
     lines = _ram_lines(snapshot.ram)
     if snapshot.gpus:
         lines.extend(_gpu_line(gpu) for gpu in snapshot.gpus)
-        lines.append(f"  (GPU figures from {snapshot.gpu_source.value if snapshot.gpu_source else 'n/a'})")
+        source = snapshot.gpu_source.value if snapshot.gpu_source else "n/a"
+        backend = snapshot.gpu_backend
+        lines.append(f"  (GPU figures from {source}, backend {backend.label if backend else 'n/a'})")
     else:
         lines.append(f"VRAM: n/a — {snapshot.gpu_unavailable_reason}")
     if snapshot.processes is not None:

@@ -82,6 +82,9 @@ def snapshot_json(snapshot: MemorySnapshot) -> dict[str, Any]:
     for gpu_data, gpu in zip(data["gpus"], snapshot.gpus, strict=True):
         gpu_data["percent"] = gpu.percent
     data["vram_percent"] = snapshot.vram_percent
+    backend = snapshot.gpu_backend
+    data["gpu_backend"] = None if backend is None else backend.value
+    data["gpu_backend_label"] = None if backend is None else backend.label
     return data
 
 

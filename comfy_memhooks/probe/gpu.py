@@ -1,25 +1,36 @@
 """The VRAM probe: each GPU's memory, numbered as CUDA numbers it, and the processes that hold it.
 
-NVML answers first; when it is missing or fails, torch's ``mem_get_info`` answers, but only when this process has
-already initialised CUDA: a memory monitor must not create a CUDA context (hundreds of MB of VRAM) to report on.
-Inside ComfyUI torch has always initialised CUDA by the time a GPU is used.
+NVML answers first; when it is missing or fails, torch answers (:mod:`.backends`: CUDA, ROCm, XPU, MPS), but only
+for a device this process already uses: a memory monitor must not create a CUDA context (hundreds of MB of VRAM) to
+report on. Inside ComfyUI torch has always initialised CUDA by the time a GPU is used. Where NVML lists a GPU but
+has no memory figures for it (Jetson and other unified-memory boards), torch's fill in and the reading says so.
+On ROCm, AMD SMI (:mod:`.amdsmi`, when the optional ``amdsmi`` package is installed) gives the device-wide figures
+and the processes; torch's figures stay where it cannot, and the reading says so.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
 import psutil
 
 from ..failures import Failures
+from .amdsmi import AmdGpu, AmdSmi
+from .backends import loaded_torch, read_torch, torch_backend, torch_cuda_ready, torch_usage
 from .nvml import Nvml
-from .readings import GpuProcess, GpuReading, GpuSource
+from .readings import GpuBackend, GpuProcess, GpuReading, GpuSource
+
+__all__ = ["GpuProbe", "NvmlDevice", "cuda_visible_order", "loaded_torch", "torch_cuda_ready"]
+
+JETSON_NOTE = "NVML gives no memory figures for this GPU (a unified-memory board such as Jetson); torch's instead"
+NVML_PARTIAL_NOTE = "NVML gives no memory figures for this GPU, and torch has not initialised CUDA to ask instead"
+AMDSMI_COUNT_NOTE = "AMD SMI lists {amd} GPU(s) where torch sees {torch}; torch's figures (this process's view)"
+AMDSMI_PARTIAL_NOTE = "AMD SMI gives no memory figures for this GPU; torch's instead"
 
 logger = logging.getLogger(__name__)
 
@@ -70,32 +81,20 @@ def cuda_visible_order(devices: Sequence[NvmlDevice], visible: str | None) -> li
     return chosen
 
 
-def loaded_torch() -> ModuleType | None:
-    """torch as the host process loaded it; comfy_memhooks never imports torch itself (a second of start-up)."""
-    return sys.modules.get("torch")
-
-
-def torch_cuda_ready(torch: ModuleType | None) -> bool:
-    """True when torch has CUDA initialised in this process, so asking it costs no new context."""
-    if torch is None:
-        return False
-    try:
-        return bool(torch.cuda.is_available() and torch.cuda.is_initialized())
-    except Exception:  # a broken CUDA install raises anything from here; the answer is simply "no".
-        logger.debug("torch.cuda state unreadable", exc_info=True)
-        return False
-
-
 class GpuProbe:
     """Reads VRAM per GPU and lists GPU processes. Read-only: it never signals or kills any process.
 
     Args:
         nvml: the NVML session; tests pass one built on a fake ``pynvml``.
         environ: the environment to read ``CUDA_VISIBLE_DEVICES`` from.
+        amdsmi: the AMD SMI session, asked only on ROCm; tests pass one built on a stand-in ``amdsmi``.
     """
 
-    def __init__(self, nvml: Nvml | None = None, environ: dict[str, str] | None = None):
+    def __init__(
+        self, nvml: Nvml | None = None, environ: dict[str, str] | None = None, amdsmi: AmdSmi | None = None
+    ):
         self._nvml = nvml if nvml is not None else Nvml()
+        self._amdsmi = amdsmi if amdsmi is not None else AmdSmi()
         self._environ = environ if environ is not None else os.environ
         self._devices: list[NvmlDevice] | None = None
         self._all_devices: list[NvmlDevice] = []
@@ -109,19 +108,37 @@ class GpuProbe:
         if readings:
             return readings, GpuSource.NVML, None
         torch = loaded_torch()
-        if torch_cuda_ready(torch):
-            readings = self._read_torch(torch)
+        backend = torch_backend(torch)
+        if backend is not None:
+            readings = read_torch(torch, backend, self.torch_failures)
+            if readings and backend is GpuBackend.ROCM:
+                return self._with_amdsmi(readings)
             if readings:
                 return readings, GpuSource.TORCH, None
-        return (), None, self._unavailable_reason(torch)
+        return (), None, self._unavailable_reason(torch, backend)
 
-    def _unavailable_reason(self, torch: ModuleType | None) -> str:
+    def _unavailable_reason(self, torch: ModuleType | None, backend: GpuBackend | None) -> str:
         nvml_reason = self._nvml.unavailable_reason or "NVML sees no GPU"
         if torch is None:
             return f"{nvml_reason}; torch is not loaded in this process"
-        if not torch_cuda_ready(torch):
-            return f"{nvml_reason}; torch has not initialised CUDA in this process"
-        return f"{nvml_reason}; torch reports no CUDA device"
+        if backend is None:
+            return f"{nvml_reason}; torch has not initialised CUDA in this process (nor ROCm, XPU or MPS)"
+        return f"{nvml_reason}; torch reports no {backend.label} device"
+
+    def _with_amdsmi(self, readings: tuple[GpuReading, ...]) -> tuple[tuple[GpuReading, ...], GpuSource, None]:
+        """torch's ROCm readings with AMD SMI's device-wide total, used and free, matched by index.
+
+        The source is ``amdsmi`` when any GPU's figures are AMD SMI's; torch's allocated and reserved bytes stay.
+        """
+        amd = self._amdsmi.gpus()
+        if amd is None:
+            return readings, GpuSource.TORCH, None
+        if len(amd) != len(readings) or [r.index for r in readings] != list(range(len(readings))):
+            note = AMDSMI_COUNT_NOTE.format(amd=len(amd), torch=len(readings))
+            return tuple(replace(r, note=note) for r in readings), GpuSource.TORCH, None
+        merged = tuple(_amdsmi_figures(reading, gpu) for reading, gpu in zip(readings, amd, strict=True))
+        from_amdsmi = any(reading.note is None for reading in merged)
+        return merged, GpuSource.AMDSMI if from_amdsmi else GpuSource.TORCH, None
 
     def visible_devices(self) -> list[NvmlDevice]:
         """NVML devices in CUDA order, enumerated once (the set of GPUs does not change under a process)."""
@@ -158,69 +175,59 @@ class GpuProbe:
             return ()
         torch = loaded_torch()
         torch_ready = torch_cuda_ready(torch)
+        cuda_api = getattr(torch, "cuda", None) if torch_ready else None
         readings = []
         for cuda_index, device in enumerate(self.visible_devices()):
             memory = self._nvml.query(module.nvmlDeviceGetMemoryInfo, device.handle)
-            allocated, reserved = self._torch_usage(torch, cuda_index) if torch_ready else (None, None)
+            allocated, reserved = (
+                (None, None) if cuda_api is None else torch_usage(cuda_api, cuda_index, self.torch_failures)
+            )
+            total: int | None
+            used: int | None
+            free: int | None
+            if memory is not None:
+                total, used, free = int(memory.total), int(memory.used), int(memory.free)
+                note = None
+            elif torch_ready:
+                total, used, free = self._torch_memory(torch, cuda_index)
+                note = JETSON_NOTE
+            else:
+                total = used = free = None
+                note = NVML_PARTIAL_NOTE
             readings.append(
                 GpuReading(
                     index=cuda_index,
                     name=device.name,
-                    total_bytes=None if memory is None else int(memory.total),
-                    used_bytes=None if memory is None else int(memory.used),
-                    free_bytes=None if memory is None else int(memory.free),
+                    total_bytes=total,
+                    used_bytes=used,
+                    free_bytes=free,
                     uuid=device.uuid,
                     torch_allocated_bytes=allocated,
                     torch_reserved_bytes=reserved,
+                    backend=GpuBackend.CUDA,
+                    note=note,
                 )
             )
         return tuple(readings)
 
-    def _read_torch(self, torch: Any) -> tuple[GpuReading, ...]:
-        readings = []
+    def _torch_memory(self, torch: Any, index: int) -> tuple[int | None, int | None, int | None]:
+        """Total, used and free from ``torch.cuda.mem_get_info``, where NVML has no memory figures (Jetson)."""
         try:
-            count = int(torch.cuda.device_count())
+            free, total = torch.cuda.mem_get_info(index)
         except Exception as error:  # torch raises RuntimeError subclasses that vary between versions.
-            self.torch_failures.record("device_count", error)
-            return ()
-        for index in range(count):
-            try:
-                free, total = torch.cuda.mem_get_info(index)
-                name = str(torch.cuda.get_device_name(index))
-            except Exception as error:  # as above: any failure of one device leaves it out, not the others.
-                self.torch_failures.record(f"mem_get_info({index})", error)
-                continue
-            allocated, reserved = self._torch_usage(torch, index)
-            readings.append(
-                GpuReading(
-                    index=index,
-                    name=name,
-                    total_bytes=int(total),
-                    used_bytes=int(total) - int(free),
-                    free_bytes=int(free),
-                    torch_allocated_bytes=allocated,
-                    torch_reserved_bytes=reserved,
-                )
-            )
-        return tuple(readings)
-
-    def _torch_usage(self, torch: Any, index: int) -> tuple[int | None, int | None]:
-        try:
-            return int(torch.cuda.memory_allocated(index)), int(torch.cuda.memory_reserved(index))
-        except Exception as error:  # an index torch does not know (a mismatched CUDA_VISIBLE_DEVICES) is no error.
-            self.torch_failures.record(f"memory_allocated({index})", error)
-            return None, None
-
-
+            self.torch_failures.record(f"mem_get_info({index})", error)
+            return None, None, None
+        return int(total), int(total) - int(free), int(free)
 
     def processes(self) -> tuple[GpuProcess, ...] | None:
         """Every process NVML lists on any GPU (``nvidia-smi --query-compute-apps=pid,used_memory``).
 
-        ``None`` when NVML is unavailable. Names come from psutil; command lines are never read.
+        ``None`` when NVML is unavailable (on ROCm: AMD SMI's list instead, when it answers). Names come from psutil;
+        command lines are never read.
         """
         module = self._nvml.module()
         if module is None:
-            return None
+            return self._amdsmi_processes()
         visible = self.visible_devices()
         cuda_index = {device.nvml_index: index for index, device in enumerate(visible)}
         own_pid = os.getpid()
@@ -246,6 +253,45 @@ class GpuProbe:
                         )
                     )
         return tuple(found)
+
+
+    def _amdsmi_processes(self) -> tuple[GpuProcess, ...] | None:
+        """AMD SMI's processes on ROCm, numbered as torch numbers the GPUs when both see as many; else ``None``."""
+        torch = loaded_torch()
+        if torch_backend(torch) is not GpuBackend.ROCM:
+            return None
+        listed = self._amdsmi.processes()
+        if listed is None:
+            return None
+        amd = self._amdsmi.gpus() or ()
+        try:
+            same_numbering = len(amd) == int(torch.cuda.device_count())  # type: ignore[union-attr]
+        except Exception as error:  # torch raises RuntimeError subclasses that vary between versions.
+            self.torch_failures.record("device_count", error)
+            same_numbering = False
+        own_pid = os.getpid()
+        found = []
+        for process in listed:
+            name, visible_here = _process_name(process.pid)  # never amdsmi's "name": it can hold arguments
+            found.append(
+                GpuProcess(
+                    pid=process.pid,
+                    name=name,
+                    gpu_index=process.gpu_index if same_numbering else None,
+                    used_bytes=process.vram_bytes,
+                    is_current_process=process.pid == own_pid,
+                    in_this_container=visible_here,
+                )
+            )
+        return tuple(found)
+
+
+def _amdsmi_figures(reading: GpuReading, gpu: AmdGpu) -> GpuReading:
+    """One torch reading with AMD SMI's total, used and free; torch's, with a note, where AMD SMI has none."""
+    if gpu.total_bytes is None or gpu.used_bytes is None:
+        return replace(reading, note=AMDSMI_PARTIAL_NOTE)
+    free = max(gpu.total_bytes - gpu.used_bytes, 0)
+    return replace(reading, total_bytes=gpu.total_bytes, used_bytes=gpu.used_bytes, free_bytes=free)
 
 
 def _process_name(pid: int) -> tuple[str | None, bool]:

@@ -1,9 +1,14 @@
-"""The RAM probe: the host's figures, or the container's when a memory cgroup limits this process."""
+"""The RAM probe: the host's figures, or the container's when a memory cgroup limits this process.
+
+Linux reads ``/proc`` and the cgroup file system; Windows and macOS have neither (and no cgroups), so there psutil
+answers and the source is always the host.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import psutil
@@ -39,6 +44,8 @@ class RamProbe:
     """
 
     def __init__(self, cgroup_reader: CgroupReader | None = None, procfs: Path = DEFAULT_PROCFS):
+        # Only Linux has /proc files in this format and memory cgroups; elsewhere psutil alone answers.
+        self._linux = sys.platform.startswith("linux")
         self._cgroup = cgroup_reader if cgroup_reader is not None else CgroupReader()
         self._meminfo = procfs / "meminfo"
         self._statm = procfs / "self" / "statm"
@@ -48,7 +55,7 @@ class RamProbe:
     def _host(self) -> tuple[int, int]:
         """The host's total and available RAM: ``/proc/meminfo`` read directly on Linux (a third of the cost
         of ``psutil.virtual_memory()``, which parses every field), psutil elsewhere."""
-        data = read_bytes(self._meminfo)
+        data = read_bytes(self._meminfo) if self._linux else None
         parsed = None if data is None else parse_meminfo(data)
         if parsed is not None:
             return parsed
@@ -57,7 +64,7 @@ class RamProbe:
 
     def read(self) -> RamReading:
         rss = self.process_rss()
-        cgroup = self._cgroup.read(no_limit_from=self._host_total)
+        cgroup = self._cgroup.read(no_limit_from=self._host_total) if self._linux else None
         if cgroup is not None and cgroup.limit_bytes is not None:
             used = cgroup.usage_bytes
             available = None if used is None else max(cgroup.limit_bytes - used, 0)
@@ -87,7 +94,7 @@ class RamProbe:
 
         ``/proc/self/statm``'s second field, in pages, on Linux; psutil elsewhere.
         """
-        data = read_bytes(self._statm)
+        data = read_bytes(self._statm) if self._linux else None
         if data is not None:
             fields = data.split()
             if len(fields) > 1 and fields[1].isdigit():

@@ -24,10 +24,37 @@ class RamSource(str, enum.Enum):
 
 
 class GpuSource(str, enum.Enum):
-    """Which library answered for the GPUs: NVML first, torch's CUDA runtime when NVML cannot."""
+    """Which library answered for the GPUs: NVML first, torch's CUDA runtime when NVML cannot.
+
+    On ROCm, ``amdsmi`` when AMD SMI gave the device-wide figures (every process's VRAM) for any GPU, ``torch``
+    when they are torch's view from this process alone.
+    """
 
     NVML = "nvml"
     TORCH = "torch"
+    AMDSMI = "amdsmi"
+
+
+class GpuBackend(str, enum.Enum):
+    """Which accelerator the figures describe, as torch names its device (ROCm answers through ``torch.cuda``)."""
+
+    CUDA = "cuda"
+    ROCM = "rocm"
+    MPS = "mps"
+    XPU = "xpu"
+
+    @property
+    def label(self) -> str:
+        """The backend's name as its vendor writes it: ``CUDA``, ``ROCm``, ``MPS``, ``XPU``."""
+        return _BACKEND_LABELS[self]
+
+    @property
+    def torch_device_type(self) -> str:
+        """The device type torch uses for it: ROCm's GPUs are ``cuda`` devices to torch."""
+        return "cuda" if self is GpuBackend.ROCM else self.value
+
+
+_BACKEND_LABELS = {GpuBackend.CUDA: "CUDA", GpuBackend.ROCM: "ROCm", GpuBackend.MPS: "MPS", GpuBackend.XPU: "XPU"}
 
 
 def percent_of(part: int | None, whole: int | None) -> float | None:
@@ -80,6 +107,8 @@ class GpuReading:
         torch_allocated_bytes: bytes held by live tensors of this process (``torch.cuda.memory_allocated``).
         torch_reserved_bytes: bytes held by torch's caching allocator for this process
             (``torch.cuda.memory_reserved``); the gap to allocated is what ``empty_cache`` can return.
+        backend: the accelerator (CUDA, ROCm, MPS, XPU), ``None`` when unknown.
+        note: what is unusual about these figures, in words (NVML partial on a Jetson, MPS's unified memory).
     """
 
     index: int
@@ -90,6 +119,8 @@ class GpuReading:
     uuid: str | None = None
     torch_allocated_bytes: int | None = None
     torch_reserved_bytes: int | None = None
+    backend: GpuBackend | None = None
+    note: str | None = None
 
     @property
     def percent(self) -> float | None:
@@ -137,6 +168,12 @@ class MemorySnapshot:
     gpu_source: GpuSource | None
     gpu_unavailable_reason: str | None = None
     processes: tuple[GpuProcess, ...] | None = None
+
+    @property
+    def gpu_backend(self) -> GpuBackend | None:
+        """The accelerator the GPU readings describe (one process uses one kind), ``None`` without readings."""
+        backends = [gpu.backend for gpu in self.gpus if gpu.backend is not None]
+        return backends[0] if backends else None
 
     @property
     def vram_percent(self) -> float | None:

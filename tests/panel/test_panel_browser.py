@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ from comfy_memhooks.engine.history import TriggerKind
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.standalone import BACKEND, HUB, build_app
-from tests.panel.panel_support import CHROMIUM, CHROMIUM_ARGS, GIB, container_engine, fake_gpu_engine
+from tests.panel.panel_support import CHROMIUM, CHROMIUM_ARGS, GIB, container_engine, fake_gpu_engine, no_gpu_engine
+from tests.standin_platforms import standin_torch
 
 pytestmark = pytest.mark.browser
 
@@ -146,6 +148,19 @@ async def test_each_gpu_is_a_gauge_and_its_processes_are_listed(serve: Callable[
     assert await rows.count() == 2
     assert "(this process)" in await rows.nth(0).text_content()
     assert "(outside this container)" in await rows.nth(1).text_content()
+
+
+async def test_a_backend_other_than_cuda_is_named(
+    serve: Callable[..., Awaitable[Served]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "torch", standin_torch("mps"))  # a Mac: MPS's share of unified memory
+    served = await serve(no_gpu_engine())
+    status = await served.goto_panel()
+    assert status["snapshot"]["gpu_backend"] == "mps"
+    gauge = served.page.locator('[data-role="gauge-gpu"][data-key="gpu-0"]')
+    assert await gauge.locator('[data-role="value"]').text_content() == "6.0 / 24.0 GB · 25.0%"
+    note = await gauge.locator('[data-role="note"]').text_content()
+    assert note.startswith("Apple MPS (unified memory) · MPS · torch "), note
 
 
 async def test_the_container_limit_is_named(serve: Callable[..., Awaitable[Served]], tmp_path: Path) -> None:

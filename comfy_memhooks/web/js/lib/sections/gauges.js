@@ -57,12 +57,14 @@ export class GaugesSection {
       const torch = Number.isFinite(gpu.torch_reserved_bytes)
         ? ` · torch ${formatSize(gpu.torch_allocated_bytes)} / ${formatSize(gpu.torch_reserved_bytes)} reserved`
         : "";
+      // CUDA is what users assume; another backend (ROCm, XPU, MPS's unified memory) is named.
+      const backend = gpu.backend && gpu.backend !== "cuda" ? ` · ${status.snapshot.gpu_backend_label ?? gpu.backend}` : "";
       this._fill(this.gpuGauges.children[position], {
         percent: gpu.percent,
         used: gpu.used_bytes,
         total: gpu.total_bytes,
         threshold: policy.vram_threshold,
-        note: `${gpu.name ?? "GPU"}${torch}`,
+        note: `${gpu.name ?? "GPU"}${backend}${torch}`,
       });
     });
   }
