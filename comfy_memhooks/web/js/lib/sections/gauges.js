@@ -58,7 +58,8 @@ export class GaugesSection {
         ? ` · torch ${formatSize(gpu.torch_allocated_bytes)} / ${formatSize(gpu.torch_reserved_bytes)} reserved`
         : "";
       // CUDA is what users assume; another backend (ROCm, XPU, MPS's unified memory) is named.
-      const backend = gpu.backend && gpu.backend !== "cuda" ? ` · ${status.snapshot.gpu_backend_label ?? gpu.backend}` : "";
+      const backend =
+        gpu.backend && gpu.backend !== "cuda" ? ` · ${status.snapshot.gpu_backend_label ?? gpu.backend}` : "";
       this._fill(this.gpuGauges.children[position], {
         percent: gpu.percent,
         used: gpu.used_bytes,
