@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from ..engine.modes import MANUAL_MODES, Mode
-from ..errors import InvalidSetting
+from ..errors import InvalidSetting, SettingsFileProtected
 from ..validation import parse_choice
 from .backend import PanelBackend
 from .payloads import serialize
@@ -157,6 +157,8 @@ def register_routes(routes: web.RouteTableDef, backend: PanelBackend, prefix: st
         body = await read_json_object(request)
         try:
             return reply(await _in_thread(backend.update_settings, body))
+        except SettingsFileProtected as error:
+            return error_response(409, f"settings not saved: {error.reason}")
         except OSError as error:
             logger.warning("comfy_memhooks: settings could not be written: %s", error)
             return error_response(500, f"settings could not be written: {error.strerror or error}; nothing changed")
