@@ -218,6 +218,7 @@ class SettingsStore:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     load_warning: str | None = field(default=None, init=False)
     _protected: str | None = field(default=None, init=False, repr=False)
+    _unknown: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def current(self) -> AutoSettings:
@@ -233,6 +234,7 @@ class SettingsStore:
         with self._lock:
             self._current = AutoSettings()
             self._protected = None
+            self._unknown = {}
             self.load_warning = None
             try:
                 data = self.path.read_bytes()
@@ -242,7 +244,7 @@ class SettingsStore:
                 self._protect(f"{self.path} could not be read ({error.strerror or error})")
                 return self._current
             try:
-                self._current = AutoSettings.parse(_decode(data))
+                self._current = AutoSettings.parse(self._set_unknown_aside(_decode(data)))
             except (ValueError, RecursionError) as error:  # InvalidSetting, bad JSON or UTF-8, too deep, too long
                 problem = "nested too deeply" if isinstance(error, RecursionError) else _brief(error)
                 try:
@@ -254,7 +256,20 @@ class SettingsStore:
                     )
                     return self._current
                 self._warn(f"{self.path} is not valid ({problem}); it was kept as {aside}, defaults are used")
+                return self._current
+            if self._unknown:
+                names = ", ".join(sorted(self._unknown))
+                self._warn(f"{self.path}: ignored {names}, unknown to this version (kept in the file)")
             return self._current
+
+    def _set_unknown_aside(self, raw: object) -> object:
+        """Keys written by a newer version are kept apart, to be written back unchanged, rather than refused."""
+        self._unknown = {}
+        if not isinstance(raw, Mapping):
+            return raw
+        known = AutoSettings().to_json()
+        self._unknown = {str(key): value for key, value in raw.items() if key not in known}
+        return {key: value for key, value in raw.items() if key in known}
 
     def _warn(self, message: str) -> None:
         self.load_warning = message
@@ -291,7 +306,7 @@ class SettingsStore:
 
     def _write(self, settings: AutoSettings) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps(settings.to_json(), indent=2) + "\n"
+        payload = json.dumps({**settings.to_json(), **self._unknown}, indent=2) + "\n"
         descriptor, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
@@ -310,7 +325,8 @@ def _reject_constant(name: str) -> None:
 
 def _decode(data: bytes) -> object:
     """The file's JSON value; raises ``ValueError`` (bad UTF-8, bad JSON, an integer past the digit limit)."""
-    return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    # Notepad and PowerShell 5 start UTF-8 files with a byte-order mark; it is no reason to set one aside.
+    return json.loads(data.removeprefix(b"\xef\xbb\xbf").decode("utf-8"), parse_constant=_reject_constant)
 
 
 def _brief(error: BaseException) -> str:
