@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from typing import Any
 
 from ..errors import InvalidSetting, SettingsFileProtected
 from ..validation import parse_bool, parse_choice, parse_seconds
+from .files import remove_stale_temporaries, write_atomically
 from .modes import Mode
 from .pressure import DEFAULT_THRESHOLDS, Thresholds
 
@@ -232,6 +232,7 @@ class SettingsStore:
         be set aside, it is protected: defaults are used in memory, and :meth:`update` refuses to overwrite it.
         """
         with self._lock:
+            remove_stale_temporaries(self.path)
             self._current = AutoSettings()
             self._protected = None
             self._unknown = {}
@@ -305,18 +306,7 @@ class SettingsStore:
         return aside
 
     def _write(self, settings: AutoSettings) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps({**settings.to_json(), **self._unknown}, indent=2) + "\n"
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(self.path, json.dumps({**settings.to_json(), **self._unknown}, indent=2) + "\n")
 
 
 def _reject_constant(name: str) -> None:

@@ -107,6 +107,9 @@ def _guarded(handler: Handler) -> Handler:
             return error_response(400, str(error), error.field)
         except web.HTTPException:
             raise
+        except ConnectionResetError:  # the client left mid-body (a closed tab): nothing went wrong here
+            logger.debug("comfy_memhooks: %s %s: the client disconnected", request.method, request.path)
+            return error_response(400, "the client disconnected before the body was complete", "body")
         except Exception:  # nothing unexpected may reach the client as a stack trace; the log keeps it.
             logger.exception("comfy_memhooks: %s %s failed", request.method, request.path)
             return error_response(500, "internal error in comfy_memhooks; the server log has the details")

@@ -124,6 +124,24 @@ async def same_origin_only(request: web.Request, handler: Any) -> web.StreamResp
     return response
 
 
+class OneLine(logging.Filter):
+    """Turns aiohttp's traceback for a malformed request into one line: any local client could flood the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            problem = " ".join(str(getattr(error, "message", "") or error).split())[:200]
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {problem}"
+            record.args = None
+            record.exc_info = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+HTTP_LOGGER = logging.getLogger("comfy_memhooks.panel.http")
+"""The standalone server's own logger for failed requests, one line each (see :class:`OneLine`)."""
+HTTP_LOGGER.addFilter(OneLine())
+
 BACKEND = web.AppKey("backend", PanelBackend)
 HUB = web.AppKey("hub", WebsocketHub)
 
@@ -184,4 +202,6 @@ def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8189, interval: f
     url_host = f"[{host}]" if ":" in host else host
     sys.stdout.write(f"comfy_memhooks: the Memory panel is at http://{url_host}:{port}/ (Ctrl+C stops it)\n")
     sys.stdout.flush()
-    web.run_app(build_app(engine, interval=interval), host=host, port=port, print=None, access_log=None)
+    web.run_app(
+        build_app(engine, interval=interval), host=host, port=port, print=None, access_log=None, logger=HTTP_LOGGER
+    )
