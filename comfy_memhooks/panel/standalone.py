@@ -9,6 +9,7 @@ It binds to loopback unless told otherwise. There is no login, so, like ComfyUI,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -159,6 +160,7 @@ def build_app(
     backend = PanelBackend(engine, store, hub, interval=lambda: interval)
     routes = web.RouteTableDef()
     register_routes(routes, backend)
+    register_routes(routes, backend, prefix=f"/api{PREFIX}")  # as ComfyUI mounts them, so one script serves both
     page = web_root / PAGE
 
     async def index(request: web.Request) -> web.StreamResponse:
@@ -194,14 +196,29 @@ def build_app(
 
 
 def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8189, interval: float = 1.0) -> None:
-    """Serves the panel until interrupted (Ctrl+C); binds to ``host``, loopback by default."""
-    if not is_loopback(host):
-        logger.warning(
-            "the Memory panel listens on %s: anyone who can reach this address can free memory; it has no login", host
-        )
-    url_host = f"[{host}]" if ":" in host else host
-    sys.stdout.write(f"comfy_memhooks: the Memory panel is at http://{url_host}:{port}/ (Ctrl+C stops it)\n")
-    sys.stdout.flush()
-    web.run_app(
-        build_app(engine, interval=interval), host=host, port=port, print=None, access_log=None, logger=HTTP_LOGGER
-    )
+    """Serves the panel until interrupted (Ctrl+C); binds to ``host``, loopback by default.
+
+    The socket is bound before the address is printed, so the URL shown is one that answers (with the port the
+    system chose for ``--port 0``), and a port in use or an unknown host raises ``OSError`` before anything is said.
+    """
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C is how it is meant to stop
+        asyncio.run(_serve(build_app(engine, interval=interval), host, port))
+
+
+async def _serve(app: web.Application, host: str, port: int) -> None:
+    runner = web.AppRunner(app, access_log=None, logger=HTTP_LOGGER)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        if not is_loopback(host):  # said once it is true, not before a bind that fails
+            logger.warning(
+                "the Memory panel listens on %s: anyone who can reach this address can free memory; it has no login",
+                host,
+            )
+        bound = runner.addresses[0][1]
+        url_host = f"[{host}]" if ":" in host else host
+        sys.stdout.write(f"comfy_memhooks: the Memory panel is at http://{url_host}:{bound}/ (Ctrl+C stops it)\n")
+        sys.stdout.flush()
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
