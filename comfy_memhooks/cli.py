@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -83,6 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=8189, help="TCP port to listen on, 0 for any free one (default: 8189)"
     )
     serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the page may be opened by, beside loopback names and IP addresses (repeatable); "
+        "other names in the Host header are refused, which stops DNS rebinding",
+    )
+    serve.add_argument(
+        "--token",
+        default=os.environ.get("COMFY_MEMHOOKS_TOKEN"),
+        help="beyond loopback, the secret that changes need (X-Memhooks-Token header, or #token=... in the page's "
+        "address); default: $COMFY_MEMHOOKS_TOKEN",
+    )
+    serve.add_argument(
         "--interval",
         type=_positive_seconds,
         default=1.0,
@@ -140,7 +155,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .panel.standalone import serve
 
         try:
-            serve(engine, host=arguments.host, port=arguments.port, interval=arguments.interval)
+            serve(
+                engine,
+                host=arguments.host,
+                port=arguments.port,
+                interval=arguments.interval,
+                allowed_hosts=tuple(arguments.allow_host),
+                token=arguments.token,
+            )
         except OSError as error:  # a port in use, an address not of this machine, an unknown host name
             return _fail(f"cannot listen on {arguments.host} port {arguments.port}: {error.strerror or error}")
     return 0

@@ -22,6 +22,7 @@ from ..engine.modes import MANUAL_MODES, Mode
 from ..errors import InvalidSetting, SettingsFileProtected
 from ..validation import parse_choice
 from .backend import PanelBackend
+from .guard import SAFE_METHODS, Refused, RequestGuard, allowed_hosts_from_environment
 from .payloads import serialize
 
 logger = logging.getLogger(__name__)
@@ -98,11 +99,15 @@ async def _in_thread(function: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, functools.partial(function, *args))
 
 
-def _guarded(handler: Handler) -> Handler:
+def _guard_with(handler: Handler, guard: RequestGuard) -> Handler:
     @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
         try:
+            if request.method not in SAFE_METHODS:  # our own check, whatever the host's middleware does
+                guard.check(request.method, request.headers, request.host)
             return await handler(request)
+        except Refused as error:
+            return error_response(403, str(error), error.field)
         except InvalidSetting as error:
             return error_response(400, str(error), error.field)
         except web.HTTPException:
@@ -117,8 +122,17 @@ def _guarded(handler: Handler) -> Handler:
     return guarded
 
 
-def register_routes(routes: web.RouteTableDef, backend: PanelBackend, prefix: str = PREFIX) -> None:
-    """Adds the panel's routes to ``routes``; the host mounts the table on its application."""
+def register_routes(
+    routes: web.RouteTableDef, backend: PanelBackend, prefix: str = PREFIX, guard: RequestGuard | None = None
+) -> None:
+    """Adds the panel's routes to ``routes``; the host mounts the table on its application.
+
+    Args:
+        guard: who may change something (see :mod:`panel.guard`); by default loopback names, IP addresses and
+            the names in ``$COMFY_MEMHOOKS_ALLOWED_HOSTS``, with no token (ComfyUI has its own deployment).
+    """
+    guard = guard if guard is not None else RequestGuard(allowed_hosts_from_environment())
+    _guarded = functools.partial(_guard_with, guard=guard)
 
     @routes.get(f"{prefix}/status")
     @_guarded
