@@ -11,19 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from ..engine.core import Engine
 from ..engine.settings import SettingsStore, get_settings_store
 from .backend import PanelBackend
 from .guard import SAFE_METHODS, TOKEN_ENV, Refused, RequestGuard
-from .payloads import EVENTS
+from .hub import WebsocketHub
 from .routes import PREFIX, error_response, register_routes
 
 logger = logging.getLogger(__name__)
@@ -33,78 +32,6 @@ PAGE = "standalone.html"
 WEBSOCKET_PATH = f"{PREFIX}/ws"
 STATIC_PATH = f"{PREFIX}/web"
 SOCKETS = (WEBSOCKET_PATH, f"/api{WEBSOCKET_PATH}")
-# Events waiting for the sockets: a browser that stops reading must not grow the server's memory.
-MAX_QUEUED_EVENTS = 256
-
-
-class WebsocketHub:
-    """The standalone server's push channel; :meth:`publish` may be called from any thread, like ``send_sync``."""
-
-    def __init__(self) -> None:
-        self._sockets: set[web.WebSocketResponse] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.dropped = 0
-
-    def has_clients(self) -> bool:
-        return bool(self._sockets)
-
-    def publish(self, event: str, payload: dict[str, Any]) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            loop.call_soon_threadsafe(self._enqueue, event, payload)
-        except RuntimeError:  # the loop closed between the check and the call: the server is stopping.
-            return
-
-    def _enqueue(self, event: str, payload: dict[str, Any]) -> None:
-        if self._queue is None:
-            return
-        try:
-            self._queue.put_nowait((event, payload))
-        except asyncio.QueueFull:
-            self.dropped += 1
-
-    async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue(MAX_QUEUED_EVENTS)
-        self._task = asyncio.create_task(self._pump(self._queue))
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        for socket in list(self._sockets):
-            await socket.close()
-        self._sockets.clear()
-
-    async def _pump(self, queue: asyncio.Queue[tuple[str, dict[str, Any]]]) -> None:
-        while True:
-            event, payload = await queue.get()
-            text = json.dumps({"type": event, "data": payload}, allow_nan=False)
-            for socket in list(self._sockets):
-                try:
-                    await socket.send_str(text)
-                except (ConnectionError, RuntimeError):  # a browser that went away; its handler removes it.
-                    self._sockets.discard(socket)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        socket = web.WebSocketResponse(heartbeat=30.0)
-        await socket.prepare(request)
-        self._sockets.add(socket)
-        try:
-            await socket.send_str(json.dumps({"type": "memhooks.hello", "data": {"events": list(EVENTS)}}))
-            async for message in socket:
-                if message.type == WSMsgType.ERROR:
-                    break
-        finally:
-            self._sockets.discard(socket)
-        return socket
-
-
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
