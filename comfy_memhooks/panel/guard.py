@@ -62,18 +62,22 @@ class RequestGuard:
 
     Attributes:
         allowed_hosts: names accepted in ``Host`` beside loopback names and IP addresses.
+        check_host_names: refuse other names in ``Host``. Off for a ComfyUI that listens beyond loopback: it is
+            reached by names nobody can list beforehand (a rented pod's proxy, a LAN name), and a rebinding attack
+            aims at a server on the victim's loopback; the ``Origin`` checks still apply.
         token_required: changes need :attr:`token` (the standalone server beyond loopback).
         token: the shared secret, sent as the ``X-Memhooks-Token`` header or ``Authorization: Bearer``.
     """
 
     allowed_hosts: frozenset[str] = frozenset()
+    check_host_names: bool = True
     token_required: bool = False
     token: str | None = None
 
     def check_host(self, headers: Mapping[str, str]) -> None:
         """Raises :class:`Refused` for a ``Host`` that names a host this server was not meant to be reached by."""
         raw = headers.get("Host")
-        if raw is None:  # HTTP/1.0 without Host: no browser sends that, and no rebinding without a name
+        if raw is None or not self.check_host_names:  # HTTP/1.0 without Host: no browser sends that
             return
         name = host_name(str(raw))
         if name is None or not (
@@ -115,3 +119,19 @@ class RequestGuard:
         self.check_origin(headers.get("Origin"), host, mutating)
         if mutating:
             self.check_token(headers)
+
+
+def listens_on_loopback_only(addresses: str | None) -> bool:
+    """Whether ComfyUI's ``--listen`` value (comma-separated addresses) names loopback addresses only."""
+    if not addresses:
+        return True
+    for address in addresses.split(","):
+        name = address.strip().strip("[]").lower()
+        if name == "localhost":
+            continue
+        try:
+            if not ipaddress.ip_address(name).is_loopback:
+                return False
+        except ValueError:
+            return False
+    return True

@@ -147,3 +147,21 @@ def test_serve_beyond_loopback_warns_and_asks_for_the_token(tmp_path: Path) -> N
     warning = " ".join(errors.split())
     assert "anyone who can reach this port" in warning and "list GPU processes" in warning
     assert "change settings" in warning
+
+
+def test_a_comfyui_listening_beyond_loopback_is_reached_by_any_name_but_origins_are_still_checked() -> None:
+    from comfy_memhooks.panel.guard import Refused, RequestGuard, listens_on_loopback_only
+
+    assert listens_on_loopback_only("127.0.0.1") and listens_on_loopback_only("127.0.0.1,::1")
+    assert listens_on_loopback_only("localhost") and listens_on_loopback_only(None)
+    assert not listens_on_loopback_only("0.0.0.0,::") and not listens_on_loopback_only("192.168.1.5")
+    pod = RequestGuard(check_host_names=False)
+    proxy = "abc123-8188.proxy.example.net"
+    pod.check("PUT", {"Host": proxy, "Origin": f"https://{proxy}"}, proxy)  # a rented pod's proxy: allowed
+    for origin in ("null", "https://evil.example"):
+        try:
+            pod.check("PUT", {"Host": proxy, "Origin": origin}, proxy)
+        except Refused as refused:
+            assert refused.field == "origin"
+        else:
+            raise AssertionError(f"Origin {origin} was accepted")
