@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -25,6 +26,16 @@ def _positive_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1 (leave --count out to watch until Ctrl+C)")
     return value
 
 
@@ -55,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     watch = commands.add_parser("watch", help="print a live status line until interrupted")
     watch.add_argument("--interval", type=_positive_seconds, default=1.0, help="seconds between lines")
-    watch.add_argument("--count", type=int, default=None, help="stop after this many lines")
+    watch.add_argument("--count", type=_count, default=None, help="stop after this many lines (at least 1)")
 
     serve = commands.add_parser(
         "serve",
@@ -69,7 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to bind (default: 127.0.0.1, loopback only; any other address lets anyone who can reach "
         "the port read memory and GPU processes and change the settings)",
     )
-    serve.add_argument("--port", type=int, default=8189, help="TCP port to listen on (default: 8189)")
+    serve.add_argument(
+        "--port", type=int, default=8189, help="TCP port to listen on, 0 for any free one (default: 8189)"
+    )
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the page may be opened by, beside loopback names and IP addresses (repeatable); "
+        "other names in the Host header are refused, which stops DNS rebinding",
+    )
+    serve.add_argument(
+        "--token",
+        default=os.environ.get("COMFY_MEMHOOKS_TOKEN"),
+        help="beyond loopback, the secret that changes need (X-Memhooks-Token header, or #token=... in the page's "
+        "address); default: $COMFY_MEMHOOKS_TOKEN",
+    )
     serve.add_argument(
         "--interval",
         type=_positive_seconds,
@@ -84,8 +111,17 @@ def _print(text: str) -> None:
     sys.stdout.flush()
 
 
+def _fail(message: str) -> int:
+    """One line on stderr and exit status 2, as argparse does for a bad argument: no traceback for the user's input."""
+    sys.stderr.write(f"python -m comfy_memhooks: error: {message}\n")
+    sys.stderr.flush()
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
+    if arguments.command == "serve" and not 0 <= arguments.port <= 65535:
+        return _fail(f"--port {arguments.port} is not a TCP port; use 0 to 65535")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     engine = Engine()
     if arguments.command == "status":
@@ -118,5 +154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif arguments.command == "serve":
         from .panel.standalone import serve
 
-        serve(engine, host=arguments.host, port=arguments.port, interval=arguments.interval)
+        try:
+            serve(
+                engine,
+                host=arguments.host,
+                port=arguments.port,
+                interval=arguments.interval,
+                allowed_hosts=tuple(arguments.allow_host),
+                token=arguments.token,
+            )
+        except OSError as error:  # a port in use, an address not of this machine, an unknown host name
+            return _fail(f"cannot listen on {arguments.host} port {arguments.port}: {error.strerror or error}")
     return 0

@@ -15,3 +15,15 @@ class InvalidSetting(ValueError):
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
+
+
+class SettingsFileProtected(RuntimeError):
+    """The settings file is kept as it is: it could not be read or set aside, so writing would destroy it.
+
+    Attributes:
+        reason: why, in words naming the file; shown to the user who tried to save.
+    """
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason

@@ -21,17 +21,35 @@ def parse_bool(value: object, field: str) -> bool:
     """Only a real boolean: an API-format prompt can send ``"false"``, which Python would take as true."""
     if isinstance(value, bool):
         return value
-    raise InvalidSetting(field, f"{value!r} is not a boolean; use true or false")
+    raise InvalidSetting(field, f"{_short(value)} is not a boolean; use true or false")
 
 
 def parse_number(value: object, field: str) -> float:
-    """A real number, not a boolean, not NaN."""
+    """A finite real number, not a boolean, not NaN.
+
+    An integer too large for a float (a JSON body may spell 1e400 in digits) raises ``OverflowError`` in
+    ``float()``; that is bad input like any other, so it is named here rather than escaping as a server error.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InvalidSetting(field, f"{value!r} is not a number")
-    number = float(value)
+        raise InvalidSetting(field, f"{_short(value)} is not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise InvalidSetting(field, "the number is too large") from None
     if math.isnan(number):
         raise InvalidSetting(field, "NaN is not allowed")
+    if math.isinf(number):
+        raise InvalidSetting(field, "the number is too large (infinite)")
     return number
+
+
+def _short(value: object) -> str:
+    """``repr`` cut short: a value quoted in an error must not be a 5,000-digit integer (or raise converting one)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's digit limit for conversion to text
+        return "a very large number"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_percent(value: object, field: str) -> float:
@@ -61,4 +79,4 @@ def parse_choice(kind: type[E], value: object, field: str, noun: str, allowed: t
         if value == choice.value:
             return choice
     names = ", ".join(repr(choice.value) for choice in choices)
-    raise InvalidSetting(field, f"{value!r} is not {noun}; use one of {names}")
+    raise InvalidSetting(field, f"{_short(value)} is not {noun}; use one of {names}")

@@ -68,6 +68,7 @@ class FakeProbe:
         self.ram_percent = ram_percent
         self.grow_percent_per_snapshot = 0.0  # usage that keeps arriving, capped at 99%
         self.snapshots = 0
+        self.failures = Failures(logging.getLogger("comfy_memhooks.probe.memory"), "memory probe failed while {kind}")
 
     def _ram(self) -> RamReading:
         total = 16 * GIB
@@ -83,6 +84,9 @@ class FakeProbe:
 
     def usage(self) -> tuple[int | None, int | None]:
         return 2 * GIB, None
+
+    def processes(self) -> None:
+        return None
 
 
 def chain_prompt(*classes: str, first_input: Any = 1) -> tuple[dict[str, dict[str, Any]], list[str]]:

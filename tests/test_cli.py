@@ -95,5 +95,5 @@ def test_optimize_reports_freed_as_positive_and_the_parts_add_up() -> None:
 def test_serve_help_describes_every_option() -> None:
     text = " ".join(cli("serve", "--help").stdout.split())  # argparse wraps to the terminal's width
     assert "--host HOST address to bind (default: 127.0.0.1, loopback only;" in text
-    assert "--port PORT TCP port to listen on (default: 8189)" in text
+    assert "--port PORT TCP port to listen on, 0 for any free one (default: 8189)" in text
     assert "--interval INTERVAL seconds between live samples pushed to the page (default: 1)" in text

@@ -68,6 +68,9 @@ class ScriptedProbe:
     def usage(self) -> tuple[int | None, int | None]:
         return self.used, None
 
+    def processes(self) -> None:
+        return self.gpu.processes()
+
     def percent(self, value: float) -> None:
         self.used = int(LIMIT * value / 100)
 

@@ -207,7 +207,7 @@ class UnifiedMemoryManager:
             summary = status_line(outcome.snapshot)
             report = ""
             if want_report:
-                with_processes = dataclasses.replace(outcome.snapshot, processes=engine.probe.gpu.processes())
+                with_processes = dataclasses.replace(outcome.snapshot, processes=engine.probe.processes())
                 report = detailed_report(with_processes, outcome.record, outcome.reason)
             ram_percent = outcome.snapshot.ram.percent
             vram_percent = outcome.snapshot.vram_percent

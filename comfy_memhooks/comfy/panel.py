@@ -18,6 +18,7 @@ from aiohttp import web
 from ..engine.core import get_engine
 from ..engine.settings import get_settings_store
 from ..panel.backend import PanelBackend
+from ..panel.guard import RequestGuard, allowed_hosts_from_environment, listens_on_loopback_only
 from ..panel.routes import register_routes
 from . import auto
 
@@ -41,6 +42,17 @@ def prompt_queue_busy(server: Any) -> bool:
     """Whether ComfyUI's worker has a prompt: ``PromptQueue.currently_running`` holds it from start to end."""
     queue = getattr(server, "prompt_queue", None)
     return bool(getattr(queue, "currently_running", None))
+
+
+def comfyui_guard() -> RequestGuard:
+    """The panel's request checks inside ComfyUI: ``Host`` names are checked only while ComfyUI listens on loopback
+    alone (``--listen`` left at 127.0.0.1), where DNS rebinding is the threat; the ``Origin`` checks always apply."""
+    cli_args = sys.modules.get("comfy.cli_args")
+    listen = getattr(getattr(cli_args, "args", None), "listen", None)
+    return RequestGuard(
+        allowed_hosts_from_environment(),
+        check_host_names=listens_on_loopback_only(listen if isinstance(listen, str) else None),
+    )
 
 
 def prompt_server() -> Any:
@@ -79,7 +91,7 @@ def attach() -> PanelBackend | None:
                 busy=lambda: prompt_queue_busy(server),
                 watchdog=auto.running_watchdog,
             )
-            register_routes(routes, backend)
+            register_routes(routes, backend, guard=comfyui_guard())
             backend.start()
         except Exception:  # the panel is optional; ComfyUI must start whatever happens here.
             logger.exception("the Memory panel could not start; ComfyUI and the nodes are not affected")

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -25,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidSetting
+from ..errors import InvalidSetting, SettingsFileProtected
 from ..validation import parse_bool, parse_choice, parse_seconds
+from .files import remove_stale_temporaries, write_atomically
 from .modes import Mode
 from .pressure import DEFAULT_THRESHOLDS, Thresholds
 
@@ -217,41 +217,81 @@ class SettingsStore:
     _current: AutoSettings = field(default_factory=AutoSettings, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     load_warning: str | None = field(default=None, init=False)
+    _protected: str | None = field(default=None, init=False, repr=False)
+    _unknown: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def current(self) -> AutoSettings:
         return self._current
 
     def load(self) -> AutoSettings:
-        """Reads the file; a missing one means defaults, a bad one is kept aside and defaults are used."""
+        """Reads the file; a missing one means defaults, a bad one is kept aside and defaults are used.
+
+        Never raises, whatever the file holds (invalid UTF-8, 100,000-deep nesting, integers past Python's digit
+        limit): a bad settings file must not stop ComfyUI's hook or panel. When the file cannot be read, or cannot
+        be set aside, it is protected: defaults are used in memory, and :meth:`update` refuses to overwrite it.
+        """
         with self._lock:
+            remove_stale_temporaries(self.path)
+            self._current = AutoSettings()
+            self._protected = None
+            self._unknown = {}
+            self.load_warning = None
             try:
-                text = self.path.read_text(encoding="utf-8")
+                data = self.path.read_bytes()
             except FileNotFoundError:
-                self._current = AutoSettings()
                 return self._current
             except OSError as error:
-                self.load_warning = f"could not read {self.path}: {error}; using defaults"
-                logger.warning("comfy_memhooks settings: %s", self.load_warning)
-                self._current = AutoSettings()
+                self._protect(f"{self.path} could not be read ({error.strerror or error})")
                 return self._current
             try:
-                self._current = AutoSettings.parse(json.loads(text))
-            except (json.JSONDecodeError, InvalidSetting) as error:
-                aside = self._keep_aside()
-                self.load_warning = f"{self.path} is not valid ({error}); it was kept as {aside}, defaults are used"
-                logger.warning("comfy_memhooks settings: %s", self.load_warning)
-                self._current = AutoSettings()
+                self._current = AutoSettings.parse(self._set_unknown_aside(_decode(data)))
+            except (ValueError, RecursionError) as error:  # InvalidSetting, bad JSON or UTF-8, too deep, too long
+                problem = "nested too deeply" if isinstance(error, RecursionError) else _brief(error)
+                try:
+                    aside = self._keep_aside()
+                except OSError as aside_error:
+                    self._protect(
+                        f"{self.path} is not valid ({problem}) and could not be set aside "
+                        f"({aside_error.strerror or aside_error})"
+                    )
+                    return self._current
+                self._warn(f"{self.path} is not valid ({problem}); it was kept as {aside}, defaults are used")
+                return self._current
+            if self._unknown:
+                names = ", ".join(sorted(self._unknown))
+                self._warn(f"{self.path}: ignored {names}, unknown to this version (kept in the file)")
             return self._current
+
+    def _set_unknown_aside(self, raw: object) -> object:
+        """Keys written by a newer version are kept apart, to be written back unchanged, rather than refused."""
+        self._unknown = {}
+        if not isinstance(raw, Mapping):
+            return raw
+        known = AutoSettings().to_json()
+        self._unknown = {str(key): value for key, value in raw.items() if key not in known}
+        return {key: value for key, value in raw.items() if key in known}
+
+    def _warn(self, message: str) -> None:
+        self.load_warning = message
+        logger.warning("comfy_memhooks settings: %s", message)
+
+    def _protect(self, reason: str) -> None:
+        """Defaults in memory, and the file left alone: it may hold what the user wrote, unreadable only to us."""
+        self._protected = f"{reason}; defaults are used and the file is not overwritten until it is fixed"
+        self._warn(self._protected)
 
     def update(self, raw: object) -> AutoSettings:
         """Validates a (partial) JSON object, writes the result atomically, then makes it current.
 
         Raises:
             InvalidSetting: on the first bad field; nothing is written and nothing changes.
+            SettingsFileProtected: the file could not be read or set aside at load; it is not overwritten.
         """
         with self._lock:
             updated = AutoSettings.parse(raw, base=self._current)
+            if self._protected is not None:
+                raise SettingsFileProtected(self._protected)
             self._write(updated)
             self._current = updated
             return updated
@@ -266,18 +306,22 @@ class SettingsStore:
         return aside
 
     def _write(self, settings: AutoSettings) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps(settings.to_json(), indent=2) + "\n"
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(self.path, json.dumps({**settings.to_json(), **self._unknown}, indent=2) + "\n")
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _decode(data: bytes) -> object:
+    """The file's JSON value; raises ``ValueError`` (bad UTF-8, bad JSON, an integer past the digit limit)."""
+    # Notepad and PowerShell 5 start UTF-8 files with a byte-order mark; it is no reason to set one aside.
+    return json.loads(data.removeprefix(b"\xef\xbb\xbf").decode("utf-8"), parse_constant=_reject_constant)
+
+
+def _brief(error: BaseException) -> str:
+    text = str(error)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 _store: SettingsStore | None = None

@@ -19,9 +19,10 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from ..engine.modes import MANUAL_MODES, Mode
-from ..errors import InvalidSetting
+from ..errors import InvalidSetting, SettingsFileProtected
 from ..validation import parse_choice
 from .backend import PanelBackend
+from .guard import SAFE_METHODS, Refused, RequestGuard, allowed_hosts_from_environment
 from .payloads import serialize
 
 logger = logging.getLogger(__name__)
@@ -98,15 +99,22 @@ async def _in_thread(function: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, functools.partial(function, *args))
 
 
-def _guarded(handler: Handler) -> Handler:
+def _guard_with(handler: Handler, guard: RequestGuard) -> Handler:
     @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
         try:
+            if request.method not in SAFE_METHODS:  # our own check, whatever the host's middleware does
+                guard.check(request.method, request.headers, request.host)
             return await handler(request)
+        except Refused as error:
+            return error_response(403, str(error), error.field)
         except InvalidSetting as error:
             return error_response(400, str(error), error.field)
         except web.HTTPException:
             raise
+        except ConnectionResetError:  # the client left mid-body (a closed tab): nothing went wrong here
+            logger.debug("comfy_memhooks: %s %s: the client disconnected", request.method, request.path)
+            return error_response(400, "the client disconnected before the body was complete", "body")
         except Exception:  # nothing unexpected may reach the client as a stack trace; the log keeps it.
             logger.exception("comfy_memhooks: %s %s failed", request.method, request.path)
             return error_response(500, "internal error in comfy_memhooks; the server log has the details")
@@ -114,8 +122,17 @@ def _guarded(handler: Handler) -> Handler:
     return guarded
 
 
-def register_routes(routes: web.RouteTableDef, backend: PanelBackend, prefix: str = PREFIX) -> None:
-    """Adds the panel's routes to ``routes``; the host mounts the table on its application."""
+def register_routes(
+    routes: web.RouteTableDef, backend: PanelBackend, prefix: str = PREFIX, guard: RequestGuard | None = None
+) -> None:
+    """Adds the panel's routes to ``routes``; the host mounts the table on its application.
+
+    Args:
+        guard: who may change something (see :mod:`panel.guard`); by default loopback names, IP addresses and
+            the names in ``$COMFY_MEMHOOKS_ALLOWED_HOSTS``, with no token (ComfyUI has its own deployment).
+    """
+    guard = guard if guard is not None else RequestGuard(allowed_hosts_from_environment())
+    _guarded = functools.partial(_guard_with, guard=guard)
 
     @routes.get(f"{prefix}/status")
     @_guarded
@@ -157,6 +174,8 @@ def register_routes(routes: web.RouteTableDef, backend: PanelBackend, prefix: st
         body = await read_json_object(request)
         try:
             return reply(await _in_thread(backend.update_settings, body))
+        except SettingsFileProtected as error:
+            return error_response(409, f"settings not saved: {error.reason}")
         except OSError as error:
             logger.warning("comfy_memhooks: settings could not be written: %s", error)
             return error_response(500, f"settings could not be written: {error.strerror or error}; nothing changed")

@@ -9,20 +9,20 @@ It binds to loopback unless told otherwise. There is no login, so, like ComfyUI,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
-import json
 import logging
 import sys
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from ..engine.core import Engine
 from ..engine.settings import SettingsStore, get_settings_store
 from .backend import PanelBackend
-from .payloads import EVENTS
+from .guard import SAFE_METHODS, TOKEN_ENV, Refused, RequestGuard
+from .hub import WebsocketHub
 from .routes import PREFIX, error_response, register_routes
 
 logger = logging.getLogger(__name__)
@@ -31,78 +31,7 @@ WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 PAGE = "standalone.html"
 WEBSOCKET_PATH = f"{PREFIX}/ws"
 STATIC_PATH = f"{PREFIX}/web"
-# Events waiting for the sockets: a browser that stops reading must not grow the server's memory.
-MAX_QUEUED_EVENTS = 256
-
-
-class WebsocketHub:
-    """The standalone server's push channel; :meth:`publish` may be called from any thread, like ``send_sync``."""
-
-    def __init__(self) -> None:
-        self._sockets: set[web.WebSocketResponse] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.dropped = 0
-
-    def has_clients(self) -> bool:
-        return bool(self._sockets)
-
-    def publish(self, event: str, payload: dict[str, Any]) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            loop.call_soon_threadsafe(self._enqueue, event, payload)
-        except RuntimeError:  # the loop closed between the check and the call: the server is stopping.
-            return
-
-    def _enqueue(self, event: str, payload: dict[str, Any]) -> None:
-        if self._queue is None:
-            return
-        try:
-            self._queue.put_nowait((event, payload))
-        except asyncio.QueueFull:
-            self.dropped += 1
-
-    async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue(MAX_QUEUED_EVENTS)
-        self._task = asyncio.create_task(self._pump(self._queue))
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        for socket in list(self._sockets):
-            await socket.close()
-        self._sockets.clear()
-
-    async def _pump(self, queue: asyncio.Queue[tuple[str, dict[str, Any]]]) -> None:
-        while True:
-            event, payload = await queue.get()
-            text = json.dumps({"type": event, "data": payload}, allow_nan=False)
-            for socket in list(self._sockets):
-                try:
-                    await socket.send_str(text)
-                except (ConnectionError, RuntimeError):  # a browser that went away; its handler removes it.
-                    self._sockets.discard(socket)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        socket = web.WebSocketResponse(heartbeat=30.0)
-        await socket.prepare(request)
-        self._sockets.add(socket)
-        try:
-            await socket.send_str(json.dumps({"type": "memhooks.hello", "data": {"events": list(EVENTS)}}))
-            async for message in socket:
-                if message.type == WSMsgType.ERROR:
-                    break
-        finally:
-            self._sockets.discard(socket)
-        return socket
-
-
+SOCKETS = (WEBSOCKET_PATH, f"/api{WEBSOCKET_PATH}")
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -112,17 +41,43 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-@web.middleware
-async def same_origin_only(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Refuses a request sent by another site's page (its ``Origin`` names another host:port than ``Host``)."""
-    origin = request.headers.get("Origin")
-    if origin is not None and origin != "null":
-        parsed = urllib.parse.urlsplit(origin)
-        if parsed.netloc != request.host:
-            return error_response(403, "origin: requests from another site are refused", "origin")
-    response: web.StreamResponse = await handler(request)
-    return response
+def guard_requests(guard: RequestGuard) -> Any:
+    """The standalone server's middleware: ``Host`` on every request, and :meth:`RequestGuard.check_origin` with
+    the websocket counted as a change (a page without an origin must not read the live feed either)."""
 
+    @web.middleware
+    async def guarded(request: web.Request, handler: Any) -> web.StreamResponse:
+        mutating = request.method not in SAFE_METHODS
+        try:
+            guard.check_host(request.headers)
+            guard.check_origin(request.headers.get("Origin"), request.host, mutating or request.path in SOCKETS)
+            if mutating:
+                guard.check_token(request.headers)
+        except Refused as error:
+            return error_response(403, str(error), error.field)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return guarded
+
+
+class OneLine(logging.Filter):
+    """Turns aiohttp's traceback for a malformed request into one line: any local client could flood the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            problem = " ".join(str(getattr(error, "message", "") or error).split())[:200]
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {problem}"
+            record.args = None
+            record.exc_info = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+HTTP_LOGGER = logging.getLogger("comfy_memhooks.panel.http")
+"""The standalone server's own logger for failed requests, one line each (see :class:`OneLine`)."""
+HTTP_LOGGER.addFilter(OneLine())
 
 BACKEND = web.AppKey("backend", PanelBackend)
 HUB = web.AppKey("hub", WebsocketHub)
@@ -134,13 +89,21 @@ def build_app(
     interval: float = 1.0,
     settings_store: SettingsStore | None = None,
     web_root: Path = WEB_ROOT,
+    guard: RequestGuard | None = None,
 ) -> web.Application:
-    """The standalone application: routes, page, static panel modules and websocket; sampling runs while it runs."""
+    """The standalone application: routes, page, static panel modules and websocket; sampling runs while it runs.
+
+    Args:
+        guard: who may reach it and change something; loopback names and IP addresses by default.
+    """
+    guard = guard if guard is not None else RequestGuard()
     hub = WebsocketHub()
     store = settings_store if settings_store is not None else get_settings_store()
     backend = PanelBackend(engine, store, hub, interval=lambda: interval)
     routes = web.RouteTableDef()
-    register_routes(routes, backend)
+    register_routes(routes, backend, guard=guard)
+    # Also as ComfyUI mounts them, so one script serves both.
+    register_routes(routes, backend, prefix=f"/api{PREFIX}", guard=guard)
     page = web_root / PAGE
 
     async def index(request: web.Request) -> web.StreamResponse:
@@ -152,11 +115,12 @@ def build_app(
         # Browsers ask for one on every page they open here; a 404 would be logged in their console.
         return web.Response(status=204)
 
-    app = web.Application(middlewares=[same_origin_only])
+    app = web.Application(middlewares=[guard_requests(guard)])
     app.router.add_routes(routes)
     app.router.add_get("/", index)
     app.router.add_get("/favicon.ico", no_icon)
-    app.router.add_get(WEBSOCKET_PATH, hub.handle)
+    for path in SOCKETS:
+        app.router.add_get(path, hub.handle)
     if web_root.is_dir():
         app.router.add_static(STATIC_PATH, web_root)
     app[BACKEND] = backend
@@ -175,13 +139,58 @@ def build_app(
     return app
 
 
-def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8189, interval: float = 1.0) -> None:
-    """Serves the panel until interrupted (Ctrl+C); binds to ``host``, loopback by default."""
-    if not is_loopback(host):
-        logger.warning(
-            "the Memory panel listens on %s: anyone who can reach this address can free memory; it has no login", host
+def serve(
+    engine: Engine,
+    host: str = "127.0.0.1",
+    port: int = 8189,
+    interval: float = 1.0,
+    allowed_hosts: tuple[str, ...] = (),
+    token: str | None = None,
+) -> None:
+    """Serves the panel until interrupted (Ctrl+C); binds to ``host``, loopback by default.
+
+    The socket is bound before the address is printed, so the URL shown is one that answers (with the port the
+    system chose for ``--port 0``), and a port in use or an unknown host raises ``OSError`` before anything is said.
+    Beyond loopback, changes need ``token`` (``--token`` or ``$COMFY_MEMHOOKS_TOKEN``); a host name it is bound to
+    is accepted in ``Host`` beside ``allowed_hosts``.
+    """
+    names = {name.lower() for name in allowed_hosts}
+    if host and not is_ip_literal(host):
+        names.add(host.lower())
+    beyond = not is_loopback(host)
+    guard = RequestGuard(frozenset(names), token_required=beyond, token=token or None)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C is how it is meant to stop
+        asyncio.run(_serve(build_app(engine, interval=interval, guard=guard), host, port, guard))
+
+
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+async def _serve(app: web.Application, host: str, port: int, guard: RequestGuard) -> None:
+    runner = web.AppRunner(app, access_log=None, logger=HTTP_LOGGER)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        if guard.token_required:  # said once it is true, not before a bind that fails
+            refused = f"changes are refused until --token or ${TOKEN_ENV} is set"
+            logger.warning(
+                "the Memory panel listens on %s: anyone who can reach this port can read memory and list GPU "
+                "processes, and without a token could change settings and free memory; %s",
+                host,
+                "changes need the token" if guard.token else refused,
+            )
+        bound = runner.addresses[0][1]
+        url_host = f"[{host}]" if ":" in host else host
+        fragment = f"#token={guard.token}" if guard.token_required and guard.token else ""  # the page sends it
+        sys.stdout.write(
+            f"comfy_memhooks: the Memory panel is at http://{url_host}:{bound}/{fragment} (Ctrl+C stops it)\n"
         )
-    url_host = f"[{host}]" if ":" in host else host
-    sys.stdout.write(f"comfy_memhooks: the Memory panel is at http://{url_host}:{port}/ (Ctrl+C stops it)\n")
-    sys.stdout.flush()
-    web.run_app(build_app(engine, interval=interval), host=host, port=port, print=None, access_log=None)
+        sys.stdout.flush()
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

@@ -84,7 +84,8 @@ class CgroupReader:
     def _locate(self) -> _Location | None:
         try:
             lines = self._proc_self_cgroup.read_text().splitlines()
-        except OSError:
+        except (OSError, ValueError):  # unreadable, or not UTF-8 (a path in another encoding): the host's figures.
+            logger.warning("comfy_memhooks: %s unreadable; RAM is read from the host", self._proc_self_cgroup)
             return None
         v1_path: str | None = None
         v2_path: str | None = None

@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -33,6 +34,8 @@ AMDSMI_COUNT_NOTE = "AMD SMI lists {amd} GPU(s) where torch sees {torch}; torch'
 AMDSMI_PARTIAL_NOTE = "AMD SMI gives no memory figures for this GPU; torch's instead"
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_PROCFS = Path("/proc")
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,8 +225,8 @@ class GpuProbe:
     def processes(self) -> tuple[GpuProcess, ...] | None:
         """Every process NVML lists on any GPU (``nvidia-smi --query-compute-apps=pid,used_memory``).
 
-        ``None`` when NVML is unavailable (on ROCm: AMD SMI's list instead, when it answers). Names come from psutil;
-        command lines are never read.
+        ``None`` when NVML is unavailable (on ROCm: AMD SMI's list instead, when it answers). Names come from
+        ``/proc/<pid>/comm``; command lines are never read.
         """
         module = self._nvml.module()
         if module is None:
@@ -294,8 +297,36 @@ def _amdsmi_figures(reading: GpuReading, gpu: AmdGpu) -> GpuReading:
     return replace(reading, total_bytes=gpu.total_bytes, used_bytes=gpu.used_bytes, free_bytes=free)
 
 
-def _process_name(pid: int) -> tuple[str | None, bool]:
-    """The executable's name and whether the pid exists here; ``cat /proc/<pid>/comm``, never ``cmdline``."""
+def _process_name(pid: int, procfs: Path = DEFAULT_PROCFS) -> tuple[str | None, bool]:
+    """The executable's name and whether the pid exists here (``cat /proc/<pid>/comm``); never its arguments.
+
+    psutil's ``name()`` is not used on Linux: when ``comm`` is 15 characters (the kernel's limit, so maybe cut
+    short) it takes ``argv[0]`` from ``/proc/<pid>/cmdline``, and a process that rewrote its command line gives
+    ``longprocessname --token=SECRET123``. Here the full name comes from the executable's path instead (the
+    ``/proc/<pid>/exe`` link), used only when it continues ``comm``; otherwise the 15 characters are the name.
+    """
+    folder = procfs / str(pid)
+    if not folder.is_dir():
+        if procfs.is_dir():
+            return None, False
+        return _psutil_name(pid)  # no /proc (macOS, Windows): no argv fallback there to worry about
+    try:
+        comm = (folder / "comm").read_bytes().decode(errors="replace").rstrip("\n")
+    except FileNotFoundError:
+        return None, False
+    except OSError:
+        return None, True
+    if len(comm) >= 15:
+        try:
+            executable = os.path.basename(os.readlink(folder / "exe")).removesuffix(" (deleted)")
+        except OSError:  # another user's process: its exe link is not ours to read
+            executable = ""
+        if executable.startswith(comm):
+            return executable, True
+    return comm, True
+
+
+def _psutil_name(pid: int) -> tuple[str | None, bool]:
     try:
         return psutil.Process(pid).name(), True
     except psutil.NoSuchProcess:

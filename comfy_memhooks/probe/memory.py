@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
+from ..failures import Failures
 from .gpu import GpuProbe
 from .ram import RamProbe
-from .readings import MemorySnapshot, RamReading
+from .readings import GpuProcess, GpuReading, GpuSource, MemorySnapshot, RamReading, RamSource
+
+logger = logging.getLogger(__name__)
+
+# What a RAM probe that failed outright reports: nothing known, so nothing is compared with a threshold.
+UNKNOWN_RAM = RamReading(
+    source=RamSource.HOST,
+    total_bytes=None,
+    used_bytes=None,
+    available_bytes=None,
+    process_rss_bytes=None,
+    host_total_bytes=None,
+)
 
 
 class MemoryProbe:
@@ -28,13 +42,14 @@ class MemoryProbe:
         self.ram = ram if ram is not None else RamProbe()
         self.gpu = gpu if gpu is not None else GpuProbe()
         self._wall_clock = wall_clock
+        self.failures = Failures(logger, "memory probe failed while {kind}; that reading is missing", logging.WARNING)
 
     def snapshot(self, include_processes: bool = False) -> MemorySnapshot:
         """Reads RAM and every GPU now; the GPU process list only when asked (it costs a call per GPU)."""
         taken_at = self._wall_clock()
-        ram = self.ram.read()
-        gpus, source, reason = self.gpu.read()
-        processes = self.gpu.processes() if include_processes else None
+        ram = self.read_ram()
+        gpus, source, reason = self._read_gpus()
+        processes = self.processes() if include_processes else None
         return MemorySnapshot(
             taken_at=taken_at,
             ram=ram,
@@ -45,11 +60,42 @@ class MemoryProbe:
         )
 
     def read_ram(self) -> RamReading:
-        """RAM alone, without the GPUs: what the pressure watchdog reads several times a second."""
-        return self.ram.read()
+        """RAM alone, without the GPUs: what the pressure watchdog reads several times a second.
+
+        Every reading below is contained the same way: a probe may fail with any type (an ``OSError`` from
+        ``/proc``, a ``UnicodeDecodeError`` from a cgroup file, an ``AttributeError`` from an old ``pynvml``), and
+        one missing reading must not stop the hook, the node or the panel, so the failure becomes ``None``.
+        """
+        try:
+            return self.ram.read()
+        except Exception as error:  # any type: the reading becomes unknown, the caller goes on.
+            self.failures.record("reading RAM", error)
+            return UNKNOWN_RAM
+
+    def _read_gpus(self) -> tuple[tuple[GpuReading, ...], GpuSource | None, str | None]:
+        try:
+            return self.gpu.read()
+        except Exception as error:  # as in read_ram: no GPU readings rather than no snapshot.
+            self.failures.record("reading the GPUs", error)
+            return (), None, f"the GPU probe failed: {type(error).__name__}: {error}"
+
+    def processes(self) -> tuple[GpuProcess, ...] | None:
+        """The GPU process list, ``None`` when it cannot be read."""
+        try:
+            return self.gpu.processes()
+        except Exception as error:  # as in read_ram.
+            self.failures.record("listing GPU processes", error)
+            return None
+
+    def _process_rss(self) -> int | None:
+        try:
+            return self.ram.process_rss()
+        except Exception as error:  # as in read_ram.
+            self.failures.record("reading this process's RSS", error)
+            return None
 
     def usage(self) -> tuple[int | None, int | None]:
         """This process's RSS and the VRAM used on all GPUs: the two figures an action's effect is measured by."""
-        gpus, _, _ = self.gpu.read()
+        gpus, _, _ = self._read_gpus()
         used = [gpu.used_bytes for gpu in gpus if gpu.used_bytes is not None]
-        return self.ram.process_rss(), (sum(used) if used else None)
+        return self._process_rss(), (sum(used) if used else None)

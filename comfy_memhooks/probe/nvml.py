@@ -64,10 +64,14 @@ class Nvml:
             self._unavailable_reason = "nvidia-ml-py is not installed"
             logger.info("NVML unavailable: %s", self._unavailable_reason)
             return None
+        except Exception as error:  # a pynvml that fails at import (a broken or shadowing copy) means no NVML.
+            self._unavailable_reason = f"pynvml could not be loaded: {type(error).__name__}: {error}"
+            logger.warning("NVML unavailable: %s", self._unavailable_reason)
+            return None
         try:
             module.nvmlInit()
-        except module.NVMLError as error:
-            self._unavailable_reason = f"NVML could not start: {error}"
+        except Exception as error:  # NVMLError, or anything from an old shadowing pynvml: either way no NVML.
+            self._unavailable_reason = f"NVML could not start: {type(error).__name__}: {error}"
             logger.info("NVML unavailable: %s", self._unavailable_reason)
             return None
         atexit.register(self._shutdown, module)
@@ -77,11 +81,14 @@ class Nvml:
     def _shutdown(module: ModuleType) -> None:
         try:
             module.nvmlShutdown()
-        except module.NVMLError:
+        except Exception:  # at exit nothing can be done about it; any type is only worth a debug line.
             logger.debug("nvmlShutdown failed at exit", exc_info=True)
 
     def query(self, function: Callable[..., T], *args: Any) -> T | None:
-        """Calls an NVML function; an ``NVMLError`` becomes ``None``, logged once per function and error.
+        """Calls an NVML function; any failure becomes ``None``, logged once per function and error.
+
+        Not only ``NVMLError``: a driver call can raise ``OSError`` or ``UnicodeDecodeError``, and an old shadowing
+        ``pynvml`` an ``AttributeError``; each of those must cost one reading, never the caller.
 
         Args:
             function: a ``pynvml`` function, passed as the callable itself (never its name as a string).
@@ -92,9 +99,10 @@ class Nvml:
             return None
         try:
             return function(*args)
-        except module.NVMLError as error:
+        except Exception as error:  # any type, as said above.
             self._log_once(function, error)
             return None
 
     def _log_once(self, function: Callable[..., Any], error: Exception) -> None:
-        self.failures.record(f"{getattr(function, '__name__', repr(function))} failed: {error}", error)
+        name = getattr(function, "__name__", repr(function))
+        self.failures.record(f"{name} failed: {type(error).__name__}: {error}", error)

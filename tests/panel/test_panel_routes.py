@@ -70,6 +70,8 @@ async def test_status_reports_ram_engine_hook_and_errors(client: Client) -> None
         "last_action_error",
         "panel_failures",
         "last_panel_error",
+        "probe_failures",
+        "last_probe_error",
         "settings_warning",
     }
     assert data["policy"]["ram_threshold"] == 80.0

@@ -122,7 +122,12 @@ export function comfyClient(api) {
  * reconnecting with a growing pause (at most `maxRetrySeconds`) while the server is away.
  */
 export function standaloneClient({ baseUrl = "", WebSocketClass = globalThis.WebSocket, maxRetrySeconds = 10 } = {}) {
-  const client = new MemhooksClient((path, init) => fetch(baseUrl + path, init));
+  // Beyond loopback, changes need the server's token: the page takes it from its address (#token=...), which is
+  // never sent to a server, and sends it as a header.
+  const token = new URLSearchParams((globalThis.location?.hash ?? "").slice(1)).get("token");
+  const withToken = (init = {}) =>
+    token ? { ...init, headers: { ...(init.headers ?? {}), "X-Memhooks-Token": token } } : init;
+  const client = new MemhooksClient((path, init) => fetch(baseUrl + path, withToken(init)));
   const base = new URL(baseUrl || "/", globalThis.location.href);
   const socketUrl = new URL("memhooks/ws", base);
   socketUrl.protocol = base.protocol === "https:" ? "wss:" : "ws:";

@@ -1,0 +1,95 @@
+"""One browser that stops reading must not freeze live updates for the others: it is dropped, never waited on."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.engine.settings import SettingsStore
+from comfy_memhooks.panel.standalone import HUB, build_app
+
+Client = TestClient[web.Request, web.Application]
+EVENTS = 300
+PAYLOAD = "x" * 50_000  # 15 MB in all: far more than the kernel buffers a reader that never reads
+
+
+def _stuck_reader(port: int) -> socket.socket:
+    """A websocket client that completes the handshake and then never reads a byte, with a small receive buffer."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", port))
+    raw.sendall(
+        f"GET /memhooks/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    return raw
+
+
+async def test_a_reader_that_stops_is_dropped_and_the_others_keep_getting_updates(
+    aiohttp_client: AiohttpClient, engine: Engine, settings_store: SettingsStore
+) -> None:
+    client: Client = await aiohttp_client(build_app(engine, interval=3600.0, settings_store=settings_store))
+    hub = client.app[HUB]
+    assert client.server.port is not None
+    stuck = _stuck_reader(client.server.port)
+    try:
+        async with client.ws_connect("/memhooks/ws") as reader:
+            assert (await reader.receive_json(timeout=10))["type"] == "memhooks.hello"
+            for _ in range(100):
+                if len(hub._sockets) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(hub._sockets) == 2
+
+            async def read_all() -> list[int]:
+                received = []
+                while len(received) < EVENTS:
+                    frame = await reader.receive_json(timeout=10)  # before the fix: nothing more ever arrived
+                    received.append(frame["data"]["n"])
+                return received
+
+            reading = asyncio.create_task(read_all())
+            started = time.monotonic()
+            for number in range(EVENTS):
+                hub.publish("memhooks.status", {"n": number, "padding": PAYLOAD})
+                await asyncio.sleep(0.002)  # a burst, yet one a reading browser keeps up with
+            assert await reading == list(range(EVENTS))
+            assert time.monotonic() - started < 10
+            assert hub.dropped == 1 and len(hub._sockets) == 1
+
+            hub.publish("memhooks.status", {"n": "after"})
+            assert (await reader.receive_json(timeout=5))["data"]["n"] == "after"
+    finally:
+        stuck.close()
+
+
+async def test_a_send_that_times_out_drops_only_that_client(
+    aiohttp_client: AiohttpClient, engine: Engine, settings_store: SettingsStore
+) -> None:
+    app = build_app(engine, interval=3600.0, settings_store=settings_store)
+    client: Client = await aiohttp_client(app)
+    hub = client.app[HUB]
+    hub._send_timeout = 0.5
+    hub._max_queued = 10_000  # only the deadline can drop it here
+    assert client.server.port is not None
+    stuck = _stuck_reader(client.server.port)
+    try:
+        for _ in range(100):
+            if hub.has_clients():
+                break
+            await asyncio.sleep(0.02)
+        for number in range(EVENTS):
+            hub.publish("memhooks.status", {"n": number, "padding": PAYLOAD})
+        for _ in range(200):
+            if hub.dropped:
+                break
+            await asyncio.sleep(0.05)
+        assert hub.dropped == 1 and not hub.has_clients()
+    finally:
+        stuck.close()
