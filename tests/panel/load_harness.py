@@ -13,7 +13,6 @@ import asyncio
 import gc
 import logging
 import os
-import socket
 import statistics
 import threading
 import time
@@ -32,6 +31,7 @@ from comfy_memhooks.panel.hub import WebsocketHub
 from comfy_memhooks.panel.sampler import RING_MAX_SAMPLES
 from comfy_memhooks.panel.standalone import BACKEND, HUB, build_app
 from tests.hook_support import FakeProbe, chain_prompt
+from tests.panel.panel_support import stuck_reader
 from tests.standin_executor import StandInNode, make_execution_module
 
 NODES_PER_PROMPT = 10
@@ -128,18 +128,6 @@ class _Server:
         self._thread.join(15)
 
 
-def _stuck_reader(port: int) -> socket.socket:
-    """A websocket client that completes the handshake and then never reads a byte."""
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.connect(("127.0.0.1", port))
-    raw.sendall(
-        f"GET /memhooks/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    return raw
-
-
 def _executions(
     engine: Engine, store: SettingsStore, nodes: int, pause: float, result: LoadResult, done: threading.Event
 ) -> None:
@@ -200,7 +188,7 @@ async def run_load(
     try:
         with _Server(app) as server:
             base = f"http://127.0.0.1:{server.port}"
-            stuck = _stuck_reader(server.port)
+            stuck = stuck_reader(server.port)
             connector = aiohttp.TCPConnector(limit=0)
             timeout = aiohttp.ClientTimeout(total=10)
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:

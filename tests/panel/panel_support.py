@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import types
 from collections.abc import Callable
@@ -209,3 +210,15 @@ async def drag_sidebar_wider(page: Any, pixels: int) -> None:
     await page.mouse.down()
     await page.mouse.move(x + pixels, y, steps=8)
     await page.mouse.up()
+
+
+def stuck_reader(port: int) -> socket.socket:
+    """A websocket client that completes the handshake and then never reads a byte, with a small receive buffer."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", port))
+    raw.sendall(
+        f"GET /memhooks/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    return raw

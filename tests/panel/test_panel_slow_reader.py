@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 from aiohttp import web
@@ -13,22 +12,11 @@ from pytest_aiohttp import AiohttpClient
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.standalone import HUB, build_app
+from tests.panel.panel_support import stuck_reader
 
 Client = TestClient[web.Request, web.Application]
 EVENTS = 300
 PAYLOAD = "x" * 50_000  # 15 MB in all: far more than the kernel buffers a reader that never reads
-
-
-def _stuck_reader(port: int) -> socket.socket:
-    """A websocket client that completes the handshake and then never reads a byte, with a small receive buffer."""
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.connect(("127.0.0.1", port))
-    raw.sendall(
-        f"GET /memhooks/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    return raw
 
 
 async def test_a_reader_that_stops_is_dropped_and_the_others_keep_getting_updates(
@@ -37,7 +25,7 @@ async def test_a_reader_that_stops_is_dropped_and_the_others_keep_getting_update
     client: Client = await aiohttp_client(build_app(engine, interval=3600.0, settings_store=settings_store))
     hub = client.app[HUB]
     assert client.server.port is not None
-    stuck = _stuck_reader(client.server.port)
+    stuck = stuck_reader(client.server.port)
     try:
         async with client.ws_connect("/memhooks/ws") as reader:
             assert (await reader.receive_json(timeout=10))["type"] == "memhooks.hello"
@@ -78,7 +66,7 @@ async def test_a_send_that_times_out_drops_only_that_client(
     hub._send_timeout = 0.5
     hub._max_queued = 10_000  # only the deadline can drop it here
     assert client.server.port is not None
-    stuck = _stuck_reader(client.server.port)
+    stuck = stuck_reader(client.server.port)
     try:
         for _ in range(100):
             if hub.has_clients():
