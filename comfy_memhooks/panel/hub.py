@@ -2,9 +2,15 @@
 
 A browser that stops reading (a frozen tab, a laptop lid closed on a live connection) stops draining its socket;
 awaiting a send to it then waits forever, and with one sender for all clients every other browser's live updates
-froze with it. So each client has its own bounded queue and its own sender task, each send has a deadline, and a
-client whose queue overflows or whose send times out is dropped: its connection is aborted, never waited on (a
-polite close would wait on the same full buffer).
+froze with it. So each client has its own bounded outbox and its own sender task, and each send has a deadline: a
+client whose send times out is dropped, its connection aborted, never waited on (a polite close would wait on the
+same full buffer).
+
+A burst is not a stuck browser: a workflow of fast nodes sends two events a node, thousands a second, faster than
+the loop hands them to the sender tasks. So the outbox coalesces rather than overflows: a status or settings event
+replaces the one of its kind still waiting (only the latest state matters), and when the outbox is full the oldest
+node or prompt event (the activity log's lines) gives way. Only a browser whose outbox is full of events that must
+not be lost (optimizations, manual answers) is dropped for it.
 """
 
 from __future__ import annotations
@@ -12,26 +18,77 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from ..failures import Failures
-from .payloads import EVENTS
+from .payloads import EVENT_HOOK, EVENT_PROMPT, EVENT_SETTINGS, EVENT_STATUS, EVENTS
 
 logger = logging.getLogger(__name__)
 
 MAX_QUEUED_PER_CLIENT = 64
 """Events waiting for one browser: one that stops reading must not grow the server's memory."""
+LATEST_WINS = frozenset({EVENT_STATUS, EVENT_SETTINGS})
+"""Events that carry a whole state: a newer one replaces the one still waiting."""
+GIVES_WAY = (EVENT_HOOK, EVENT_PROMPT)
+"""Events that may be skipped when an outbox is full, in the order they give way: lines of the activity log."""
+HELLO = "memhooks.hello"
 SEND_TIMEOUT_SECONDS = 5.0
 """How long one send may wait for a browser to take it; the samples are a second apart."""
+
+
+class Outbox:
+    """One browser's events waiting to be sent: bounded, coalescing a burst instead of overflowing.
+
+    Args:
+        size: events that may wait; a full outbox makes room by skipping an activity event.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: deque[tuple[str, str]] = deque()
+        self._ready = asyncio.Event()
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, event: str, text: str) -> bool:
+        """Adds an event; False when the outbox is full of events that must not be lost."""
+        if event in LATEST_WINS:
+            for index, (waiting, _) in enumerate(self._items):
+                if waiting == event:
+                    self._items[index] = (event, text)
+                    return True
+        if len(self._items) >= self._size and not self._make_room():
+            return False
+        self._items.append((event, text))
+        self._ready.set()
+        return True
+
+    def _make_room(self) -> bool:
+        for giving_way in GIVES_WAY:
+            for index, (waiting, _) in enumerate(self._items):
+                if waiting == giving_way:
+                    del self._items[index]
+                    self.skipped += 1
+                    return True
+        return False
+
+    async def get(self) -> str:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()[1]
 
 
 class _Client:
     def __init__(self, socket: web.WebSocketResponse, transport: asyncio.Transport | None, size: int):
         self.socket = socket
         self.transport = transport
-        self.queue: asyncio.Queue[str] = asyncio.Queue(size)
+        self.outbox = Outbox(size)
         self.task: asyncio.Task[None] | None = None
 
 
@@ -40,7 +97,7 @@ class WebsocketHub:
 
     Args:
         send_timeout: seconds a send may wait before its client is dropped.
-        max_queued: events that may wait for one client before it is dropped.
+        max_queued: events that may wait for one client; beyond it activity events give way (see :class:`Outbox`).
     """
 
     def __init__(self, send_timeout: float = SEND_TIMEOUT_SECONDS, max_queued: int = MAX_QUEUED_PER_CLIENT) -> None:
@@ -68,9 +125,7 @@ class WebsocketHub:
             return
         text = json.dumps({"type": event, "data": payload}, allow_nan=False)
         for client in list(self._sockets.values()):
-            try:
-                client.queue.put_nowait(text)
-            except asyncio.QueueFull:
+            if not client.outbox.put(event, text):
                 self._drop(client, "it stopped reading")
 
     def _drop(self, client: _Client, why: str) -> None:
@@ -85,7 +140,7 @@ class WebsocketHub:
 
     async def _send_loop(self, client: _Client) -> None:
         while True:
-            text = await client.queue.get()
+            text = await client.outbox.get()
             try:
                 await asyncio.wait_for(client.socket.send_str(text), self._send_timeout)
             except TimeoutError:
@@ -113,7 +168,7 @@ class WebsocketHub:
         socket = web.WebSocketResponse(heartbeat=30.0)
         await socket.prepare(request)
         client = _Client(socket, request.transport, self._max_queued)
-        client.queue.put_nowait(json.dumps({"type": "memhooks.hello", "data": {"events": list(EVENTS)}}))
+        client.outbox.put(HELLO, json.dumps({"type": HELLO, "data": {"events": list(EVENTS)}}))
         self._sockets[socket] = client
         client.task = asyncio.create_task(self._send_loop(client))
         try:

@@ -42,6 +42,7 @@ async def test_the_server_stays_responsive_and_bounded_under_load(tmp_path: Path
     assert len(result.ws_max_gaps) == WS_CLIENTS
     assert min(result.ws_updates) > 0
     assert max(result.ws_max_gaps) < MAX_GAP_SECONDS, result.ws_max_gaps
+    assert result.dropped_clients <= 1  # the reader that never reads, at most: a burst drops no reader
     assert 0 < result.max_history_seen <= MAX_HISTORY
     assert 0 < result.max_ring_seen <= RING_MAX_SAMPLES
     assert result.rss_after_baseline > 0
