@@ -117,8 +117,9 @@ async def test_status_answers_and_counts_the_probe_failure(
             response = await client.get(path)
             assert response.status == 200, (name, path, await response.text())
         data = await (await client.get("/memhooks/status")).json()
-        if name != "cgroup file":
-            assert data["errors"]["probe_failures"] > 0 or data["snapshot"]["gpus"][0]["used_bytes"] is None, name
+        if name != "cgroup file":  # an unreadable cgroup file means the host's figures, by design, not a failure
+            assert data["errors"]["probe_failures"] > 0, name
+            assert data["errors"]["last_probe_error"], name
         backend.close()
 
 

@@ -25,7 +25,7 @@ from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.modes import MANUAL_MODES, Mode
 from comfy_memhooks.engine.pressure import MAX_COOLDOWN_SECONDS
 from comfy_memhooks.engine.settings import MAX_INTERVAL, MIN_INTERVAL, AutoSettings, SettingsStore, When
-from comfy_memhooks.errors import InvalidSetting
+from comfy_memhooks.errors import InvalidSetting, shown_field
 from comfy_memhooks.panel.backend import PanelBackend
 from tests.conftest import FakeClock
 from tests.panel.panel_support import RecordingPublisher, no_gpu_engine, panel_app
@@ -100,7 +100,7 @@ def test_node_inputs_are_accepted_or_refused_naming_the_input(node_engine: Engin
         out = UnifiedMemoryManager().run(**values, trigger_image=image, passthrough=passthrough, unique_id="7")
     except InvalidSetting as error:
         assert error.field in arbitrary, (error.field, arbitrary)
-        assert str(error).startswith(f"{error.field}: ")
+        assert str(error).startswith(f"{shown_field(error.field)}: ")
         return
     result = out["result"]
     assert len(result) == 8 == len(UnifiedMemoryManager.RETURN_NAMES)
@@ -279,7 +279,7 @@ def _check_refusal(status: int, data: Any, body: str, before: Any, after: Any) -
         assert isinstance(data, dict) and isinstance(data.get("error"), str), data
         field = data.get("field")
         assert isinstance(field, str), data
-        assert data["error"].startswith(f"{field}: ")
+        assert data["error"].startswith(f"{shown_field(field)}: ")
         try:
             raw = json.loads(body)
         except (ValueError, RecursionError):

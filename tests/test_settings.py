@@ -195,3 +195,20 @@ def test_the_heavy_index_matches_once_per_class_until_the_settings_change(
     assert index.is_heavy("KSampler")
     assert not index.is_heavy("ReActorFaceSwap")
     assert matched == ["ReActorFaceSwap", "KSampler", "KSampler", "ReActorFaceSwap"]
+
+
+@pytest.mark.parametrize(
+    ("key", "named"),
+    [("", 'the key "" (an empty name)'), (" ram", 'the key " ram"'), ("a\nb", 'the key "a\\nb"')],
+)
+def test_a_key_that_reads_as_no_name_is_quoted_in_the_message(key: str, named: str) -> None:
+    with pytest.raises(InvalidSetting) as caught:
+        AutoSettings.parse({key: 1})
+    assert str(caught.value).startswith(f"{named}: unknown setting")
+    assert caught.value.field == key
+
+
+def test_a_long_key_is_cut_short_in_the_message() -> None:
+    with pytest.raises(InvalidSetting) as caught:
+        AutoSettings.parse({"k" * 100_000: 1})
+    assert "(first 80 of 100000 characters)" in str(caught.value) and len(str(caught.value)) < 600

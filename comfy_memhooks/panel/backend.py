@@ -147,8 +147,8 @@ class PanelBackend:
                     "last_action_error": self.engine.action_failures.last_error,
                     "panel_failures": self.failures.count + self.loop.failures.count,
                     "last_panel_error": self.failures.last_error or self.loop.failures.last_error,
-                    "probe_failures": self.engine.probe.failures.count,
-                    "last_probe_error": self.engine.probe.failures.last_error,
+                    "probe_failures": self.engine.probe.failure_count(),
+                    "last_probe_error": self.engine.probe.last_failure(),
                     "settings_warning": self.store.load_warning,
                 },
         }

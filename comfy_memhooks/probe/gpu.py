@@ -105,6 +105,11 @@ class GpuProbe:
             logger, "torch.cuda.{kind} failed; VRAM figures from torch are missing", level=logging.WARNING
         )
 
+    @property
+    def failures(self) -> tuple[Failures, ...]:
+        """Each driver library's contained failures: NVML's, torch's and AMD SMI's."""
+        return (self._nvml.failures, self.torch_failures, self._amdsmi.failures)
+
     def read(self) -> tuple[tuple[GpuReading, ...], GpuSource | None, str | None]:
         """The readings, which library gave them, and why there are none when there are none."""
         readings = self._read_nvml()

@@ -44,6 +44,17 @@ class MemoryProbe:
         self._wall_clock = wall_clock
         self.failures = Failures(logger, "memory probe failed while {kind}; that reading is missing", logging.WARNING)
 
+    def failure_count(self) -> int:
+        """Readings lost to a failure, in this façade or in a driver library below it (NVML, torch, AMD SMI)."""
+        return sum(part.count for part in self._failure_parts())
+
+    def last_failure(self) -> str | None:
+        """The latest failure in words: this façade's own first, then the driver libraries' in order."""
+        return next((part.last_error for part in self._failure_parts() if part.last_error), None)
+
+    def _failure_parts(self) -> tuple[Failures, ...]:
+        return (self.failures, *self.gpu.failures)
+
     def snapshot(self, include_processes: bool = False) -> MemorySnapshot:
         """Reads RAM and every GPU now; the GPU process list only when asked (it costs a call per GPU)."""
         taken_at = self._wall_clock()
