@@ -12,6 +12,7 @@ a function disappears when that function returns.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from blinker import NamedSignal, Namespace
@@ -67,20 +68,37 @@ memory_pressure: NamedSignal = memhooks_signals.signal(
 )
 
 
-receiver_failures = Failures(logger, "receiver {kind} failed; ComfyUI goes on")
+receiver_failures = Failures(logger, "receiver {kind}; ComfyUI goes on")
 """Receivers' failures, each receiver (and signal) logged once: shown in ``/memhooks/status`` and the panel."""
+
+
+SLOW_RECEIVER_SECONDS = 1.0
+"""A receiver that holds the worker thread this long delays every node after it: counted and named, once."""
+
+
+class SlowReceiver(Exception):
+    """A receiver took longer than :data:`SLOW_RECEIVER_SECONDS`; it ran to the end, nothing was lost."""
 
 
 def send_safely(signal: NamedSignal, sender: Any, **kwargs: Any) -> None:
     """Sends ``signal``, calling each receiver in its own ``try``: one subscriber's bug must not reach ComfyUI.
 
-    blinker's own ``send`` stops at, and re-raises, the first receiver's exception.
+    blinker's own ``send`` stops at, and re-raises, the first receiver's exception. A receiver may disconnect
+    itself or another during the send: blinker iterates over a copy, and a receiver gone meanwhile is skipped.
     """
     if not signal.receivers:
         return
     for receiver in signal.receivers_for(sender):
+        started = time.perf_counter()
         try:
             receiver(sender, **kwargs)
         except Exception as error:  # any receiver bug is contained here; the executor must never see it.
-            name = f"{getattr(receiver, '__module__', '?')}.{getattr(receiver, '__qualname__', repr(receiver))}"
-            receiver_failures.record(f"{name} on signal {signal.name!r}", error)
+            receiver_failures.record(f"{_name(receiver)} on signal {signal.name!r} failed", error)
+        took = time.perf_counter() - started
+        if took > SLOW_RECEIVER_SECONDS:
+            slow = SlowReceiver(f"took {took:.1f} s, holding up the node")
+            receiver_failures.record(f"{_name(receiver)} on signal {signal.name!r} was slow", slow)
+
+
+def _name(receiver: Any) -> str:
+    return f"{getattr(receiver, '__module__', '?')}.{getattr(receiver, '__qualname__', repr(receiver))}"

@@ -82,6 +82,12 @@ class FakeProbe:
         self.snapshots += 1
         return MemorySnapshot(time.time(), self._ram(), (), None, "no GPU in this test", None)
 
+    def failure_count(self) -> int:
+        return self.failures.count
+
+    def last_failure(self) -> str | None:
+        return self.failures.last_error
+
     def usage(self) -> tuple[int | None, int | None]:
         return 2 * GIB, None
 

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..failures import Failures
 from .readings import RamSource
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class CgroupReader:
         self._proc_self_cgroup = proc_self_cgroup
         self._location: _Location | None = None
         self._located = False
+        self.failures = Failures(logger, "cgroup {kind}", logging.WARNING, traceback=False)
 
     def read(self, no_limit_from: int | None = None) -> CgroupMemory | None:
         """The cgroup's memory figures, or ``None`` when the process is in no readable memory cgroup.
@@ -77,15 +79,18 @@ class CgroupReader:
         location = self._location
         if location is None:
             return None
-        if location.version is RamSource.CGROUP_V2:
-            return _read_v2(location, no_limit_from)
-        return _read_v1(location, no_limit_from)
+        read = _read_v2 if location.version is RamSource.CGROUP_V2 else _read_v1
+        memory = read(location, no_limit_from)
+        if memory.limit_bytes is not None and memory.usage_bytes is None:
+            # A limit without a usage: the container's RAM percentage is unknown, which the user must see.
+            self.failures.record(f"usage unreadable in {location.path}", ValueError("no usage figure"))
+        return memory
 
     def _locate(self) -> _Location | None:
         try:
             lines = self._proc_self_cgroup.read_text().splitlines()
-        except (OSError, ValueError):  # unreadable, or not UTF-8 (a path in another encoding): the host's figures.
-            logger.warning("comfy_memhooks: %s unreadable; RAM is read from the host", self._proc_self_cgroup)
+        except (OSError, ValueError) as error:  # unreadable, or not UTF-8 (a path in another encoding)
+            self.failures.record(f"file {self._proc_self_cgroup} unreadable; RAM is read from the host", error)
             return None
         v1_path: str | None = None
         v2_path: str | None = None

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from ..failures import Failures
+from .deadline import GPU_DEADLINE_SECONDS, Deadline
 from .gpu import GpuProbe
 from .ram import RamProbe
 from .readings import GpuProcess, GpuReading, GpuSource, MemorySnapshot, RamReading, RamSource
@@ -31,6 +32,7 @@ class MemoryProbe:
         ram: the RAM probe (its cgroup root is injectable for tests).
         gpu: the GPU probe (its NVML module is injectable for tests).
         wall_clock: the time source stamped on each snapshot.
+        gpu_deadline_seconds: how long a GPU reading may take before it is given up (see :mod:`.deadline`).
     """
 
     def __init__(
@@ -38,14 +40,16 @@ class MemoryProbe:
         ram: RamProbe | None = None,
         gpu: GpuProbe | None = None,
         wall_clock: Callable[[], float] = time.time,
+        gpu_deadline_seconds: float = GPU_DEADLINE_SECONDS,
     ):
         self.ram = ram if ram is not None else RamProbe()
         self.gpu = gpu if gpu is not None else GpuProbe()
         self._wall_clock = wall_clock
+        self._gpu_deadline = Deadline("GPU reading", gpu_deadline_seconds)
         self.failures = Failures(logger, "memory probe failed while {kind}; that reading is missing", logging.WARNING)
 
     def failure_count(self) -> int:
-        """Readings lost to a failure, in this façade or in a driver library below it (NVML, torch, AMD SMI)."""
+        """Readings lost to a failure, here or below: the cgroup files, NVML, torch, AMD SMI."""
         return sum(part.count for part in self._failure_parts())
 
     def last_failure(self) -> str | None:
@@ -53,7 +57,7 @@ class MemoryProbe:
         return next((part.last_error for part in self._failure_parts() if part.last_error), None)
 
     def _failure_parts(self) -> tuple[Failures, ...]:
-        return (self.failures, *self.gpu.failures)
+        return (self.failures, *self.ram.failures, *self.gpu.failures)
 
     def snapshot(self, include_processes: bool = False) -> MemorySnapshot:
         """Reads RAM and every GPU now; the GPU process list only when asked (it costs a call per GPU)."""
@@ -80,29 +84,29 @@ class MemoryProbe:
         try:
             return self.ram.read()
         except Exception as error:  # any type: the reading becomes unknown, the caller goes on.
-            self.failures.record("reading RAM", error)
+            self.failures.record(f"reading RAM ({type(error).__name__})", error)
             return UNKNOWN_RAM
 
     def _read_gpus(self) -> tuple[tuple[GpuReading, ...], GpuSource | None, str | None]:
         try:
-            return self.gpu.read()
+            return self._gpu_deadline.call(self.gpu.read)
         except Exception as error:  # as in read_ram: no GPU readings rather than no snapshot.
-            self.failures.record("reading the GPUs", error)
+            self.failures.record(f"reading the GPUs ({type(error).__name__})", error)
             return (), None, f"the GPU probe failed: {type(error).__name__}: {error}"
 
     def processes(self) -> tuple[GpuProcess, ...] | None:
         """The GPU process list, ``None`` when it cannot be read."""
         try:
-            return self.gpu.processes()
+            return self._gpu_deadline.call(self.gpu.processes)
         except Exception as error:  # as in read_ram.
-            self.failures.record("listing GPU processes", error)
+            self.failures.record(f"listing GPU processes ({type(error).__name__})", error)
             return None
 
     def _process_rss(self) -> int | None:
         try:
             return self.ram.process_rss()
         except Exception as error:  # as in read_ram.
-            self.failures.record("reading this process's RSS", error)
+            self.failures.record(f"reading this process's RSS ({type(error).__name__})", error)
             return None
 
     def usage(self) -> tuple[int | None, int | None]:

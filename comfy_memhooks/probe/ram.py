@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 
+from ..failures import Failures
 from .cgroup import CgroupReader, read_bytes
 from .readings import RamReading, RamSource
 
@@ -51,6 +52,12 @@ class RamProbe:
         self._statm = procfs / "self" / "statm"
         self._process = psutil.Process()
         self._host_total = int(psutil.virtual_memory().total)  # physical RAM does not change under a process
+        self._rss_failures = Failures(logger, "{kind}; this process's RSS is missing", logging.WARNING, False)
+
+    @property
+    def failures(self) -> tuple[Failures, ...]:
+        """Readings that failed: this process's RSS, and the cgroup files (a container's figures)."""
+        return (self._rss_failures, self._cgroup.failures)
 
     def _host(self) -> tuple[int, int]:
         """The host's total and available RAM: ``/proc/meminfo`` read directly on Linux (a third of the cost
@@ -101,5 +108,6 @@ class RamProbe:
                 return int(fields[1]) * _PAGE_SIZE
         try:
             return int(self._process.memory_info().rss)
-        except psutil.Error:
+        except psutil.Error as error:
+            self._rss_failures.record(f"psutil refused ({type(error).__name__})", error)
             return None
