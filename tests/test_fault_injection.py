@@ -49,7 +49,7 @@ from comfy_memhooks.probe.ram import RamProbe
 from tests.conftest import FakeClock, hide_torch
 from tests.fake_nvml import make_fake_pynvml, nvml_error, two_gpus
 from tests.hook_support import chain_prompt, fresh_hook_failures
-from tests.panel.panel_support import RecordingPublisher, panel_app
+from tests.panel.panel_support import RecordingPublisher, cgroup_v2_tree, panel_app
 from tests.standin_executor import StandInNode, make_execution_module
 
 GIB = 1024**3
@@ -87,13 +87,7 @@ class Rig:
 
 
 def _build_rig(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Rig:
-    cgroup_root = tmp / "cgroup"
-    cgroup_root.mkdir()
-    (cgroup_root / "memory.max").write_text(f"{3 * GIB}\n")
-    (cgroup_root / "memory.current").write_text(f"{GIB}\n")
-    (cgroup_root / "memory.stat").write_text("inactive_file 0\n")
-    proc_self_cgroup = tmp / "proc-self-cgroup"
-    proc_self_cgroup.write_text("0::/\n")
+    cgroup_root, proc_self_cgroup = cgroup_v2_tree(tmp, limit=3 * GIB, usage=GIB)
     settings_folder = tmp / "user"
     settings_folder.mkdir()
     model_management = types.ModuleType("comfy.model_management")

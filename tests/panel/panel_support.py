@@ -104,8 +104,8 @@ def fake_gpu_engine(used_gib: float = 20.0) -> Engine:
     return Engine(probe=MemoryProbe(gpu=GpuProbe(nvml=Nvml(loader=lambda: module), environ={})))
 
 
-def container_engine(tmp_path: Path, limit: int = 4 * GIB, usage: int = GIB) -> Engine:
-    """An engine whose RAM probe reads a cgroup v2 tree with a memory limit, as inside a container."""
+def cgroup_v2_tree(tmp_path: Path, limit: int = 4 * GIB, usage: int = GIB) -> tuple[Path, Path]:
+    """A cgroup v2 tree with a memory limit, as a container has, and the ``/proc/self/cgroup`` naming it."""
     root = tmp_path / "cgroup"
     root.mkdir()
     (root / "memory.max").write_text(f"{limit}\n")
@@ -113,6 +113,12 @@ def container_engine(tmp_path: Path, limit: int = 4 * GIB, usage: int = GIB) -> 
     (root / "memory.stat").write_text("anon 1\ninactive_file 0\n")
     proc = tmp_path / "proc_self_cgroup"
     proc.write_text("0::/\n")
+    return root, proc
+
+
+def container_engine(tmp_path: Path, limit: int = 4 * GIB, usage: int = GIB) -> Engine:
+    """An engine whose RAM probe reads a cgroup v2 tree with a memory limit, as inside a container."""
+    root, proc = cgroup_v2_tree(tmp_path, limit, usage)
     ram = RamProbe(CgroupReader(root=root, proc_self_cgroup=proc))
     return Engine(probe=MemoryProbe(ram=ram, gpu=GpuProbe(nvml=Nvml(loader=_no_nvml), environ={})))
 
