@@ -110,6 +110,10 @@ class GpuProbe:
         """Each driver library's contained failures: NVML's, torch's and AMD SMI's."""
         return (self._nvml.failures, self.torch_failures, self._amdsmi.failures)
 
+    def may_block(self) -> bool:
+        """Whether a reading calls into a driver, which can hang: NVML, or the GPU backend of a loaded torch."""
+        return self._nvml.may_call_driver() or loaded_torch() is not None
+
     def read(self) -> tuple[tuple[GpuReading, ...], GpuSource | None, str | None]:
         """The readings, which library gave them, and why there are none when there are none."""
         readings = self._read_nvml()

@@ -89,6 +89,8 @@ class MemoryProbe:
 
     def _read_gpus(self) -> tuple[tuple[GpuReading, ...], GpuSource | None, str | None]:
         try:
+            if not self.gpu.may_block():  # no driver to wait for: the hand-off would cost more than the reading
+                return self.gpu.read()
             return self._gpu_deadline.call(self.gpu.read)
         except Exception as error:  # as in read_ram: no GPU readings rather than no snapshot.
             self.failures.record(f"reading the GPUs ({type(error).__name__})", error)

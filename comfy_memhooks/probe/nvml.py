@@ -47,6 +47,10 @@ class Nvml:
         """Why NVML cannot be used, once a query has tried; ``None`` while it works or before the first try."""
         return self._unavailable_reason
 
+    def may_call_driver(self) -> bool:
+        """Whether a query may reach the driver: before the first load, or once NVML started."""
+        return not self._initialised or self._module is not None
+
     def module(self) -> ModuleType | None:
         """The initialised ``pynvml`` module, or ``None`` when the library or the driver is missing."""
         if self._initialised:
