@@ -289,3 +289,32 @@ def test_the_resident_set_falls_back_to_psutil_without_statm(tmp_path: Any) -> N
     reader = ResidentSet(statm=str(tmp_path / "missing"))
     rss = reader.read()
     assert rss is not None and abs(rss - psutil.Process().memory_info().rss) < 64 * MIB
+
+
+def test_the_nodes_detailed_report_lists_the_heaviest_nodes_of_the_prompt_so_far(
+    monkeypatch: pytest.MonkeyPatch, store: ProfileStore, recorder: ProfileRecorder
+) -> None:
+    from comfy_memhooks.comfy.node import UnifiedMemoryManager
+    from comfy_memhooks.profile import store as store_module
+
+    monkeypatch.setattr(store_module, "_store", store)
+    reports: list[str] = []
+    widgets = {
+        "enable_monitoring": True,
+        "enable_optimization": False,  # only the report: nothing is freed in this test
+        "auto_optimize": False,
+        "enable_auto_cleanup": False,
+        "mode": "Conservative",
+        "ram_threshold": 80.0,
+        "vram_threshold": 85.0,
+        "cooldown_seconds": 30.0,
+        "detailed_report": True,
+    }
+    manager = StandInNode(lambda x: reports.append(UnifiedMemoryManager().run(**widgets)["result"][1]))
+    module = make_execution_module("sync9", {**nodes(), "UnifiedMemoryManager": manager})
+    run("sync9", "Const", "Hold", "UnifiedMemoryManager", module=module)
+
+    lines = reports[0].splitlines()
+    title = lines.index("Heaviest nodes of prompt p1 so far, of 2:")
+    assert lines[title + 1].startswith("  Hold #2: RAM +6")  # 64 MiB, give or take the allocator's rounding
+    assert "VRAM peak +n/a" in lines[title + 1]
