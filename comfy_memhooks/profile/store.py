@@ -1,9 +1,9 @@
 """The last prompts' profiles, bounded, shared by the recorder (ComfyUI's worker thread) and their readers.
 
 It keeps :data:`PROMPTS_KEPT` prompts and at most :data:`NODES_KEPT_PER_PROMPT` nodes of each. A node's record
-takes about 0.6 KB (its slots, and the integers it holds; the id and class strings are ComfyUI's own), so a
-prompt of 100 nodes costs about 60 KB and the store about 0.5 MB; the bound (ten prompts of 2,000 nodes) about
-12 MB. ``benchmarks/bench_profile.py`` measures it.
+takes about 0.3 KB (its slots and the integers it holds; the id and class strings are ComfyUI's own), so a
+prompt of 100 nodes costs about 30 KB and the store about 0.3 MB; at the bound (ten prompts of 2,000 nodes)
+about 6 MB. ``benchmarks/bench_profile.py`` measures it.
 """
 
 from __future__ import annotations
