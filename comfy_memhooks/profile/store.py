@@ -56,15 +56,12 @@ class ProfileStore:
         self._finished: deque[PromptProfile] = deque(maxlen=prompts_kept)
         self._running: _Running | None = None
         self._lock = threading.Lock()
-        self.changes = 0
-        """Counts every stored change, so a reader can tell the profile changed without comparing it."""
 
     # Writing (the recorder, in ComfyUI's worker thread) ------------------------------------------------------------
 
     def begin(self, prompt_id: str, started: float) -> None:
         """A prompt started (``started``: its ``time.perf_counter()``); a prompt left running is dropped."""
         self._running = _Running(prompt_id, started, time.time())
-        self.changes += 1
 
     def started(self, prompt_id: str) -> float | None:
         """The ``perf_counter`` start of ``prompt_id`` when it is the one running."""
@@ -80,7 +77,6 @@ class ProfileStore:
             running.dropped += 1
             return
         running.nodes.append(node)
-        self.changes += 1
 
     def end(self, prompt_id: str, success: bool, duration_seconds: float) -> PromptProfile | None:
         """The prompt ended: its profile is kept (the oldest goes beyond the bound) and returned."""
@@ -91,14 +87,7 @@ class ProfileStore:
         with self._lock:
             self._finished.append(profile)
             self._running = None
-            self.changes += 1
         return profile
-
-    def clear(self) -> None:
-        with self._lock:
-            self._finished.clear()
-            self._running = None
-            self.changes += 1
 
     # Reading (any thread) -------------------------------------------------------------------------------------------
 
