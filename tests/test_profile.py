@@ -195,6 +195,23 @@ def test_turned_off_it_records_nothing_new(store: ProfileStore) -> None:
         recorder.disconnect()
 
     assert store.prompt_ids() == ("first",)
+    assert not signals.node_started.receivers  # off for a whole prompt: the hook sends its node signals to nobody
+
+
+def test_turned_on_again_it_records_from_the_next_prompt(store: ProfileStore) -> None:
+    on = [False]
+    recorder = ProfileRecorder(store, enabled=lambda: on[0])
+    recorder.connect()
+    try:
+        module = make_execution_module("sync9", nodes())
+        run("sync9", "Const", prompt_id="off", module=module)
+        on[0] = True
+        run("sync9", "Const", "Const", prompt_id="on", module=module)
+    finally:
+        recorder.disconnect()
+
+    assert store.prompt_ids() == ("on",)
+    assert [node.node_id for node in store.get("on").nodes] == ["1", "2"]  # type: ignore[union-attr]
 
 
 def test_the_running_prompt_shows_the_nodes_finished_so_far(store: ProfileStore, recorder: ProfileRecorder) -> None:

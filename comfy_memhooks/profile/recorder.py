@@ -60,7 +60,8 @@ class ProfileRecorder:
     Args:
         store: where the records go.
         enabled: read at each node's start; while it answers False nothing new is recorded (the ``node_profile``
-            setting).
+            setting). A prompt that starts while it is False finds the recorder off its node signals altogether,
+            so the hook skips sending them to it: off, the profile costs nothing per node.
         ram_used: the system's or container's RAM in use, cheaply (the RAM probe's latest reading), every node.
         heavy_reading: a fresh reading for heavy nodes; ``None``: heavy nodes are read as ordinary ones.
         resident_set: this process's resident set reader.
@@ -84,32 +85,44 @@ class ProfileRecorder:
         self.torch = TorchCounters(self.failures)
         self._open: dict[Any, _Before] = {}
         self._connected = False
+        self._listening = False
 
     def connect(self) -> None:
         """Subscribes strongly (bound methods); connect it after the automatic optimizer (see the module's note)."""
         if self._connected:
             return
         signals.prompt_started.connect(self.on_prompt_started, weak=False)
-        signals.node_started.connect(self.on_node_started, weak=False)
-        signals.heavy_node_started.connect(self.on_heavy_node_started, weak=False)
-        signals.node_finished.connect(self.on_node_finished, weak=False)
         signals.prompt_finished.connect(self.on_prompt_finished, weak=False)
+        self._listen_to_nodes(True)
         self._connected = True
 
     def disconnect(self) -> None:
         signals.prompt_started.disconnect(self.on_prompt_started)
-        signals.node_started.disconnect(self.on_node_started)
-        signals.heavy_node_started.disconnect(self.on_heavy_node_started)
-        signals.node_finished.disconnect(self.on_node_finished)
         signals.prompt_finished.disconnect(self.on_prompt_finished)
+        self._listen_to_nodes(False)
         self._connected = False
         self.resident_set.close()
+
+    def _listen_to_nodes(self, listen: bool) -> None:
+        if listen == self._listening:
+            return
+        if listen:
+            signals.node_started.connect(self.on_node_started, weak=False)
+            signals.heavy_node_started.connect(self.on_heavy_node_started, weak=False)
+            signals.node_finished.connect(self.on_node_finished, weak=False)
+        else:
+            signals.node_started.disconnect(self.on_node_started)
+            signals.heavy_node_started.disconnect(self.on_heavy_node_started)
+            signals.node_finished.disconnect(self.on_node_finished)
+        self._listening = listen
 
     # Receivers -------------------------------------------------------------------------------------------------------
 
     def on_prompt_started(self, sender: Any, *, prompt_id: Any, **_: Any) -> None:
         self._open = {}
-        if self.enabled():
+        enabled = self.enabled()
+        self._listen_to_nodes(enabled)
+        if enabled:
             self.store.begin(str(prompt_id), time.perf_counter())
 
     def on_node_started(self, sender: Any, *, node_id: Any, node_class: str, heavy: bool = False, **_: Any) -> None:
