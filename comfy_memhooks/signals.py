@@ -54,6 +54,12 @@ prompt_finished: NamedSignal = memhooks_signals.signal(
     doc="A prompt finished. Sender: the prompt id. kwargs: prompt_id, success (bool), duration_seconds (float), "
     "error (the exception or None).",
 )
+node_profiled: NamedSignal = memhooks_signals.signal(
+    "node-profiled",
+    doc="A node's profile record is complete, right after node_finished (only while the node_profile setting is "
+    "on). Sender: the node's class name. kwargs: profile (profile.records.NodeProfile: the node's memory before "
+    "and after it, its RAM and VRAM peaks).",
+)
 optimization_performed: NamedSignal = memhooks_signals.signal(
     "optimization-performed",
     doc="Memory was freed. Sender: the Engine. kwargs: record (engine.history.OptimizationRecord).",

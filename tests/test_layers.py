@@ -1,7 +1,7 @@
 """The architecture, checked: layers import only downwards, no cycles, a short dependency chain, small modules.
 
 The layers, bottom to top (the README's Architecture section draws them): the shared base (errors, the failure
-counter, the checks, the public signals) → probe → engine → hook → panel → comfy → the command line and the
+counter, the checks, the public signals) → probe → profile → engine → hook → panel → comfy → the command line and the
 package's front door. A module may import its own layer and the ones below, never one above.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "comfy_memhooks"
 BASE = {"errors", "failures", "validation", "signals", "ticker"}
-LAYERS = ("base", "probe", "engine", "hook", "panel", "comfy", "front")
+LAYERS = ("base", "probe", "profile", "engine", "hook", "panel", "comfy", "front")
 MAX_CHAIN = 12  # the front door down to errors.py through all seven layers (it was 14 with one flat package)
 MAX_CHAIN_IN_A_LAYER = 5  # counting the subpackage's own __init__
 MAX_LINES = 400

@@ -204,6 +204,7 @@ valid_settings = st.fixed_dictionaries(
         "enabled": st.booleans(),
         "oom_rescue": st.booleans(),
         "pressure_watchdog": st.booleans(),
+        "node_profile": st.booleans(),
         "rules": valid_rules,
         "ram_threshold": percent,
         "vram_threshold": percent,

@@ -6,7 +6,7 @@ import logging
 import sys
 from typing import Any
 
-from . import auto
+from . import auto, profiling
 from . import panel as comfy_panel
 from .node import NODE_CLASS_MAPPINGS, NODE_CLASS_NAME, NODE_DISPLAY_NAME_MAPPINGS
 
@@ -34,9 +34,18 @@ def check_node_name_conflict() -> str | None:
     return owner
 
 
+def start_profile() -> None:
+    """The per-node profile, on the hook's signals; never raises: ComfyUI runs on without it."""
+    try:
+        profiling.start()
+    except Exception:  # the profile is optional; a failure here must not stop ComfyUI's start-up.
+        logger.exception("comfy_memhooks: the per-node profile could not start; nodes run without it")
+
+
 def setup() -> tuple[dict[str, type], dict[str, str]]:
     """Prepares comfy_memhooks inside ComfyUI and returns the node mappings for ComfyUI's loader."""
     check_node_name_conflict()
-    auto.start()  # the executor hook and its subscriber; never raises, leaves ComfyUI untouched on failure
+    if auto.start():  # the executor hook and its subscriber; never raises, leaves ComfyUI untouched on failure
+        start_profile()
     comfy_panel.attach()  # the Memory panel: routes on ComfyUI's server and live events
     return dict(NODE_CLASS_MAPPINGS), dict(NODE_DISPLAY_NAME_MAPPINGS)

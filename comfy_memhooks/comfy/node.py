@@ -17,6 +17,7 @@ from ..engine.modes import Mode
 from ..engine.policy import PolicySettings
 from ..engine.pressure import DEFAULT_THRESHOLDS, MAX_COOLDOWN_SECONDS
 from ..engine.report import detailed_report, status_line
+from ..profile.store import get_profile_store
 from ..validation import parse_bool
 
 
@@ -208,7 +209,8 @@ class UnifiedMemoryManager:
             report = ""
             if want_report:
                 with_processes = dataclasses.replace(outcome.snapshot, processes=engine.probe.processes())
-                report = detailed_report(with_processes, outcome.record, outcome.reason)
+                profile = get_profile_store().current()  # the running prompt's nodes so far
+                report = detailed_report(with_processes, outcome.record, outcome.reason, profile)
             ram_percent = outcome.snapshot.ram.percent
             vram_percent = outcome.snapshot.vram_percent
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..probe.readings import GIB, GpuBackend, GpuProcess, GpuReading, MemorySnapshot, RamReading, RamSource
+from ..profile.records import PromptProfile
 from .history import ActionReport, OptimizationRecord
 
 
@@ -144,11 +145,32 @@ def record_lines(record: OptimizationRecord) -> list[str]:
     return lines
 
 
+HEAVIEST_SHOWN = 5
+
+
+def heaviest_node_lines(profile: PromptProfile, limit: int = HEAVIEST_SHOWN) -> list[str]:
+    """The prompt's nodes that added the most memory so far, each with its RAM and VRAM peak and its time."""
+    state = "so far" if not profile.finished else "(finished)"
+    heaviest = profile.heaviest(limit)
+    if not heaviest:
+        return [f"Heaviest nodes of prompt {profile.prompt_id} {state}: none added memory ({len(profile.nodes)} ran)"]
+    lines = [f"Heaviest nodes of prompt {profile.prompt_id} {state}, of {len(profile.nodes)}:"]
+    lines.extend(
+        f"  {node.node_class} #{node.node_id}: RAM +{format_size(node.ram_peak_bytes)}, "
+        f"VRAM peak +{format_size(node.vram_peak_bytes)}, {node.duration_seconds:.2f} s"
+        for node in heaviest
+    )
+    return lines
+
+
 def detailed_report(
-    snapshot: MemorySnapshot, record: OptimizationRecord | None = None, not_done: str | None = None
+    snapshot: MemorySnapshot,
+    record: OptimizationRecord | None = None,
+    not_done: str | None = None,
+    profile: PromptProfile | None = None,
 ) -> str:
-    """The full breakdown: RAM and its source, each GPU, torch's share, GPU processes, and what was done
-    (``record``) or why nothing was (``not_done``)."""
+    """The full breakdown: RAM and its source, each GPU, torch's share, GPU processes, what was done (``record``)
+    or why nothing was (``not_done``), and the heaviest nodes of the prompt's ``profile``."""
     lines = _ram_lines(snapshot.ram)
     if snapshot.gpus:
         lines.extend(_gpu_line(gpu) for gpu in snapshot.gpus)
@@ -164,4 +186,6 @@ def detailed_report(
         lines.extend(record_lines(record))
     elif not_done is not None:
         lines.append(f"No optimization: {not_done}")
+    if profile is not None:
+        lines.extend(heaviest_node_lines(profile))
     return "\n".join(lines)

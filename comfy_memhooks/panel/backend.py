@@ -19,6 +19,7 @@ from ..engine.settings import SettingsStore
 from ..engine.watchdog import PressureWatchdog
 from ..failures import Failures
 from ..probe.readings import MemorySnapshot
+from ..profile.store import ProfileStore, get_profile_store
 from .manual import ManualAnswer, ManualRequests
 from .payloads import (
     EVENT_HOOK,
@@ -32,6 +33,7 @@ from .payloads import (
     manual_json,
     node_event_json,
     process_json,
+    profile_answer_json,
     prompt_event_json,
     record_json,
     sample_json,
@@ -62,6 +64,7 @@ class PanelBackend:
         busy: whether the host runs a prompt (see :class:`manual.ManualRequests`).
         ring: the recent samples; a new ten-minute ring when not given.
         watchdog: the pressure watchdog, when the host runs one (inside ComfyUI, with the executor hook).
+        profiles: the per-node profile; the process's store by default (empty outside ComfyUI).
     """
 
     def __init__(
@@ -74,8 +77,10 @@ class PanelBackend:
         busy: Callable[[], bool] | None = None,
         ring: SampleRing | None = None,
         watchdog: Callable[[], PressureWatchdog | None] | None = None,
+        profiles: ProfileStore | None = None,
     ):
         self.engine = engine
+        self.profiles = profiles if profiles is not None else get_profile_store()
         self._watchdog = watchdog if watchdog is not None else (lambda: None)
         self.store = store
         self.publisher = publisher
@@ -194,6 +199,14 @@ class PanelBackend:
             "gpus": [{"index": gpu.index, "name": gpu.name} for gpu in snapshot.gpus],
             "reason": snapshot.gpu_unavailable_reason if listed is None else None,
         }
+
+    def profile(self, prompt_id: str | None = None) -> dict[str, Any] | None:
+        """The latest prompt's per-node profile, or ``prompt_id``'s; ``None`` when that prompt is not kept."""
+        profile = self.profiles.latest() if prompt_id is None else self.profiles.get(prompt_id)
+        if profile is None and prompt_id is not None:
+            return None
+        store = self.profiles
+        return profile_answer_json(profile, self.store.current.node_profile, store.prompt_ids(), store.prompts_kept)
 
     def optimize(self, mode: Mode) -> dict[str, Any]:
         """A manual request: done now, queued for the next node boundary, or held by the cooldown."""

@@ -22,6 +22,7 @@ from ..engine.report import action_summary, process_label
 from ..engine.settings import AutoSettings, HeavyNodeRule, When, rule_json
 from ..hook.status import HookStatus
 from ..probe.readings import GpuProcess, MemorySnapshot, RamSource
+from ..profile.records import NodeProfile, PromptProfile
 from .manual import ManualAnswer
 from .sampler import Sample
 
@@ -167,4 +168,46 @@ def prompt_event_json(phase: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         "success": None if success is None else bool(success),
         "duration_seconds": None if duration is None else to_plain(duration),
         "error": None if error is None else f"{type(error).__name__}: {error}",
+    }
+
+
+def node_profile_json(node: NodeProfile) -> dict[str, Any]:
+    """One node's profile with what the user reads first: its deltas and peaks, and where the VRAM peak came from."""
+    data: dict[str, Any] = to_plain(node)
+    data["rss_delta_bytes"] = node.rss_delta_bytes
+    data["ram_peak_bytes"] = node.ram_peak_bytes
+    data["vram_peak_bytes"] = node.vram_peak_bytes
+    source = node.vram_peak_source
+    data["vram_peak_source"] = None if source is None else source.value
+    return data
+
+
+def prompt_profile_json(profile: PromptProfile) -> dict[str, Any]:
+    """A prompt's profile: its nodes in the order they finished, and the heaviest node's id."""
+    heaviest = profile.heaviest(1)
+    return {
+        "prompt_id": profile.prompt_id,
+        "started_at": profile.started_at,
+        "finished": profile.finished,
+        "success": profile.success,
+        "duration_seconds": profile.duration_seconds,
+        "nodes": [node_profile_json(node) for node in profile.nodes],
+        "nodes_dropped": profile.nodes_dropped,
+        "heaviest_node_id": heaviest[0].node_id if heaviest else None,
+    }
+
+
+def profile_answer_json(
+    profile: PromptProfile | None, enabled: bool, prompt_ids: tuple[str, ...], prompts_kept: int
+) -> dict[str, Any]:
+    """``GET /memhooks/profile``: the prompt asked for (the latest by default), or ``profile: null`` and why."""
+    reason = None
+    if profile is None:
+        reason = "the per-node profile is off (node_profile)" if not enabled else "no prompt has finished yet"
+    return {
+        "enabled": enabled,
+        "prompts": list(prompt_ids),
+        "prompts_kept": prompts_kept,
+        "profile": None if profile is None else prompt_profile_json(profile),
+        "reason": reason,
     }

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "/memhooks"
 MAX_BODY_BYTES = 64 * 1024
+MAX_PROMPT_ID_LENGTH = 200
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -95,6 +96,23 @@ def parse_manual_mode(body: dict[str, Any]) -> Mode:
     return parse_choice(Mode, body["mode"], "mode", "a mode that frees memory", allowed=MANUAL_MODES)
 
 
+def parse_prompt_id(values: list[str]) -> str | None:
+    """``?prompt_id=`` of ``GET /memhooks/profile`` (each value given): ``None`` when absent. Other keys of the
+    query are ignored, as on every route."""
+    if not values:
+        return None
+    if len(values) > 1:
+        raise InvalidSetting("prompt_id", "given more than once")
+    value = values[0].strip()
+    if not value:
+        raise InvalidSetting("prompt_id", "empty; leave it out for the latest prompt")
+    if len(value) > MAX_PROMPT_ID_LENGTH:
+        raise InvalidSetting("prompt_id", f"longer than {MAX_PROMPT_ID_LENGTH} characters")
+    if not value.isprintable():
+        raise InvalidSetting("prompt_id", "holds control characters")
+    return value
+
+
 async def _in_thread(function: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, functools.partial(function, *args))
 
@@ -143,6 +161,16 @@ def register_routes(
     @_guarded
     async def get_history(request: web.Request) -> web.StreamResponse:
         return reply(await _in_thread(backend.history))
+
+    @routes.get(f"{prefix}/profile")
+    @_guarded
+    async def get_profile(request: web.Request) -> web.StreamResponse:
+        prompt_id = parse_prompt_id(request.query.getall("prompt_id", []))
+        answer = backend.profile(prompt_id)
+        if answer is None:
+            kept = backend.profiles.prompts_kept
+            return error_response(404, f"no profile of prompt {prompt_id!r}; the last {kept} are kept", "prompt_id")
+        return reply(answer)
 
     @routes.get(f"{prefix}/processes")
     @_guarded

@@ -20,7 +20,15 @@ from .readings import RamReading, RamSource
 logger = logging.getLogger(__name__)
 
 DEFAULT_PROCFS = Path("/proc")
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_from_statm(data: bytes) -> int | None:
+    """The resident set in bytes from ``/proc/<pid>/statm`` (its second field, in pages); ``None`` if unreadable."""
+    fields = data.split()
+    if len(fields) > 1 and fields[1].isdigit():
+        return int(fields[1]) * PAGE_SIZE
+    return None
 
 
 def parse_meminfo(data: bytes) -> tuple[int, int] | None:
@@ -52,6 +60,9 @@ class RamProbe:
         self._statm = procfs / "self" / "statm"
         self._process = psutil.Process()
         self._host_total = int(psutil.virtual_memory().total)  # physical RAM does not change under a process
+        self.last: RamReading | None = None
+        """The latest reading, whoever asked for it (the watchdog every 250 ms while a prompt runs, the panel, the
+        engine): what the per-node profile shows as system RAM for ordinary nodes, at no cost of its own."""
         self._rss_failures = Failures(logger, "{kind}; this process's RSS is missing", logging.WARNING, False)
 
     @property
@@ -70,6 +81,11 @@ class RamProbe:
         return int(memory.total), int(memory.available)
 
     def read(self) -> RamReading:
+        reading = self._read()
+        self.last = reading
+        return reading
+
+    def _read(self) -> RamReading:
         rss = self.process_rss()
         cgroup = self._cgroup.read(no_limit_from=self._host_total) if self._linux else None
         if cgroup is not None and cgroup.limit_bytes is not None:
@@ -102,10 +118,9 @@ class RamProbe:
         ``/proc/self/statm``'s second field, in pages, on Linux; psutil elsewhere.
         """
         data = read_bytes(self._statm) if self._linux else None
-        if data is not None:
-            fields = data.split()
-            if len(fields) > 1 and fields[1].isdigit():
-                return int(fields[1]) * _PAGE_SIZE
+        rss = None if data is None else rss_from_statm(data)
+        if rss is not None:
+            return rss
         try:
             return int(self._process.memory_info().rss)
         except psutil.Error as error:

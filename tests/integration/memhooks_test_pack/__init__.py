@@ -203,6 +203,43 @@ class MemhooksTestAsyncSleep:
         return (image,)
 
 
+class MemhooksTestHold:
+    """Allocates ``megabytes`` MiB, every page written (so resident), and holds them in its output: the known
+    amount the per-node profile must show as this node's RAM peak."""
+
+    CATEGORY = "memhooks_test"
+    FUNCTION = "hold"
+    RETURN_TYPES = ("MEMHOOKS_BLOB",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "value": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                "megabytes": ("INT", {"default": 300, "min": 1, "max": 4096}),
+            }
+        }
+
+    def hold(self, value: int, megabytes: int) -> tuple[torch.Tensor]:
+        return (torch.full((megabytes * 1024 * 1024,), value % 251 + 1, dtype=torch.uint8),)
+
+
+class MemhooksTestBlobSize:
+    """Shows the size of a held blob: the output node that makes ComfyUI run :class:`MemhooksTestHold`."""
+
+    CATEGORY = "memhooks_test"
+    FUNCTION = "size"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ()
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"blob": ("MEMHOOKS_BLOB",), "image": ("IMAGE",)}}
+
+    def size(self, blob: torch.Tensor, image: torch.Tensor) -> dict[str, Any]:
+        return {"ui": {"text": [str(blob.numel()), str(tuple(image.shape))]}}
+
+
 NODE_CLASS_MAPPINGS = {
     cls.__name__: cls
     for cls in (
@@ -213,6 +250,8 @@ NODE_CLASS_MAPPINGS = {
         MemhooksTestLazyMix,
         MemhooksTestExpand,
         MemhooksTestAsyncSleep,
+        MemhooksTestHold,
+        MemhooksTestBlobSize,
     )
 }
 NODE_DISPLAY_NAME_MAPPINGS = {name: f"{name} (memhooks test)" for name in NODE_CLASS_MAPPINGS}

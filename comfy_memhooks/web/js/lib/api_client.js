@@ -72,6 +72,12 @@ export class MemhooksClient {
     return this._json("GET", "/memhooks/settings");
   }
 
+  /** The per-node profile of the latest prompt, or of `promptId`. */
+  profile(promptId = null) {
+    const query = promptId === null ? "" : `?prompt_id=${encodeURIComponent(promptId)}`;
+    return this._json("GET", `/memhooks/profile${query}`);
+  }
+
   saveSettings(settings) {
     return this._json("PUT", "/memhooks/settings", settings);
   }

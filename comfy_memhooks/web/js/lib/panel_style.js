@@ -97,4 +97,12 @@ export const PANEL_CSS = `
 .memhooks-panel [aria-invalid="true"] { border-color: var(--memhooks-high) !important; }
 .memhooks-buttons { display: flex; align-items: center; gap: 6px; margin-top: 4px; }
 .memhooks-buttons .memhooks-result { margin: 0; }
+.memhooks-profile-bars { display: flex; flex-direction: column; gap: 3px; margin: 6px 0; }
+.memhooks-profile-bar { display: grid; grid-template-columns: minmax(0, 2fr) 3fr auto; align-items: center; gap: 6px; font-size: 11px; }
+.memhooks-profile-label { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.memhooks-profile-fill { height: 100%; border-radius: 4px; background: #2f6fdb; }
+.memhooks-profile-bar[data-heaviest="true"] .memhooks-profile-fill { background: var(--memhooks-high); }
+.memhooks-profile-bar[data-heaviest="true"] .memhooks-profile-label, .memhooks-heaviest td:first-child { color: var(--memhooks-high); font-weight: 600; }
+[data-role="profile-row"] { cursor: pointer; }
+[data-role="profile-row"]:hover td { background: var(--memhooks-grid); }
 `;

@@ -16,6 +16,7 @@ import { GaugesSection } from "./sections/gauges.js";
 import { HistorySection } from "./sections/history.js";
 import { OptimizeSection } from "./sections/optimize.js";
 import { ProcessesSection } from "./sections/processes.js";
+import { ProfileSection } from "./sections/profile.js";
 import { SettingsSection } from "./sections/settings.js";
 
 const MAX_RECORDS = 10;
@@ -29,6 +30,7 @@ const SECTIONS = [
   ["chart", ChartSection],
   ["optimize", OptimizeSection],
   ["history", HistorySection],
+  ["profile", ProfileSection],
   ["activity", ActivitySection],
   ["processes", ProcessesSection],
   ["settings", SettingsSection],
@@ -45,10 +47,12 @@ function safeStorage() {
 export class MemoryPanel {
   /**
    * @param {import("./api_client.js").MemhooksClient} client
-   * @param {{document?: Document, storage?: Storage | null}} [options]
+   * @param {{document?: Document, storage?: Storage | null, canvas?: {title: Function, select: Function} | null}}
+   *   [options] `canvas` names the profile's nodes by their titles and selects them (canvas_link.js)
    */
-  constructor(client, { document: doc = globalThis.document, storage = safeStorage() } = {}) {
+  constructor(client, { document: doc = globalThis.document, storage = safeStorage(), canvas = null } = {}) {
     this.client = client;
+    this.canvas = canvas;
     this.doc = doc;
     this.storage = storage;
     this.state = {
@@ -56,6 +60,8 @@ export class MemoryPanel {
       samples: [],
       records: [],
       processes: null,
+      /** The answer of GET /memhooks/profile: the last prompt's per-node profile, or why there is none. */
+      profile: null,
       /** What the settings form and "Optimize now" offer, from GET /memhooks/settings; null until it answers. */
       choices: null,
       windowSeconds: 600,
@@ -77,7 +83,7 @@ export class MemoryPanel {
       client.on("memhooks.status", (data) => this._onStatus(data)),
       client.on("memhooks.optimization", (data) => this.addRecord(data?.record)),
       client.on("memhooks.hook", (data) => this.sections.activity.add(data, "hook")),
-      client.on("memhooks.prompt", (data) => this.sections.activity.add(data, "prompt")),
+      client.on("memhooks.prompt", (data) => this._onPrompt(data)),
       client.on("memhooks.manual", (data) => this._onManual(data)),
       client.on("memhooks.settings", (data) => this.takeSettings(data, true)),
       client.on("memhooks.connection", ({ connected }) => this._onConnection(connected)),
@@ -131,7 +137,17 @@ export class MemoryPanel {
     if (status.status === "fulfilled") this._onStatus(status.value);
     if (settings.status === "fulfilled") this.takeSettings(settings.value, false);
     this.invalidate(...this._renderable());
-    await this.refreshProcesses();
+    await Promise.all([this.refreshProcesses(), this.refreshProfile()]);
+  }
+
+  /** Loads the last prompt's profile: on each mount and when a prompt has finished. */
+  async refreshProfile() {
+    try {
+      this.state.profile = await this.client.profile();
+    } catch (error) {
+      this.state.profile = { profile: null, reason: error.message };
+    }
+    this.invalidate("profile");
   }
 
   async refreshProcesses() {
@@ -186,6 +202,11 @@ export class MemoryPanel {
     }
     this.sections.chart.follow(data.policy ?? {});
     this.invalidate("gauges", "engine", "connection");
+  }
+
+  _onPrompt(data) {
+    this.sections.activity.add(data, "prompt");
+    if (data?.phase === "finished" && this._mounted) this.refreshProfile();
   }
 
   _onManual(answer) {

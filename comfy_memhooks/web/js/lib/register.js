@@ -3,6 +3,7 @@
 // importing them, so it works with any frontend that has them. A library module: importing it does nothing.
 
 import { comfyClient } from "./api_client.js";
+import { comfyCanvas } from "./canvas_link.js";
 import { MemoryPanel } from "./panel_view.js";
 
 export const EXTENSION_NAME = "memhooks.MemoryPanel";
@@ -69,7 +70,7 @@ export class FloatingPanel {
 /** Registers the extension; returns the panel (tests and other extensions may reach it through the return value). */
 export function registerMemoryPanel(app, api) {
   // The client subscribes to the memhooks.* events now: the frontend rejects a message type nobody listens to.
-  const panel = new MemoryPanel(comfyClient(api));
+  const panel = new MemoryPanel(comfyClient(api), { canvas: comfyCanvas(app) });
   let floating = null;
   const toggle = () => {
     if (floating) floating.toggle();

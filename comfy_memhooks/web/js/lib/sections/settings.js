@@ -43,6 +43,7 @@ export class SettingsSection {
   load(settings) {
     this.enabledInput.checked = settings.enabled;
     this.oomInput.checked = settings.oom_rescue;
+    this.profileInput.checked = settings.node_profile;
     for (const [name] of NUMBER_FIELDS) this.numberInputs[name].value = String(settings[name]);
     this._rules = settings.rules.map((rule) => ({ ...rule }));
     this._renderRules();
@@ -120,7 +121,12 @@ export class SettingsSection {
 
   _collect() {
     this._readRules();
-    const settings = { enabled: this.enabledInput.checked, oom_rescue: this.oomInput.checked, rules: this._rules };
+    const settings = {
+      enabled: this.enabledInput.checked,
+      oom_rescue: this.oomInput.checked,
+      node_profile: this.profileInput.checked,
+      rules: this._rules,
+    };
     for (const [name] of NUMBER_FIELDS) {
       const raw = this.numberInputs[name].value.trim();
       const number = Number(raw);
@@ -197,8 +203,10 @@ export class SettingsSection {
       "oom_rescue",
       "OOM rescue: free memory and run a failed heavy node once more",
     );
+    const [profile, profileRow, profileError] = check("node_profile", "Per-node profile: record each node's memory");
     this.enabledInput = enabled;
     this.oomInput = oom;
+    this.profileInput = profile;
     this.numberInputs = {};
     const numbers = NUMBER_FIELDS.map(([name, label, unit, step]) => {
       const input = element(doc, "input", { type: "number", step: String(step), field: name, "aria-label": label });
@@ -254,6 +262,8 @@ export class SettingsSection {
       ...numbers,
       oomRow,
       oomError,
+      profileRow,
+      profileError,
       element(doc, "div", { class: "memhooks-subtitle", text: "Heavy nodes (first matching pattern wins)" }),
       this.rulesList,
       this.addRuleButton,
