@@ -12,6 +12,7 @@ is left out rather than reported as 0.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -29,9 +30,14 @@ PeakProvider = Callable[[], Mapping[str, int]]
 """Per-node peak VRAM of the last prompt, by node class (bytes): the per-node profile's store gives it."""
 
 
+@functools.cache
+def _bucket_labels(upper_bounds: tuple[float, ...]) -> tuple[str, ...]:
+    """The ``le`` labels of a set of bounds, made once: a scrape formats hundreds of histograms with the same ones."""
+    return (*(repr(float(bound)) for bound in upper_bounds), "+Inf")
+
+
 def _buckets(reading: HistogramReading) -> list[tuple[str, float]]:
-    bounds = [repr(float(bound)) for bound in reading.upper_bounds]
-    return list(zip([*bounds, "+Inf"], [float(count) for count in reading.cumulative_counts], strict=True))
+    return list(zip(_bucket_labels(reading.upper_bounds), map(float, reading.cumulative_counts), strict=True))
 
 
 class MemhooksCollector:
