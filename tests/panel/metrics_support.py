@@ -1,19 +1,9 @@
-"""Reading ``/memhooks/metrics`` back with prometheus_client's own parser, and an engine whose readings hold still."""
+"""Reading ``/memhooks/metrics`` back with prometheus_client's own parser."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-
-from comfy_memhooks.engine.core import Engine
-from comfy_memhooks.probe.cgroup import CgroupReader
-from comfy_memhooks.probe.gpu import GpuProbe
-from comfy_memhooks.probe.memory import MemoryProbe
-from comfy_memhooks.probe.nvml import Nvml
-from comfy_memhooks.probe.ram import RamProbe
-from tests.panel.panel_support import GIB, fake_pynvml
 
 # Every family the route exposes, as the parser names them (a counter's family drops its ``_total``).
 FAMILIES = {
@@ -62,22 +52,3 @@ class Scrape:
 
     def names(self) -> set[str]:
         return {sample.name for sample in self.samples}
-
-
-def steady_engine(tmp_path: Path, limit: int = 8 * GIB, usage: int = 3 * GIB, used_vram_gib: float = 20.0) -> Engine:
-    """A container (cgroup v2, fixed usage) with one fake GPU: two reads give the same figures, so the metrics
-    and ``/memhooks/status`` can be compared to the byte."""
-    root = tmp_path / "cgroup"
-    root.mkdir()
-    (root / "memory.max").write_text(f"{limit}\n")
-    (root / "memory.current").write_text(f"{usage}\n")
-    (root / "memory.stat").write_text("anon 1\ninactive_file 0\n")
-    proc = tmp_path / "proc_self_cgroup"
-    proc.write_text("0::/\n")
-    module = fake_pynvml(used_vram_gib)
-    return Engine(
-        probe=MemoryProbe(
-            ram=RamProbe(CgroupReader(root=root, proc_self_cgroup=proc)),
-            gpu=GpuProbe(nvml=Nvml(loader=lambda: module), environ={}),
-        )
-    )

@@ -104,8 +104,11 @@ def fake_gpu_engine(used_gib: float = 20.0) -> Engine:
     return Engine(probe=MemoryProbe(gpu=GpuProbe(nvml=Nvml(loader=lambda: module), environ={})))
 
 
-def container_engine(tmp_path: Path, limit: int = 4 * GIB, usage: int = GIB) -> Engine:
-    """An engine whose RAM probe reads a cgroup v2 tree with a memory limit, as inside a container."""
+def container_engine(
+    tmp_path: Path, limit: int = 4 * GIB, usage: int = GIB, used_vram_gib: float | None = None
+) -> Engine:
+    """An engine whose RAM probe reads a cgroup v2 tree with a memory limit, as inside a container; with
+    ``used_vram_gib``, beside one fake GPU. Its figures hold still from one reading to the next."""
     root = tmp_path / "cgroup"
     root.mkdir()
     (root / "memory.max").write_text(f"{limit}\n")
@@ -114,7 +117,9 @@ def container_engine(tmp_path: Path, limit: int = 4 * GIB, usage: int = GIB) -> 
     proc = tmp_path / "proc_self_cgroup"
     proc.write_text("0::/\n")
     ram = RamProbe(CgroupReader(root=root, proc_self_cgroup=proc))
-    return Engine(probe=MemoryProbe(ram=ram, gpu=GpuProbe(nvml=Nvml(loader=_no_nvml), environ={})))
+    module = None if used_vram_gib is None else fake_pynvml(used_vram_gib)
+    nvml = Nvml(loader=_no_nvml if module is None else lambda: module)
+    return Engine(probe=MemoryProbe(ram=ram, gpu=GpuProbe(nvml=nvml, environ={})))
 
 
 class RecordingPublisher:

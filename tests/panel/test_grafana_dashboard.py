@@ -12,8 +12,8 @@ from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
-from tests.panel.metrics_support import Scrape, steady_engine
-from tests.panel.panel_support import GIB, RecordingPublisher, in_worker, node_finished, panel_app
+from tests.panel.metrics_support import Scrape
+from tests.panel.panel_support import GIB, RecordingPublisher, container_engine, in_worker, node_finished, panel_app
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "comfy_memhooks.json"
 METRIC = re.compile(r"\bcomfy_memhooks_[a-z0-9_]+")
@@ -38,7 +38,7 @@ def _queries(dashboard: dict[str, Any]) -> list[str]:
 async def _exposed_names(aiohttp_client: AiohttpClient, tmp_path: Path, store: SettingsStore) -> Scrape:
     """A scrape in which every metric has samples: a GPU, a peak provider, an optimization, a node."""
     backend = PanelBackend(
-        steady_engine(tmp_path),
+        container_engine(tmp_path, 8 * GIB, 3 * GIB, used_vram_gib=20.0),
         store,
         RecordingPublisher(),
         interval=lambda: 3600.0,

@@ -22,18 +22,22 @@ from comfy_memhooks.comfy import auto
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import TriggerKind
 from comfy_memhooks.engine.settings import SettingsStore
-from comfy_memhooks.hook import patch as hook_patch
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.node_stats import NODE_BUCKETS_SECONDS
 from comfy_memhooks.panel.standalone import build_app
-from tests.hook_support import FakeProbe, chain_prompt, fresh_hook_failures
-from tests.panel.metrics_support import FAMILIES, Scrape, steady_engine
-from tests.panel.panel_support import GIB, RecordingPublisher, in_worker, panel_app
+from tests.hook_support import FakeProbe, chain_prompt
+from tests.panel.metrics_support import FAMILIES, Scrape
+from tests.panel.panel_support import GIB, RecordingPublisher, container_engine, in_worker, panel_app
 from tests.standin_executor import KINDS, StandInNode, make_execution_module
 
 ROOT = Path(__file__).resolve().parents[2]
 Client = TestClient[web.Request, web.Application]
 PEAKS = {"KSampler": 6 * GIB, "VAEDecode": 2 * GIB}
+
+
+def steady(tmp_path: Path) -> Engine:
+    """A container (8 GiB limit, 3 GiB used) with one fake GPU (20 of 80 GiB used), its figures holding still."""
+    return container_engine(tmp_path, 8 * GIB, 3 * GIB, used_vram_gib=20.0)
 
 
 async def scrape(client: Client, path: str = "/memhooks/metrics") -> Scrape:
@@ -88,7 +92,7 @@ async def test_every_metric_is_exposed_and_parses_back(
     aiohttp_client: AiohttpClient, tmp_path: Path, settings_store: SettingsStore, backends: list[PanelBackend]
 ) -> None:
     client, _ = await _serve(
-        aiohttp_client, steady_engine(tmp_path), settings_store, backends, peak_vram_by_class=lambda: PEAKS
+        aiohttp_client, steady(tmp_path), settings_store, backends, peak_vram_by_class=lambda: PEAKS
     )
     assert (await client.post("/memhooks/optimize", json={"mode": "Balanced"})).status == 200
     await asyncio.to_thread(in_worker, lambda: finished("KSampler", 3.0))
@@ -109,7 +113,7 @@ async def test_every_metric_is_exposed_and_parses_back(
 async def test_values_match_status(
     aiohttp_client: AiohttpClient, tmp_path: Path, settings_store: SettingsStore, backends: list[PanelBackend]
 ) -> None:
-    engine = steady_engine(tmp_path, limit=8 * GIB, usage=3 * GIB, used_vram_gib=20.0)
+    engine = steady(tmp_path)
     client, _ = await _serve(aiohttp_client, engine, settings_store, backends)
     assert (await client.put("/memhooks/settings", json={"cooldown_seconds": 0})).status == 200
     for mode in ("Conservative", "Balanced", "Balanced", "Aggressive"):
@@ -167,7 +171,7 @@ async def test_values_match_status(
 async def test_a_failing_receiver_shows_in_both(
     aiohttp_client: AiohttpClient, tmp_path: Path, settings_store: SettingsStore, backends: list[PanelBackend]
 ) -> None:
-    client, _ = await _serve(aiohttp_client, steady_engine(tmp_path), settings_store, backends)
+    client, _ = await _serve(aiohttp_client, steady(tmp_path), settings_store, backends)
 
     def broken(sender: Any, **kwargs: Any) -> None:
         raise RuntimeError("a subscriber's bug")
@@ -188,7 +192,7 @@ async def test_a_failing_receiver_shows_in_both(
 async def test_node_durations_by_class_in_buckets(
     aiohttp_client: AiohttpClient, tmp_path: Path, settings_store: SettingsStore, backends: list[PanelBackend]
 ) -> None:
-    client, _ = await _serve(aiohttp_client, steady_engine(tmp_path), settings_store, backends)
+    client, _ = await _serve(aiohttp_client, steady(tmp_path), settings_store, backends)
 
     def prompt() -> None:
         for index in range(100):
@@ -233,9 +237,7 @@ async def test_a_failing_peak_provider_is_counted_and_the_rest_served(
     def provider() -> dict[str, int]:
         raise OSError("the profile store is gone")
 
-    client, _ = await _serve(
-        aiohttp_client, steady_engine(tmp_path), settings_store, backends, peak_vram_by_class=provider
-    )
+    client, _ = await _serve(aiohttp_client, steady(tmp_path), settings_store, backends, peak_vram_by_class=provider)
     metrics = await scrape(client)
     assert "comfy_memhooks_node_peak_vram_bytes" not in metrics.families
     assert metrics.value("comfy_memhooks_ram_total_bytes", source="cgroup v2") == 8 * GIB
@@ -281,7 +283,7 @@ def test_nothing_is_loaded_until_someone_scrapes() -> None:
 async def test_the_standalone_server_serves_the_metrics(
     aiohttp_client: AiohttpClient, tmp_path: Path, settings_store: SettingsStore
 ) -> None:
-    client = await aiohttp_client(build_app(steady_engine(tmp_path), interval=3600.0, settings_store=settings_store))
+    client = await aiohttp_client(build_app(steady(tmp_path), interval=3600.0, settings_store=settings_store))
     assert (await client.post("/memhooks/optimize", json={"mode": "Conservative"})).status == 200
     for path in ("/memhooks/metrics", "/api/memhooks/metrics"):
         metrics = await scrape(client, path)
@@ -298,7 +300,7 @@ async def test_the_standalone_server_serves_the_metrics(
 async def test_the_standalone_server_checks_host_on_metrics(
     aiohttp_client: AiohttpClient, tmp_path: Path, settings_store: SettingsStore
 ) -> None:
-    client = await aiohttp_client(build_app(steady_engine(tmp_path), interval=3600.0, settings_store=settings_store))
+    client = await aiohttp_client(build_app(steady(tmp_path), interval=3600.0, settings_store=settings_store))
     port = client.server.port
     response = await client.get("/memhooks/metrics", headers={"Host": f"evil.example:{port}"})
     assert response.status == 403
@@ -309,21 +311,13 @@ async def test_the_standalone_server_checks_host_on_metrics(
 # Through the executor hook ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def fresh_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
-    monkeypatch.setattr(hook_patch, "hook_failures", fresh_hook_failures())
-    yield
-    auto.uninstall()
-
-
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_prompt_through_the_hook_shows_in_the_metrics(
     aiohttp_client: AiohttpClient,
     tmp_path: Path,
     settings_store: SettingsStore,
     backends: list[PanelBackend],
-    fresh_hook: None,
+    fresh_hook_state: None,
     kind: str,
 ) -> None:
     """A stand-in ComfyUI runs a prompt whose heavy node runs out of memory once: the rescue, the hook's
