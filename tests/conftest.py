@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from comfy_memhooks.comfy import auto
 from comfy_memhooks.engine import core as engine_module
 from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.hook import patch as hook_patch
 from comfy_memhooks.probe.gpu import GpuProbe
 from comfy_memhooks.probe.memory import MemoryProbe
 from comfy_memhooks.probe.nvml import Nvml
 from tests.fake_nvml import FakeGpu, make_fake_pynvml
+from tests.hook_support import fresh_hook_failures
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,3 +107,12 @@ def comfy_model_management(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.Mo
     module.unload_all_models = unload_all_models  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "comfy.model_management", module)
     yield module
+
+
+@pytest.fixture
+def fresh_hook_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A hook registry and failure counter of the test's own, and the hook and subscriber taken out afterwards."""
+    monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
+    monkeypatch.setattr(hook_patch, "hook_failures", fresh_hook_failures())
+    yield
+    auto.uninstall()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from ..probe.readings import GIB, MemorySnapshot
 from .modes import Mode
 from .pressure import PressureLevel
+from .totals import OptimizationTotals, TotalsReading
 
 MODEL_FREE = "Model-free"
 """What a boundary or watchdog cleanup is called where a mode's name would stand."""
@@ -122,17 +123,29 @@ class OptimizationRecord:
 
 
 class History:
-    """The last ``size`` optimizations, newest first. Readers get an immutable copy; any thread may record."""
+    """The last ``size`` optimizations, newest first, and the totals of all of them since start-up.
+
+    Readers get an immutable copy; any thread may record. The totals are added under the same lock, so they
+    always agree with :attr:`total_recorded`.
+    """
 
     def __init__(self, size: int = 10):
         self._records: deque[OptimizationRecord] = deque(maxlen=size)
         self._lock = threading.Lock()
         self._count = 0
+        self._totals = OptimizationTotals()
 
     def record(self, record: OptimizationRecord) -> None:
         with self._lock:
             self._records.appendleft(record)
             self._count += 1
+            self._totals.add(
+                record.cleanup_name,
+                record.trigger.kind.value,
+                record.ram_freed_bytes,
+                record.vram_freed_bytes,
+                record.duration_seconds,
+            )
 
     def replace(self, record: OptimizationRecord) -> bool:
         """Swaps in an amended record for the one with the same sequence; ``False`` when it has left the history.
@@ -153,6 +166,11 @@ class History:
     def records(self) -> tuple[OptimizationRecord, ...]:
         with self._lock:
             return tuple(self._records)
+
+    def totals(self) -> TotalsReading:
+        """Every optimization since start-up, counted by cleanup and trigger, with bytes freed and durations."""
+        with self._lock:
+            return self._totals.read()
 
     @property
     def total_recorded(self) -> int:

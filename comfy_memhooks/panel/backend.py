@@ -8,8 +8,9 @@ while no browser is connected, and the sample loop then takes no readings at all
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any, Protocol
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import hook, signals
 from ..engine.core import Engine
@@ -21,6 +22,7 @@ from ..failures import Failures
 from ..probe.readings import MemorySnapshot
 from ..profile.store import ProfileStore, get_profile_store
 from .manual import ManualAnswer, ManualRequests
+from .node_stats import NodeStats
 from .payloads import (
     EVENT_HOOK,
     EVENT_MANUAL,
@@ -41,6 +43,9 @@ from .payloads import (
     snapshot_json,
 )
 from .sampler import RING_SECONDS, Sample, SampleRing, sample_loop
+
+if TYPE_CHECKING:
+    from .metrics import MetricsExporter
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +70,8 @@ class PanelBackend:
         ring: the recent samples; a new ten-minute ring when not given.
         watchdog: the pressure watchdog, when the host runs one (inside ComfyUI, with the executor hook).
         profiles: the per-node profile; the process's store by default (empty outside ComfyUI).
+        peak_vram_by_class: the last prompt's per-node peak VRAM by node class, for the metrics; the profile's
+            by default.
     """
 
     def __init__(
@@ -78,6 +85,7 @@ class PanelBackend:
         ring: SampleRing | None = None,
         watchdog: Callable[[], PressureWatchdog | None] | None = None,
         profiles: ProfileStore | None = None,
+        peak_vram_by_class: Callable[[], Mapping[str, int]] | None = None,
     ):
         self.engine = engine
         self.profiles = profiles if profiles is not None else get_profile_store()
@@ -94,6 +102,10 @@ class PanelBackend:
         )
         self._interval = interval if interval is not None else (lambda: store.current.sample_interval_seconds)
         self.loop = sample_loop(self.tick, self._interval)
+        self.node_stats = NodeStats()
+        self._peak_vram_by_class = peak_vram_by_class or self.profiles.peak_vram_by_class
+        self._exporter: MetricsExporter | None = None  # the metrics' registry, made on the first scrape
+        self._exporter_lock = threading.Lock()
         self._connected = False
 
     # Life cycle -------------------------------------------------------------------------------------------------
@@ -108,6 +120,8 @@ class PanelBackend:
             signals.heavy_node_finished.connect(self._on_node_finished, weak=False)
             signals.prompt_started.connect(self._on_prompt_started, weak=False)
             signals.prompt_finished.connect(self._on_prompt_finished, weak=False)
+            # Every node: the metrics' duration histograms (a few additions per node; see node_stats).
+            signals.node_finished.connect(self.node_stats.on_node_finished, weak=False)
             self._connected = True
         self.loop.start()
 
@@ -119,6 +133,7 @@ class PanelBackend:
         signals.heavy_node_finished.disconnect(self._on_node_finished)
         signals.prompt_started.disconnect(self._on_prompt_started)
         signals.prompt_finished.disconnect(self._on_prompt_finished)
+        signals.node_finished.disconnect(self.node_stats.on_node_finished)
         self._connected = False
 
     # What the routes serve ----------------------------------------------------------------------------------------
@@ -150,13 +165,39 @@ class PanelBackend:
                     "last_receiver_error": hook_status.last_error,
                     "action_failures": self.engine.action_failures.count,
                     "last_action_error": self.engine.action_failures.last_error,
-                    "panel_failures": self.failures.count + self.loop.failures.count,
+                    "panel_failures": self.panel_failure_count(),
                     "last_panel_error": self.failures.last_error or self.loop.failures.last_error,
                     "probe_failures": self.engine.probe.failure_count(),
                     "last_probe_error": self.engine.probe.last_failure(),
                     "settings_warning": self.store.load_warning,
                 },
         }
+
+    def panel_failure_count(self) -> int:
+        return self.failures.count + self.loop.failures.count
+
+    def metrics(self) -> tuple[bytes, str]:
+        """The Prometheus exposition and its content type, built now from the state kept anyway.
+
+        ``prometheus_client`` is loaded on the first scrape, so a server nobody scrapes never loads it; without
+        it this raises ``ImportError``.
+        """
+        with self._exporter_lock:
+            if self._exporter is None:
+                from .metrics import MemhooksCollector, MetricsExporter
+
+                self._exporter = MetricsExporter(
+                    MemhooksCollector(
+                        self.engine,
+                        self.node_stats,
+                        panel_failures=self.panel_failure_count,
+                        watchdog=self._watchdog,
+                        peak_vram_by_class=self._peak_vram_by_class,
+                        failures=self.failures,
+                    )
+                )
+            exporter = self._exporter
+        return exporter.render(), exporter.content_type
 
     def _pressure(self, watchdog_setting: bool) -> dict[str, Any]:
         """The gauge the hook reads before each node, the watchdog, and the latest cleanup the guard held back."""

@@ -172,6 +172,17 @@ def register_routes(
             return error_response(404, f"no profile of prompt {prompt_id!r}; the last {kept} are kept", "prompt_id")
         return reply(answer)
 
+    @routes.get(f"{prefix}/metrics")
+    @_guarded
+    async def get_metrics(request: web.Request) -> web.StreamResponse:
+        try:
+            body, content_type = await _in_thread(backend.metrics)
+        except ImportError as error:  # prometheus_client missing from this Python: say so, the rest still works
+            message = f"metrics need the prometheus_client package ({error}); pip install -r requirements.txt"
+            return error_response(503, message)
+        # Set as a header: aiohttp's content_type argument refuses the parameters (version, charset) it carries.
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
     @routes.get(f"{prefix}/processes")
     @_guarded
     async def get_processes(request: web.Request) -> web.StreamResponse:

@@ -116,11 +116,16 @@ def cgroup_v2_tree(tmp_path: Path, limit: int = 4 * GIB, usage: int = GIB) -> tu
     return root, proc
 
 
-def container_engine(tmp_path: Path, limit: int = 4 * GIB, usage: int = GIB) -> Engine:
-    """An engine whose RAM probe reads a cgroup v2 tree with a memory limit, as inside a container."""
+def container_engine(
+    tmp_path: Path, limit: int = 4 * GIB, usage: int = GIB, used_vram_gib: float | None = None
+) -> Engine:
+    """An engine whose RAM probe reads a cgroup v2 tree with a memory limit, as inside a container; with
+    ``used_vram_gib``, beside one fake GPU. Its figures hold still from one reading to the next."""
     root, proc = cgroup_v2_tree(tmp_path, limit, usage)
     ram = RamProbe(CgroupReader(root=root, proc_self_cgroup=proc))
-    return Engine(probe=MemoryProbe(ram=ram, gpu=GpuProbe(nvml=Nvml(loader=_no_nvml), environ={})))
+    module = None if used_vram_gib is None else fake_pynvml(used_vram_gib)
+    nvml = Nvml(loader=_no_nvml if module is None else lambda: module)
+    return Engine(probe=MemoryProbe(ram=ram, gpu=GpuProbe(nvml=nvml, environ={})))
 
 
 class RecordingPublisher:
