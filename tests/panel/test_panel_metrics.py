@@ -221,11 +221,11 @@ async def test_node_durations_by_class_in_buckets(
     assert metrics.by("comfy_memhooks_oom_rescues_total", "outcome") == {"succeeded": 1, "failed": 1}
 
 
-async def test_without_a_gpu_or_a_peak_provider_those_are_left_out(client: Client) -> None:
+async def test_without_a_gpu_or_a_profiled_prompt_those_have_no_samples(client: Client) -> None:
     metrics = await scrape(client)
     assert metrics.all("comfy_memhooks_vram_total_bytes") == metrics.all("comfy_memhooks_vram_used_bytes") == []
     assert "comfy_memhooks_vram_used_bytes" in metrics.families  # declared, with no GPU to report
-    assert "comfy_memhooks_node_peak_vram_bytes" not in metrics.families
+    assert metrics.all("comfy_memhooks_node_peak_vram_bytes") == []  # the profile holds no prompt yet
     status = await _json(client, "/memhooks/status")
     ram = status["snapshot"]["ram"]
     assert metrics.value("comfy_memhooks_ram_total_bytes", source=ram["source"]) == ram["total_bytes"]
@@ -287,7 +287,7 @@ async def test_the_standalone_server_serves_the_metrics(
     assert (await client.post("/memhooks/optimize", json={"mode": "Conservative"})).status == 200
     for path in ("/memhooks/metrics", "/api/memhooks/metrics"):
         metrics = await scrape(client, path)
-        assert set(metrics.types()) == set(FAMILIES) - {"comfy_memhooks_node_peak_vram_bytes"}
+        assert set(metrics.types()) == set(FAMILIES)
         assert metrics.value("comfy_memhooks_optimizations_total", mode="Conservative", trigger="manual") == 1
         status = await _json(client, "/memhooks/status")
         assert (
