@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ from comfy_memhooks.probe.nvml import Nvml
 from comfy_memhooks.probe.ram import RamProbe
 from tests.conftest import FakeClock, hide_torch
 from tests.fake_nvml import make_fake_pynvml, nvml_error, two_gpus
-from tests.hook_support import chain_prompt, fresh_hook_failures
+from tests.hook_support import chain_prompt
 from tests.panel.panel_support import RecordingPublisher, cgroup_v2_tree, panel_app
 from tests.standin_executor import StandInNode, make_execution_module
 
@@ -373,14 +373,11 @@ FAULTS = (
 
 
 @pytest.fixture(autouse=True)
-def fresh_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
-    monkeypatch.setattr(hook_patch, "hook_failures", fresh_hook_failures())
+def fresh_receiver_failures(fresh_hook_state: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Receivers' failures counted afresh, so each fault's receiver is logged and counted in its own test."""
     receiver_failures = Failures(signals.logger, "receiver {kind}; ComfyUI goes on")
     monkeypatch.setattr(signals, "receiver_failures", receiver_failures)
     monkeypatch.setattr(hook_patch, "receiver_failures", receiver_failures)
-    yield
-    auto.uninstall()
 
 
 @pytest.fixture(scope="module")
