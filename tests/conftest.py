@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import types
 from collections.abc import Callable, Iterator
@@ -20,6 +21,15 @@ from tests.fake_nvml import FakeGpu, make_fake_pynvml
 from tests.hook_support import fresh_hook_failures
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="session")
+def ctrl_c_reaches_subprocesses() -> None:
+    """Tests stop ``serve`` and ComfyUI with SIGINT, as Ctrl+C does; a shell that starts the tests in the
+    background (``.ci/run &``) makes them ignore SIGINT, and children inherit an ignored signal across ``exec``.
+    Taking SIGINT back in this process lets the children start with its default action."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class FakeClock:
