@@ -220,18 +220,21 @@ class Engine:
     ) -> Outcome:
         """Pressure: the guard, then the mode and its escalation. Routine: the cooldown, then the mode."""
         vram_threshold = None if thresholds is None else thresholds.vram_percent
+        ram_threshold = None if thresholds is None else thresholds.ram_percent
         if trigger.pressure:
             self._signal_pressure(trigger, snapshot)
             held = self.guard.hold_reason(snapshot, trigger.pressure, MODE_STRENGTH[mode])
             if held is not None:
                 self._hold(trigger, held)
                 return Outcome(False, held, snapshot, held_back=True)
-            record = self._optimize(mode, MODE_ACTIONS[mode], trigger, snapshot, vram_threshold, thresholds)
+            record = self._optimize(
+                mode, MODE_ACTIONS[mode], trigger, snapshot, vram_threshold, thresholds, ram_threshold
+            )
             return Outcome(True, trigger.reason, record.after, record)
         remaining = self.cooldown_remaining(0.0 if thresholds is None else thresholds.cooldown_seconds)
         if remaining > 0:
             return Outcome(False, f"cooldown: {remaining:.1f} s left", snapshot, None, remaining)
-        record = self._optimize(mode, MODE_ACTIONS[mode], trigger, snapshot, vram_threshold, None)
+        record = self._optimize(mode, MODE_ACTIONS[mode], trigger, snapshot, vram_threshold, None, ram_threshold)
         return Outcome(True, trigger.reason, record.after, record)
 
     def _signal_pressure(self, trigger: Trigger, snapshot: MemorySnapshot) -> None:
@@ -255,11 +258,12 @@ class Engine:
         before: MemorySnapshot,
         vram_threshold: float | None,
         escalate_over: Thresholds | None,
+        ram_threshold: float | None = None,
     ) -> OptimizationRecord:
         """Runs ``steps``; then, while ``escalate_over`` still finds pressure, the escalation ladder's steps."""
         started_at = self._wall_clock()
         started = time.perf_counter()
-        context = ActionContext(before=before, vram_threshold=vram_threshold)
+        context = ActionContext(before, vram_threshold, ram_threshold, self.probe.read_ram)
         reports = []
         usage = self.probe.usage()  # each action's "after" is the next one's "before": measured once, not twice
         for action in steps:

@@ -50,7 +50,7 @@ def pressure_levels(snapshot: MemorySnapshot, ram_threshold: float, vram_thresho
     ram = snapshot.ram.percent
     if ram is not None and ram >= ram_threshold:
         levels.append(PressureLevel("RAM", ram, ram_threshold))
-    vram = snapshot.vram_percent
+    vram = snapshot.vram_pressure_percent
     if vram is not None and vram >= vram_threshold:
         levels.append(PressureLevel("VRAM", vram, vram_threshold))
     return tuple(levels)
@@ -84,9 +84,11 @@ class Thresholds:
 
     @classmethod
     def parse(
-        cls, ram: object, vram: object, cooldown: object, names: tuple[str, str, str] = (
-            "ram_threshold", "vram_threshold", "cooldown_seconds"
-        )
+        cls,
+        ram: object,
+        vram: object,
+        cooldown: object,
+        names: tuple[str, str, str] = ("ram_threshold", "vram_threshold", "cooldown_seconds"),
     ) -> Thresholds:
         """Checks raw values; the first bad one raises :class:`InvalidSetting` naming its field."""
         return cls(

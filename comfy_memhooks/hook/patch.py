@@ -26,8 +26,9 @@ from typing import Any
 from ..failures import Failures
 from ..signals import receiver_failures
 from .introspect import comfyui_version, parameter_positions, sync_or_async
+from .lifecycle import LifecycleListener, lifecycle_listener
 from .status import HookStatus
-from .tracker import NODE_PARAMETERS, BoundaryFunction, HeavyTest, PressureFlag, RescueFunction, Tracker
+from .tracker import NODE_PARAMETERS, BoundaryFunction, CachesSeen, HeavyTest, PressureFlag, RescueFunction, Tracker
 from .wrappers import Patch, find_ours, node_wrapper, prompt_wrapper
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class _Registry:
     lock: threading.RLock = field(default_factory=threading.RLock)
     node_patch: Patch | None = None
     prompt_patches: list[Patch] = field(default_factory=list)
+    lifecycle: LifecycleListener | None = None
     executor: str | None = None
     version: str | None = None
     reason: str | None = "not installed"
@@ -79,6 +81,7 @@ def install(
     rescue: RescueFunction | None = None,
     pressure: PressureFlag | None = None,
     boundary: BoundaryFunction | None = None,
+    caches_seen: CachesSeen | None = None,
 ) -> Callable[[], bool] | None:
     """Wraps ComfyUI's ``execution.execute`` (and ``PromptExecutor``) so every node and prompt sends signals.
 
@@ -92,6 +95,7 @@ def install(
         rescue: frees memory after a heavy node's out-of-memory failure, so it can run once more.
         pressure: its ``over`` says RAM is at or above its threshold; read before every node.
         boundary: called before a node starts while ``pressure.over`` holds, with the node's id and class.
+        caches_seen: told ComfyUI's ``CacheSet`` once per prompt (what asks ComfyUI's cache for RAM needs it).
 
     Returns:
         :func:`uninstall`, or ``None`` when ComfyUI was left untouched (the reason is in :func:`hook_status`).
@@ -115,8 +119,12 @@ def install(
             ours = dormant
         if ours is not None:
             _reactivate(ours, module, heavy, rescue, pressure, boundary)
+            ours.tracker.caches_seen = caches_seen or ours.tracker.caches_seen
             return uninstall
-        return _install_new(module, current, version, heavy, rescue, pressure, boundary)
+        installed = _install_new(module, current, version, heavy, rescue, pressure, boundary)
+        if _registry.node_patch is not None:
+            _registry.node_patch.tracker.caches_seen = caches_seen
+        return installed
 
 
 def _reactivate(
@@ -136,6 +144,9 @@ def _reactivate(
     ours.active = True
     executor_class = getattr(module, "PromptExecutor", None)
     patches = []
+    lifecycle = _registry.lifecycle
+    if lifecycle is not None and lifecycle.tracker is tracker and _listen(lifecycle):
+        executor_class = None  # prompt signals come from ComfyUI's lifecycle API: PromptExecutor stays as it is
     for name in PROMPT_METHODS:
         patch = find_ours(getattr(executor_class, name, None))
         if patch is None:
@@ -189,10 +200,14 @@ def _install_new(
         tracker.watch_pressure(pressure, boundary)
     node_patch = Patch(module, "execute", current, "execute" in vars(module), tracker)
     node_patch.wrapper = node_wrapper(node_patch, nature == "async")
-    executor_class = getattr(module, "PromptExecutor", None)
+    lifecycle = lifecycle_listener(module, tracker)
+    if lifecycle is not None and not _listen(lifecycle):
+        lifecycle = None
+    executor_class = None if lifecycle is not None else getattr(module, "PromptExecutor", None)
     prompt_patches = [
         patch for name in PROMPT_METHODS if (patch := _prompt_patch(executor_class, name, tracker, version)) is not None
     ]
+    _registry.lifecycle = lifecycle
     node_patch.apply()
     for patch in prompt_patches:
         patch.apply()
@@ -205,13 +220,28 @@ def _install_new(
         "comfy_memhooks: executor hook installed (%s, %s executor%s)",
         named,
         nature,
-        "" if prompt_patches else ", without prompt signals",
+        ", prompts from ComfyUI's lifecycle API" if lifecycle else "" if prompt_patches else ", without prompt signals",
     )
     return uninstall
 
 
+def _listen(lifecycle: LifecycleListener) -> bool:
+    """Registers the lifecycle listener with ComfyUI; ``False`` (and the ``PromptExecutor`` patch) when that fails."""
+    if lifecycle.active:
+        return True
+    try:
+        lifecycle.register()
+    except Exception as error:  # ComfyUI's registry refused it: the PromptExecutor patch gives the prompt signals.
+        lifecycle.active = False
+        hook_failures.record("registering for ComfyUI's prompt lifecycle", error)
+        return False
+    return True
+
+
 def _prompt_patch(executor_class: Any, name: str, tracker: Tracker, version: str | None) -> Patch | None:
     """A patch for ``PromptExecutor.<name>``, or ``None`` when it is absent or has no ``prompt_id``."""
+    if executor_class is None:
+        return None
     method = getattr(executor_class, name, None)
     if method is None:
         return None
@@ -240,6 +270,8 @@ def uninstall() -> bool:
     with _registry.lock:
         patches = [patch for patch in (_registry.node_patch, *_registry.prompt_patches) if patch is not None]
         restored = [patch.revert() for patch in patches]
+        if _registry.lifecycle is not None and _registry.lifecycle.active:
+            _registry.lifecycle.unregister()
         everything = all(restored)
         if not everything:
             logger.info(
@@ -260,6 +292,14 @@ def running_node() -> tuple[str, str] | None:
 def hook_status() -> HookStatus:
     node_patch = _registry.node_patch
     installed = node_patch is not None and node_patch.active
+    lifecycle = _registry.lifecycle
+    prompt_source = (
+        "lifecycle API"
+        if lifecycle is not None and lifecycle.active
+        else "PromptExecutor patch"
+        if any(patch.active for patch in _registry.prompt_patches)
+        else None
+    )
     return HookStatus(
         installed=installed,
         executor=_registry.executor if installed else None,
@@ -267,7 +307,8 @@ def hook_status() -> HookStatus:
         reason=None if installed else _registry.reason,
         receiver_errors=receiver_failures.count,
         last_error=receiver_failures.last_error,
-        prompt_signals=installed and any(patch.active for patch in _registry.prompt_patches),
+        prompt_signals=installed and prompt_source is not None,
+        prompt_source=prompt_source if installed else None,
         hook_errors=hook_failures.count,
         last_hook_error=hook_failures.last_error,
     )
