@@ -24,6 +24,8 @@ from ..probe.readings import GIB, MIB, RamReading, RamSource
 RAM_PRESSURE_CACHE = "RAMPressureCache"
 # RAMPressureCache.poll evicts until free RAM reaches the headroom times this (comfy_execution/caching.py).
 POLL_HYSTERESIS = 1.1
+# The least headroom above the host's free RAM: between our reading and the poll's, other processes move it.
+POLL_MARGIN_BYTES = 256 * MIB
 
 _caches: weakref.ReferenceType[Any] | None = None
 
@@ -70,14 +72,14 @@ def host_available_bytes() -> int:
 def poll_headroom_gb(ram: RamReading, target_available_bytes: int, host_available: int) -> float:
     """The ``ram_headroom`` that makes ``poll`` free what the container needs, though it reads the host's RAM.
 
-    Freed memory shows up in both readings alike, so the container's shortfall is added to the host's free RAM;
-    ``poll`` evicts until it reads the headroom times :data:`POLL_HYSTERESIS`, and returns at once unless the
-    headroom is above what it reads, so the headroom is never below the host's free RAM (plus 1 MiB).
+    Freed memory shows up in both readings alike, so the headroom is the host's free RAM plus the container's
+    shortfall: ``poll`` returns at once when it reads more free RAM than the headroom (so the shortfall, at least
+    :data:`POLL_MARGIN_BYTES`, is also what another process may free meanwhile without stopping it), and then evicts
+    until it reads the headroom times :data:`POLL_HYSTERESIS`. That hysteresis applies to the host's free RAM, so
+    on a large host it evicts more than the container needs, up to everything the cache holds.
     """
-    available = ram.available_bytes or 0
-    shortfall = max(target_available_bytes - available, 0)
-    headroom = max((host_available + shortfall) / POLL_HYSTERESIS, host_available + MIB)
-    return headroom / GIB
+    shortfall = max(target_available_bytes - (ram.available_bytes or 0), POLL_MARGIN_BYTES)
+    return (host_available + shortfall) / GIB
 
 
 def release(ram: RamReading, ram_threshold: float) -> tuple[str | None, str | None]:

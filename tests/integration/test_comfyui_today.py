@@ -9,12 +9,13 @@ cache providers when prompts start and end, so the hook listens there instead of
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.integration.comfyui_server import ComfyUI, running_comfyui, skip_reason
+from tests.integration.comfyui_server import ComfyUI, comfyui_dir, running_comfyui, skip_reason
 
 pytestmark = [
     pytest.mark.integration,
@@ -39,12 +40,22 @@ def _video_prompt(seed: int) -> dict[str, Any]:
     }
 
 
+def _checkout_version() -> tuple[int, ...]:
+    """The checkout's version, read before starting it: 0.3.44 refuses ``--cache-ram``."""
+    directory = comfyui_dir()
+    assert directory is not None
+    text = (directory / "comfyui_version.py").read_text(encoding="utf-8")
+    match = re.search(r"__version__\s*=\s*[\"']([\d.]+)", text)
+    assert match is not None
+    return tuple(int(part) for part in match.group(1).split(".")[:3])
+
+
 @pytest.fixture(scope="module")
 def cache_ram() -> Iterator[ComfyUI]:
+    if _checkout_version() < (0, 8, 0):
+        pytest.skip("this ComfyUI has no RAM-pressure cache (--cache-ram came in 0.8)")
     # A headroom of 10 MB: ComfyUI's own poll, reading the host's free RAM, never evicts on this machine.
     with running_comfyui(settings=ASK_THE_CACHE, arguments=("--cache-ram", "0.01")) as server:
-        if _version(server) < (0, 8, 0):
-            pytest.skip(f"ComfyUI {server.version()} has no RAM-pressure cache (--cache-ram came in 0.8)")
         yield server
 
 
