@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+
 def _import_pynvml() -> ModuleType:
     return importlib.import_module("pynvml")
 
