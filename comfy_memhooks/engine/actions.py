@@ -324,6 +324,11 @@ MODEL_FREE_ACTIONS: tuple[Action, ...] = (GC_COLLECT, MALLOC_TRIM)
 """The cleanup at a node boundary and from the watchdog under RAM pressure: garbage collection and returning the
 heap to the system. No model is unloaded and no CUDA call is made, so it is safe from any thread."""
 
+BOUNDARY_ACTIONS: tuple[Action, ...] = (*MODEL_FREE_ACTIONS, COMFY_CACHE_RELEASE)
+"""The cleanup before a node under RAM pressure, in ComfyUI's worker thread: the model-free cleanup, then, when RAM
+is still over its threshold, ComfyUI's output cache asked for RAM (between nodes, where ComfyUI polls it itself).
+Never from the watchdog's thread: ComfyUI's cache is not safe to touch while a node runs."""
+
 
 def escalation_ladder(mode: Mode) -> list[tuple[Mode, tuple[Action, ...]]]:
     """The steps tried, in order, when ``mode`` left usage over a threshold.
