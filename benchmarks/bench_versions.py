@@ -8,9 +8,11 @@ then, round after round, each times a chain of 300 ``ImageInvert`` nodes on an 8
 and off (ComfyUI's own ``execution_start`` to ``execution_success`` timestamps). It prints, per version, the
 medians, the on/off ratio and the cost added per node, then the ratio of the two versions' added costs.
 
-On a ComfyUI with the prompt lifecycle API (0.18) the hook registers a cache provider to hear prompts start and
-end; ComfyUI then builds a cache context (the cache key serialized and hashed) for every output it stores. So a
-third condition there, the hook off with a provider that caches nothing registered, shows that cost alone.
+ComfyUI 0.18 tells registered cache providers when prompts start and end (its prompt lifecycle API). A third
+condition there, the hook off with a provider that caches nothing registered, shows what using that API would
+cost: with any provider registered, ComfyUI serializes and hashes the cache key (which holds every ancestor's
+inputs) of each output it stores and each lookup it misses. That cost is why the hook patches ``PromptExecutor``
+for its prompt signals on every version instead.
 """
 
 from __future__ import annotations
@@ -55,7 +57,6 @@ def main() -> None:
     servers = [_start(spec) for spec in arguments.comfyui]
     try:
         versions = [server.get("/memhooks_test/status")["comfyui_version"] for server in servers]
-        sources = [server.get("/memhooks_test/status")["prompt_source"] for server in servers]
         conditions = [["on", "off", *(["provider only"] if _has_providers(server) else [])] for server in servers]
         times: dict[tuple[int, str], list[float]] = {}
         color = 0
@@ -84,7 +85,7 @@ def main() -> None:
         per_node = (on - off) / arguments.nodes * 1000
         added.append(per_node)
         report(
-            f"ComfyUI {version} (prompts from {sources[index]}): {arguments.nodes} nodes, {arguments.rounds} runs: "
+            f"ComfyUI {version}: {arguments.nodes} nodes, {arguments.rounds} runs: "
             f"hook on {on:.0f} ms, off {off:.0f} ms (medians), ratio {on / off:.3f}, paired {paired:.3f}; "
             f"added per node {per_node:.1f} µs"
         )

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from comfy_memhooks import hook
 from comfy_memhooks.engine.comfy_cache import (
     POLL_MARGIN_BYTES,
     cache_notice,
@@ -22,12 +23,15 @@ from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.pressure import Thresholds
 from comfy_memhooks.engine.report import detailed_report, status_line
+from comfy_memhooks.hook import patch as hook_patch
 from comfy_memhooks.hook.oom import is_out_of_memory
 from comfy_memhooks.panel.payloads import comfyui_json, serialize
 from comfy_memhooks.probe.dynamic_vram import read_dynamic_vram
 from comfy_memhooks.probe.readings import GIB, RamReading, RamSource
 from tests.fake_nvml import FakeGpu
+from tests.hook_support import chain_prompt, fresh_hook_failures
 from tests.standin_aimdo import install_aimdo
+from tests.standin_executor import StandInNode, make_execution_module
 
 torch = pytest.importorskip("torch")
 
@@ -208,3 +212,19 @@ def test_the_cache_is_remembered_weakly() -> None:
     assert output_cache() == "the outputs"
     del caches
     assert output_cache() is None
+
+
+def test_the_hook_tells_comfyuis_caches_once_per_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
+    monkeypatch.setattr(hook_patch, "hook_failures", fresh_hook_failures())
+    module = make_execution_module("async11", {"Const": StandInNode(lambda x: x)})
+    seen: list[object] = []
+    hook.install(module, heavy=lambda name: False, caches_seen=seen.append)
+    try:
+        executor = module.PromptExecutor()
+        prompt, order = chain_prompt("Const", "Const", "Const")
+        executor.execute(prompt, "p-1", {}, order)
+        executor.execute(prompt, "p-2", {}, order)
+    finally:
+        hook.uninstall()
+    assert seen == [executor.caches, executor.caches]

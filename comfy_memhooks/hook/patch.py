@@ -26,7 +26,6 @@ from typing import Any
 from ..failures import Failures
 from ..signals import receiver_failures
 from .introspect import comfyui_version, parameter_positions, sync_or_async
-from .lifecycle import LifecycleListener, lifecycle_listener
 from .status import HookStatus
 from .tracker import NODE_PARAMETERS, BoundaryFunction, CachesSeen, HeavyTest, PressureFlag, RescueFunction, Tracker
 from .wrappers import Patch, find_ours, node_wrapper, prompt_wrapper
@@ -45,7 +44,6 @@ class _Registry:
     lock: threading.RLock = field(default_factory=threading.RLock)
     node_patch: Patch | None = None
     prompt_patches: list[Patch] = field(default_factory=list)
-    lifecycle: LifecycleListener | None = None
     executor: str | None = None
     version: str | None = None
     reason: str | None = "not installed"
@@ -122,7 +120,7 @@ def install(
             ours.tracker.caches_seen = caches_seen or ours.tracker.caches_seen
             return uninstall
         installed = _install_new(module, current, version, heavy, rescue, pressure, boundary)
-        if _registry.node_patch is not None:
+        if installed is not None and _registry.node_patch is not None:
             _registry.node_patch.tracker.caches_seen = caches_seen
         return installed
 
@@ -144,9 +142,6 @@ def _reactivate(
     ours.active = True
     executor_class = getattr(module, "PromptExecutor", None)
     patches = []
-    lifecycle = _registry.lifecycle
-    if lifecycle is not None and lifecycle.tracker is tracker and _listen(lifecycle):
-        executor_class = None  # prompt signals come from ComfyUI's lifecycle API: PromptExecutor stays as it is
     for name in PROMPT_METHODS:
         patch = find_ours(getattr(executor_class, name, None))
         if patch is None:
@@ -200,14 +195,10 @@ def _install_new(
         tracker.watch_pressure(pressure, boundary)
     node_patch = Patch(module, "execute", current, "execute" in vars(module), tracker)
     node_patch.wrapper = node_wrapper(node_patch, nature == "async")
-    lifecycle = lifecycle_listener(module, tracker)
-    if lifecycle is not None and not _listen(lifecycle):
-        lifecycle = None
-    executor_class = None if lifecycle is not None else getattr(module, "PromptExecutor", None)
+    executor_class = getattr(module, "PromptExecutor", None)
     prompt_patches = [
         patch for name in PROMPT_METHODS if (patch := _prompt_patch(executor_class, name, tracker, version)) is not None
     ]
-    _registry.lifecycle = lifecycle
     node_patch.apply()
     for patch in prompt_patches:
         patch.apply()
@@ -220,28 +211,13 @@ def _install_new(
         "comfy_memhooks: executor hook installed (%s, %s executor%s)",
         named,
         nature,
-        ", prompts from ComfyUI's lifecycle API" if lifecycle else "" if prompt_patches else ", without prompt signals",
+        "" if prompt_patches else ", without prompt signals",
     )
     return uninstall
 
 
-def _listen(lifecycle: LifecycleListener) -> bool:
-    """Registers the lifecycle listener with ComfyUI; ``False`` (and the ``PromptExecutor`` patch) when that fails."""
-    if lifecycle.active:
-        return True
-    try:
-        lifecycle.register()
-    except Exception as error:  # ComfyUI's registry refused it: the PromptExecutor patch gives the prompt signals.
-        lifecycle.active = False
-        hook_failures.record("registering for ComfyUI's prompt lifecycle", error)
-        return False
-    return True
-
-
 def _prompt_patch(executor_class: Any, name: str, tracker: Tracker, version: str | None) -> Patch | None:
     """A patch for ``PromptExecutor.<name>``, or ``None`` when it is absent or has no ``prompt_id``."""
-    if executor_class is None:
-        return None
     method = getattr(executor_class, name, None)
     if method is None:
         return None
@@ -270,8 +246,6 @@ def uninstall() -> bool:
     with _registry.lock:
         patches = [patch for patch in (_registry.node_patch, *_registry.prompt_patches) if patch is not None]
         restored = [patch.revert() for patch in patches]
-        if _registry.lifecycle is not None and _registry.lifecycle.active:
-            _registry.lifecycle.unregister()
         everything = all(restored)
         if not everything:
             logger.info(
@@ -292,14 +266,6 @@ def running_node() -> tuple[str, str] | None:
 def hook_status() -> HookStatus:
     node_patch = _registry.node_patch
     installed = node_patch is not None and node_patch.active
-    lifecycle = _registry.lifecycle
-    prompt_source = (
-        "lifecycle API"
-        if lifecycle is not None and lifecycle.active
-        else "PromptExecutor patch"
-        if any(patch.active for patch in _registry.prompt_patches)
-        else None
-    )
     return HookStatus(
         installed=installed,
         executor=_registry.executor if installed else None,
@@ -307,8 +273,7 @@ def hook_status() -> HookStatus:
         reason=None if installed else _registry.reason,
         receiver_errors=receiver_failures.count,
         last_error=receiver_failures.last_error,
-        prompt_signals=installed and prompt_source is not None,
-        prompt_source=prompt_source if installed else None,
+        prompt_signals=installed and any(patch.active for patch in _registry.prompt_patches),
         hook_errors=hook_failures.count,
         last_hook_error=hook_failures.last_error,
     )

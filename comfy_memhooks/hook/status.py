@@ -19,8 +19,6 @@ class HookStatus:
         prompt_signals: ``PromptExecutor`` is wrapped too, so prompt started/finished fire.
         hook_errors: failures of the hook's own code, contained, since start-up.
         last_hook_error: the latest of those, in words.
-        prompt_source: where the prompt signals come from: ``"lifecycle API"`` (ComfyUI's own, 0.18 and later)
-            or ``"PromptExecutor patch"``; ``None`` without prompt signals.
     """
 
     installed: bool
@@ -32,4 +30,3 @@ class HookStatus:
     prompt_signals: bool = False
     hook_errors: int = 0
     last_hook_error: str | None = None
-    prompt_source: str | None = None

@@ -324,22 +324,11 @@ class Tracker:
         """The prompt's run, or ``None`` for the inner call (``execute`` runs ``execute_async``) or on failure."""
         try:
             prompt_id = _argument(args, kwargs, prompt_at, "prompt_id")
-        except Exception as error:  # no prompt signals for this prompt; the prompt itself runs unchanged.
-            self.failures.record("starting a prompt", error)
-            return None
-        return self.start_prompt(prompt_id, args[0] if args else None)
-
-    def start_prompt(self, prompt_id: Any, executor: Any) -> PromptRun | None:
-        """Sends prompt_started, once per prompt: from the ``PromptExecutor`` patch or ComfyUI's lifecycle API.
-
-        ``executor`` is ComfyUI's ``PromptExecutor`` when known (its ``success`` settles the verdict), else ``None``.
-        """
-        try:
             if prompt_id in self._active_prompts:
                 return None
             self._active_prompts.add(prompt_id)
             self._reset(prompt_id)
-            run = PromptRun(prompt_id, executor, time.perf_counter())
+            run = PromptRun(prompt_id, args[0] if args else None, time.perf_counter())
             signals.send_safely(signals.prompt_started, prompt_id, prompt_id=prompt_id)
             return run
         except Exception as error:  # no prompt signals for this prompt; the prompt itself runs unchanged.
