@@ -4,8 +4,10 @@ ComfyUI keeps every node's outputs in its own cache. With ``--cache-ram`` (0.8 a
 ``RAMPressureCache``, whose ``poll(ram_headroom=GB)`` evicts cached outputs while the free RAM it reads is below
 the headroom; ComfyUI calls it after every node. It reads ``psutil.virtual_memory().available``, the host's free
 RAM: inside a container with a limit it does not see the limit, and never evicts before the kernel kills the
-process. Later releases add ``comfy.memory_management.extra_ram_release(...)``. The other caches (the classic
-one, ``--cache-lru``, ``--cache-none``) have nothing to ask; they are left alone.
+process. Later releases add ``comfy.memory_management.extra_ram_release(...)`` (not in 0.18.2, the newest
+ComfyUI checked here: when it takes an argument it is given the shortfall in bytes, and its answer is reported as
+it comes). The other caches (the classic one, ``--cache-lru``, ``--cache-none``) have nothing to ask; they are
+left alone.
 
 The executor hook remembers the running prompt's caches (:func:`remember_caches`), weakly: ComfyUI replaces them
 when it resets, and a strong reference would keep every output of the old ones alive.
