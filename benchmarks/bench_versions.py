@@ -5,14 +5,15 @@
 Each argument is a ComfyUI checkout, optionally followed by ``:`` and a folder put first on its ``PYTHONPATH`` (its
 frontend packages); ``COMFYUI_PYTHON`` is the Python that runs them. Both servers are started and kept running;
 then, round after round, each times a chain of 300 ``ImageInvert`` nodes on an 8x8 ``EmptyImage`` with the hook on
-and off (ComfyUI's own ``execution_start`` to ``execution_success`` timestamps). It prints, per version, the
-medians, the on/off ratio and the cost added per node, then the ratio of the two versions' added costs.
+and off, in alternating order (ComfyUI's own ``execution_start`` to ``execution_success`` timestamps). It prints,
+per version, the medians, the on/off ratio and the cost added per node, then the ratio of the two versions' added
+costs.
 
-ComfyUI 0.18 tells registered cache providers when prompts start and end (its prompt lifecycle API). A third
-condition there, the hook off with a provider that caches nothing registered, shows what using that API would
-cost: with any provider registered, ComfyUI serializes and hashes the cache key (which holds every ancestor's
-inputs) of each output it stores and each lookup it misses. That cost is why the hook patches ``PromptExecutor``
-for its prompt signals on every version instead.
+ComfyUI 0.18 tells registered cache providers when prompts start and end (its prompt lifecycle API). With
+``--provider``, a third condition there, the hook off with a provider that caches nothing registered, shows what
+using that API would cost: with any provider registered, ComfyUI serializes and hashes the cache key (which holds
+every ancestor's inputs) of each output it stores and each lookup it misses. That cost is why the hook patches
+``PromptExecutor`` for its prompt signals on every version instead.
 """
 
 from __future__ import annotations
@@ -53,18 +54,26 @@ def main() -> None:
     parser.add_argument("comfyui", nargs=2, help="DIR[:EXTRA_PYTHONPATH] of each ComfyUI")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--nodes", type=int, default=300)
+    parser.add_argument(
+        "--provider", action="store_true", help="also time a cache provider that caches nothing (0.18; slow)"
+    )
     arguments = parser.parse_args()
     servers = [_start(spec) for spec in arguments.comfyui]
     try:
         versions = [server.get("/memhooks_test/status")["comfyui_version"] for server in servers]
-        conditions = [["on", "off", *(["provider only"] if _has_providers(server) else [])] for server in servers]
+        conditions = [
+            ["on", "off", *(["provider only"] if arguments.provider and _has_providers(server) else [])]
+            for server in servers
+        ]
         times: dict[tuple[int, str], list[float]] = {}
         color = 0
         for server in servers:
             server.run(_chain(arguments.nodes, color))  # warm up
-        for _ in range(arguments.rounds):
+        for round_number in range(arguments.rounds):
             for index, server in enumerate(servers):
-                for condition in conditions[index]:
+                # Every other round in the opposite order: what runs first after a switch pays no toll of its own.
+                order = conditions[index] if round_number % 2 == 0 else conditions[index][::-1]
+                for condition in order:
                     server.post("/memhooks_test/hook", {"installed": condition == "on"})
                     if condition == "provider only":
                         server.post("/memhooks_test/provider", {"registered": True})
