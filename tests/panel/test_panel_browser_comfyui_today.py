@@ -42,18 +42,22 @@ async def test_dynamic_vram_is_said_with_its_headroom_and_what_the_threshold_rea
     serve: Callable[..., Awaitable[Served]],  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # 20 of 80 GB in use, 16 GB of it evictable on demand: the VRAM threshold reads 5%.
-    install_aimdo(monkeypatch, resident=18 * GIB, evictable=16 * GIB, headroom=GIB)
-    served = await serve(fake_gpu_engine(used_gib=20.0))
+    # 76 of 80 GB in use (95%, over the 85% threshold), 60 GB of it evictable on demand: the threshold reads 20%.
+    install_aimdo(monkeypatch, resident=70 * GIB, evictable=60 * GIB, headroom=GIB)
+    served = await serve(fake_gpu_engine(used_gib=76.0))
     status = await served.goto_panel()
     assert status["comfyui"]["dynamic_vram"] == "dynamic VRAM on, headroom 1GB"
-    assert status["snapshot"]["vram_pressure_percent"] == pytest.approx(5.0)
+    assert status["snapshot"]["vram_pressure_percent"] == pytest.approx(20.0)
     line = served.page.locator('[data-role="dynamic-vram"]')
     await line.wait_for()
     assert await line.text_content() == (
-        "dynamic VRAM on, headroom 1GB · the VRAM threshold reads what cannot be evicted: 5%"
+        "dynamic VRAM on, headroom 1GB · the VRAM threshold reads what cannot be evicted: 20%"
     )
     assert await served.page.locator('[data-role="comfy-cache"]').is_hidden()
+    # The bar shows the device as it is; its colour, what the threshold reads.
+    gauge = served.page.locator('[data-role="gauge-gpu"][data-key="gpu-0"]')
+    assert float(await gauge.get_attribute("data-percent")) == 95.0
+    assert await gauge.get_attribute("data-level") == "ok"  # red without dynamic VRAM: 95% >= 85%
 
 
 async def test_in_a_container_the_panel_says_comfyuis_ram_cache_reads_the_host(
