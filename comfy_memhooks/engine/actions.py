@@ -334,9 +334,10 @@ def escalation_ladder(mode: Mode) -> list[tuple[Mode, tuple[Action, ...]]]:
     """The steps tried, in order, when ``mode`` left usage over a threshold.
 
     Each step is the next stronger mode's actions that ``mode`` did not run and that unload no model:
-    Conservative climbs to Balanced's (``malloc_trim``, the CUDA cache releases) and then to Aggressive's
-    (garbage collection until stable); Balanced to Aggressive's; Aggressive has nowhere to go. Models are
-    unloaded only where the mode asked for is Aggressive (or Balanced's unloading down to the VRAM threshold).
+    Conservative climbs to Balanced's (ComfyUI's output cache asked for RAM, ``malloc_trim``, the CUDA cache
+    releases) and then to Aggressive's (garbage collection until stable); Balanced to Aggressive's; Aggressive has
+    nowhere to go. Models are unloaded only where the mode asked for is Aggressive (or Balanced's unloading down
+    to the VRAM threshold).
     """
     ran = {action.name for action in MODE_ACTIONS[mode]}
     ladder = []
