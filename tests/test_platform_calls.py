@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from comfy_memhooks.engine import heap
+from comfy_memhooks.engine.actions import NOT_IN_COMFYUI
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
@@ -104,6 +105,7 @@ def test_the_model_free_cleanup_runs_without_a_trim_function(
     assert [(a.name, a.skipped_reason) for a in outcome.record.actions] == [
         ("gc_collect", None),
         ("malloc_trim", heap.NO_MALLOC_TRIM),
+        ("comfy_cache_release", NOT_IN_COMFYUI),  # before a node, ComfyUI's cache comes next; here there is none
     ]
 
 

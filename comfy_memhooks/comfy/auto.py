@@ -18,13 +18,15 @@ from types import ModuleType
 from typing import Any
 
 from .. import hook, signals
+from ..engine.comfy_cache import remember_caches
 from ..engine.core import Engine, Outcome, get_engine
 from ..engine.history import Trigger, TriggerKind
 from ..engine.modes import Mode
 from ..engine.pressure import PressureGauge
 from ..engine.settings import SettingsStore, When, get_settings_store
 from ..engine.watchdog import PressureWatchdog
-from ..hook.tracker import NodeCall, RetryReport
+from ..hook.runs import NodeCall
+from ..hook.tracker import RetryReport
 from .heavy import HeavyNodeIndex
 
 logger = logging.getLogger(__name__)
@@ -188,6 +190,7 @@ def _install_hook(execution_module: ModuleType | None, optimizer: AutoOptimizer)
         rescue=optimizer.rescue,
         pressure=optimizer.gauge,
         boundary=optimizer.at_boundary,
+        caches_seen=remember_caches,
     )
 
 

@@ -17,7 +17,8 @@ from types import ModuleType
 from typing import Any
 
 from ..probe.backends import loaded_torch, torch_backend
-from ..probe.readings import GIB, GpuBackend, MemorySnapshot
+from ..probe.readings import GIB, GpuBackend, MemorySnapshot, RamReading
+from .comfy_cache import release as release_comfy_cache
 from .heap import find_heap_release
 from .modes import MODE_STRENGTH, Mode
 
@@ -45,10 +46,15 @@ class ActionContext:
     Attributes:
         before: the snapshot taken when the optimization started.
         vram_threshold: the VRAM percentage to get back under, when the caller has one.
+        ram_threshold: the RAM percentage to get back under, when the caller has one.
+        read_ram: reads RAM now: what the actions before this one left is what an action that asks ComfyUI's
+            cache for memory must judge.
     """
 
     before: MemorySnapshot
     vram_threshold: float | None
+    ram_threshold: float | None = None
+    read_ram: Callable[[], RamReading] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +161,7 @@ def _comfy_free_memory_to_threshold(context: ActionContext) -> ActionOutcome:
         return ActionOutcome(skipped_reason="torch is not loaded in this process")
     done = []
     for gpu in context.before.gpus:
-        percent = gpu.percent
+        percent = context.before.gpu_pressure_percent(gpu)  # under dynamic VRAM, what cannot be evicted on demand
         if percent is None or gpu.total_bytes is None or percent < context.vram_threshold:
             continue
         # ComfyUI unloads until the device's free memory exceeds memory_required.
@@ -168,6 +174,16 @@ def _comfy_free_memory_to_threshold(context: ActionContext) -> ActionOutcome:
     if not done:
         return ActionOutcome(skipped_reason=f"VRAM is under the {context.vram_threshold:g}% threshold")
     return ActionOutcome(detail="; ".join(done))
+
+
+def _comfy_cache_release(context: ActionContext) -> ActionOutcome:
+    """Asks ComfyUI's output cache for RAM while RAM is still over its threshold, before any model is unloaded."""
+    if comfy_model_management() is None:
+        return ActionOutcome(skipped_reason=NOT_IN_COMFYUI)
+    if context.ram_threshold is None or context.read_ram is None:
+        return ActionOutcome(skipped_reason="no RAM threshold was given")
+    detail, skipped = release_comfy_cache(context.read_ram(), context.ram_threshold)
+    return ActionOutcome(detail=detail, skipped_reason=skipped)
 
 
 def _comfy_unload_all_models(_: ActionContext) -> ActionOutcome:
@@ -255,6 +271,12 @@ MALLOC_TRIM = Action(
     "freed heap back to the system: glibc `malloc_trim(0)`, macOS `malloc_zone_pressure_relief`, Windows `_heapmin`",
     _malloc_trim,
 )
+COMFY_CACHE_RELEASE = Action(
+    "comfy_cache_release",
+    "ComfyUI's output cache asked for RAM while RAM is over its threshold (`extra_ram_release`, or the RAM-pressure "
+    "cache's `poll` with a target read from the container's limit)",
+    _comfy_cache_release,
+)
 COMFY_UNLOAD_ALL_MODELS = Action(
     "comfy_unload_all_models", "ComfyUI's `unload_all_models()`", _comfy_unload_all_models, unloads_models=True
 )
@@ -269,14 +291,17 @@ RELEASE_REACTOR_CACHES = Action(
 _CONSERVATIVE = (GC_COLLECT, CUDA_EMPTY_CACHE)
 _BALANCED = (
     GC_COLLECT,
+    COMFY_CACHE_RELEASE,
     COMFY_FREE_MEMORY_TO_THRESHOLD,
     CUDA_EMPTY_CACHE,
     CUDA_IPC_COLLECT,
     COMFY_SOFT_EMPTY_CACHE,
     MALLOC_TRIM,
 )
-# Models go first, so the collections and cache releases that follow can reclaim what they held.
+# ComfyUI's cache is asked first (its own poll collects garbage first; nothing is reloaded from disk for it); then
+# models go, so the collections and cache releases that follow can reclaim what they held.
 _AGGRESSIVE = (
+    COMFY_CACHE_RELEASE,
     RELEASE_REACTOR_CACHES,
     COMFY_UNLOAD_ALL_MODELS,
     GC_COLLECT_UNTIL_STABLE,
@@ -299,14 +324,20 @@ MODEL_FREE_ACTIONS: tuple[Action, ...] = (GC_COLLECT, MALLOC_TRIM)
 """The cleanup at a node boundary and from the watchdog under RAM pressure: garbage collection and returning the
 heap to the system. No model is unloaded and no CUDA call is made, so it is safe from any thread."""
 
+BOUNDARY_ACTIONS: tuple[Action, ...] = (*MODEL_FREE_ACTIONS, COMFY_CACHE_RELEASE)
+"""The cleanup before a node under RAM pressure, in ComfyUI's worker thread: the model-free cleanup, then, when RAM
+is still over its threshold, ComfyUI's output cache asked for RAM (between nodes, where ComfyUI polls it itself).
+Never from the watchdog's thread: ComfyUI's cache is not safe to touch while a node runs."""
+
 
 def escalation_ladder(mode: Mode) -> list[tuple[Mode, tuple[Action, ...]]]:
     """The steps tried, in order, when ``mode`` left usage over a threshold.
 
     Each step is the next stronger mode's actions that ``mode`` did not run and that unload no model:
-    Conservative climbs to Balanced's (``malloc_trim``, the CUDA cache releases) and then to Aggressive's
-    (garbage collection until stable); Balanced to Aggressive's; Aggressive has nowhere to go. Models are
-    unloaded only where the mode asked for is Aggressive (or Balanced's unloading down to the VRAM threshold).
+    Conservative climbs to Balanced's (ComfyUI's output cache asked for RAM, ``malloc_trim``, the CUDA cache
+    releases) and then to Aggressive's (garbage collection until stable); Balanced to Aggressive's; Aggressive has
+    nowhere to go. Models are unloaded only where the mode asked for is Aggressive (or Balanced's unloading down
+    to the VRAM threshold).
     """
     ran = {action.name for action in MODE_ACTIONS[mode]}
     ladder = []

@@ -19,6 +19,7 @@ from ..failures import Failures
 from ..probe.memory import MemoryProbe
 from ..probe.readings import MemorySnapshot
 from .actions import (
+    BOUNDARY_ACTIONS,
     MODE_ACTIONS,
     MODEL_FREE_ACTIONS,
     Action,
@@ -183,11 +184,12 @@ class Engine:
     ) -> Outcome | None:
         """The model-free cleanup under RAM pressure, at a node boundary or from the watchdog.
 
-        Runs :data:`actions.MODEL_FREE_ACTIONS` when RAM is at or above ``ram_threshold`` and the effectiveness
-        guard lets it. ``snapshot`` is a reading the caller already took (the watchdog's RAM-only one); a full
-        one is taken for the record when the cleanup runs. ``quiet`` is the watchdog's way: it does not wait for
-        the engine (``None`` when another optimization runs, which is already doing the work), cleans up only
-        when usage grew since the last one, and a hold is neither counted nor signalled (it would be, several
+        Runs :data:`actions.MODEL_FREE_ACTIONS` (at a boundary :data:`actions.BOUNDARY_ACTIONS`, which then asks
+        ComfyUI's output cache for RAM when that was not enough) when RAM is at or above ``ram_threshold`` and the
+        effectiveness guard lets it. ``snapshot`` is a reading the caller already took (the watchdog's RAM-only
+        one); a full one is taken for the record when the cleanup runs. ``quiet`` is the watchdog's way: it does
+        not wait for the engine (``None`` when another optimization runs, which is already doing the work), cleans
+        up only when usage grew since the last one, and a hold is neither counted nor signalled (it would be, several
         times a second).
         """
         if not self._lock.acquire(blocking=not quiet):
@@ -210,7 +212,8 @@ class Engine:
                 return Outcome(False, held, snapshot, held_back=True)
             self._signal_pressure(trigger, snapshot)
             before = snapshot if given is None else self.probe.snapshot()
-            record = self._optimize(None, MODEL_FREE_ACTIONS, trigger, before, None, None)
+            steps = BOUNDARY_ACTIONS if kind is TriggerKind.BOUNDARY else MODEL_FREE_ACTIONS
+            record = self._optimize(None, steps, trigger, before, None, None, ram_threshold)
             return Outcome(True, reason, record.after, record)
         finally:
             self._lock.release()
@@ -220,18 +223,21 @@ class Engine:
     ) -> Outcome:
         """Pressure: the guard, then the mode and its escalation. Routine: the cooldown, then the mode."""
         vram_threshold = None if thresholds is None else thresholds.vram_percent
+        ram_threshold = None if thresholds is None else thresholds.ram_percent
         if trigger.pressure:
             self._signal_pressure(trigger, snapshot)
             held = self.guard.hold_reason(snapshot, trigger.pressure, MODE_STRENGTH[mode])
             if held is not None:
                 self._hold(trigger, held)
                 return Outcome(False, held, snapshot, held_back=True)
-            record = self._optimize(mode, MODE_ACTIONS[mode], trigger, snapshot, vram_threshold, thresholds)
+            record = self._optimize(
+                mode, MODE_ACTIONS[mode], trigger, snapshot, vram_threshold, thresholds, ram_threshold
+            )
             return Outcome(True, trigger.reason, record.after, record)
         remaining = self.cooldown_remaining(0.0 if thresholds is None else thresholds.cooldown_seconds)
         if remaining > 0:
             return Outcome(False, f"cooldown: {remaining:.1f} s left", snapshot, None, remaining)
-        record = self._optimize(mode, MODE_ACTIONS[mode], trigger, snapshot, vram_threshold, None)
+        record = self._optimize(mode, MODE_ACTIONS[mode], trigger, snapshot, vram_threshold, None, ram_threshold)
         return Outcome(True, trigger.reason, record.after, record)
 
     def _signal_pressure(self, trigger: Trigger, snapshot: MemorySnapshot) -> None:
@@ -255,11 +261,12 @@ class Engine:
         before: MemorySnapshot,
         vram_threshold: float | None,
         escalate_over: Thresholds | None,
+        ram_threshold: float | None = None,
     ) -> OptimizationRecord:
         """Runs ``steps``; then, while ``escalate_over`` still finds pressure, the escalation ladder's steps."""
         started_at = self._wall_clock()
         started = time.perf_counter()
-        context = ActionContext(before=before, vram_threshold=vram_threshold)
+        context = ActionContext(before, vram_threshold, ram_threshold, self.probe.read_ram)
         reports = []
         usage = self.probe.usage()  # each action's "after" is the next one's "before": measured once, not twice
         for action in steps:

@@ -50,7 +50,7 @@ def pressure_levels(snapshot: MemorySnapshot, ram_threshold: float, vram_thresho
     ram = snapshot.ram.percent
     if ram is not None and ram >= ram_threshold:
         levels.append(PressureLevel("RAM", ram, ram_threshold))
-    vram = snapshot.vram_percent
+    vram = snapshot.vram_pressure_percent
     if vram is not None and vram >= vram_threshold:
         levels.append(PressureLevel("VRAM", vram, vram_threshold))
     return tuple(levels)

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from ..probe.readings import GIB, GpuBackend, GpuProcess, GpuReading, MemorySnapshot, RamReading, RamSource
+from ..probe.readings import (
+    GIB,
+    DynamicVramReading,
+    GpuBackend,
+    GpuProcess,
+    GpuReading,
+    MemorySnapshot,
+    RamReading,
+    RamSource,
+)
 from ..profile.records import PromptProfile
 from .history import ActionReport, OptimizationRecord
 
@@ -55,7 +64,28 @@ def status_line(snapshot: MemorySnapshot) -> str:
             f"VRAM{gpu.index}{_backend_suffix(gpu)}: {_usage(gpu.used_bytes, gpu.total_bytes, gpu.percent)}"
             for gpu in snapshot.gpus
         )
+    if snapshot.dynamic_vram is not None:
+        parts.append(dynamic_vram_label(snapshot))
     return " | ".join(parts)
+
+
+def dynamic_vram_label(snapshot: MemorySnapshot) -> str:
+    """``dynamic VRAM on, headroom 1GB``: ComfyUI's allocator fills VRAM by design, so the figure above is not
+    pressure; ``n/a`` for a headroom comfy-aimdo did not report."""
+    dynamic = snapshot.dynamic_vram
+    if dynamic is None:
+        return "dynamic VRAM off"
+    return f"dynamic VRAM on, headroom {format_gb(dynamic.headroom_bytes)}"
+
+
+def _dynamic_vram_line(snapshot: MemorySnapshot, dynamic: DynamicVramReading) -> str:
+    pressure = snapshot.vram_pressure_percent
+    return (
+        f"Dynamic VRAM (comfy-aimdo) on GPU {dynamic.device_index}: headroom {format_gb(dynamic.headroom_bytes)}; "
+        f"it holds {format_gb(dynamic.resident_bytes)}, {format_gb(dynamic.evictable_bytes)} of it evictable on "
+        f"demand; the VRAM threshold reads what cannot be given back: "
+        f"{'n/a' if pressure is None else f'{pressure:.0f}%'}"
+    )
 
 
 def _ram_lines(ram: RamReading) -> list[str]:
@@ -177,6 +207,8 @@ def detailed_report(
         source = snapshot.gpu_source.value if snapshot.gpu_source else "n/a"
         backend = snapshot.gpu_backend
         lines.append(f"  (GPU figures from {source}, backend {backend.label if backend else 'n/a'})")
+        if snapshot.dynamic_vram is not None:
+            lines.append(_dynamic_vram_line(snapshot, snapshot.dynamic_vram))
     else:
         lines.append(f"VRAM: n/a — {snapshot.gpu_unavailable_reason}")
     if snapshot.processes is not None:

@@ -10,8 +10,12 @@ def is_out_of_memory(error: BaseException | None) -> bool:
 
     - ``MemoryError``, which numpy's ``_ArrayMemoryError`` ("Unable to allocate ...") subclasses;
     - ``torch.cuda.OutOfMemoryError``, when torch is loaded;
-    - ComfyUI's ``comfy.model_management.OOM_EXCEPTION``. Without CUDA ComfyUI sets it to ``Exception`` itself,
-      which would match every error, so only a narrower class counts.
+    - whatever ComfyUI's own ``comfy.model_management.is_oom(e)`` counts (ComfyUI 0.18 and later: also an
+      accelerator error that says it ran out of memory), so every error ComfyUI treats as OOM is rescued alike;
+    - before that, ComfyUI's ``OOM_EXCEPTION``.
+
+    Without CUDA ComfyUI sets ``OOM_EXCEPTION`` to ``Exception`` itself, which would match every error (and
+    ``is_oom`` with it), so there neither is asked and only a narrower class counts.
     """
     if error is None:
         return False
@@ -20,5 +24,14 @@ def is_out_of_memory(error: BaseException | None) -> bool:
     torch_oom = getattr(getattr(sys.modules.get("torch"), "cuda", None), "OutOfMemoryError", None)
     if isinstance(torch_oom, type) and isinstance(error, torch_oom):
         return True
-    comfy_oom = getattr(sys.modules.get("comfy.model_management"), "OOM_EXCEPTION", None)
-    return isinstance(comfy_oom, type) and comfy_oom not in (Exception, BaseException) and isinstance(error, comfy_oom)
+    model_management = sys.modules.get("comfy.model_management")
+    comfy_oom = getattr(model_management, "OOM_EXCEPTION", None)
+    if not isinstance(comfy_oom, type) or comfy_oom in (Exception, BaseException):
+        return False
+    is_oom = getattr(model_management, "is_oom", None)
+    if callable(is_oom):
+        try:
+            return is_oom(error) is True
+        except Exception:  # is_oom touches the device (it discards CUDA's async error); then its class decides.
+            pass
+    return isinstance(error, comfy_oom)

@@ -27,7 +27,7 @@ from ..failures import Failures
 from ..signals import receiver_failures
 from .introspect import comfyui_version, parameter_positions, sync_or_async
 from .status import HookStatus
-from .tracker import NODE_PARAMETERS, BoundaryFunction, HeavyTest, PressureFlag, RescueFunction, Tracker
+from .tracker import NODE_PARAMETERS, BoundaryFunction, CachesSeen, HeavyTest, PressureFlag, RescueFunction, Tracker
 from .wrappers import Patch, find_ours, node_wrapper, prompt_wrapper
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ def install(
     rescue: RescueFunction | None = None,
     pressure: PressureFlag | None = None,
     boundary: BoundaryFunction | None = None,
+    caches_seen: CachesSeen | None = None,
 ) -> Callable[[], bool] | None:
     """Wraps ComfyUI's ``execution.execute`` (and ``PromptExecutor``) so every node and prompt sends signals.
 
@@ -92,6 +93,7 @@ def install(
         rescue: frees memory after a heavy node's out-of-memory failure, so it can run once more.
         pressure: its ``over`` says RAM is at or above its threshold; read before every node.
         boundary: called before a node starts while ``pressure.over`` holds, with the node's id and class.
+        caches_seen: told ComfyUI's ``CacheSet`` once per prompt (what asks ComfyUI's cache for RAM needs it).
 
     Returns:
         :func:`uninstall`, or ``None`` when ComfyUI was left untouched (the reason is in :func:`hook_status`).
@@ -115,8 +117,12 @@ def install(
             ours = dormant
         if ours is not None:
             _reactivate(ours, module, heavy, rescue, pressure, boundary)
+            ours.tracker.caches_seen = caches_seen or ours.tracker.caches_seen
             return uninstall
-        return _install_new(module, current, version, heavy, rescue, pressure, boundary)
+        installed = _install_new(module, current, version, heavy, rescue, pressure, boundary)
+        if installed is not None and _registry.node_patch is not None:
+            _registry.node_patch.tracker.caches_seen = caches_seen
+        return installed
 
 
 def _reactivate(

@@ -16,12 +16,12 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .. import signals
 from ..failures import Failures
 from .oom import is_out_of_memory
+from .runs import NodeCall, NodeRun, PromptRun
 
 logger = logging.getLogger(__name__)
 
@@ -36,15 +36,6 @@ UNCHECKED = object()
 _NO_PROMPT = object()
 
 
-@dataclass(frozen=True, slots=True)
-class NodeCall:
-    """One node of one prompt, as an OOM rescue sees it."""
-
-    node_id: str
-    node_class: str
-    prompt_id: str
-
-
 RetryReport = Callable[[bool], None]
 """Told whether the node's second run succeeded."""
 RescueFunction = Callable[[NodeCall, BaseException], RetryReport | None]
@@ -53,6 +44,8 @@ HeavyTest = Callable[[str], bool]
 """Tells whether a node class is heavy: only heavy nodes get the heavy-node signals, the cache check and a rescue."""
 BoundaryFunction = Callable[[str, str], object]
 """Cleans up under memory pressure before a node starts; given the node's id and class."""
+CachesSeen = Callable[[Any], object]
+"""Told ComfyUI's ``CacheSet`` (``execute``'s ``caches``) once per prompt, for what asks its cache for RAM."""
 
 
 class PressureFlag(Protocol):
@@ -68,48 +61,6 @@ class _NeverOver:
 
 def _argument(args: tuple[Any, ...], kwargs: Mapping[str, Any], position: int, name: str) -> Any:
     return args[position] if position < len(args) else kwargs[name]
-
-
-class NodeRun:
-    """A node between its first entry into ``execute`` and its SUCCESS or FAILURE.
-
-    A plain slotted class rather than a dataclass: one is made for every node ComfyUI runs.
-    """
-
-    __slots__ = (
-        "entries",
-        "executed",
-        "heavy",
-        "node_class",
-        "node_id",
-        "prompt_id",
-        "rescue_report",
-        "rescue_tried",
-        "rescued",
-        "started",
-    )
-
-    def __init__(self, node_id: Any, node_class: str, prompt_id: Any, heavy: bool, executed: Any):
-        self.node_id = node_id
-        self.node_class = node_class
-        self.prompt_id = prompt_id
-        self.heavy = heavy
-        self.executed = executed
-        self.started = time.perf_counter()
-        self.entries = 0
-        self.rescue_tried = False
-        self.rescue_report: RetryReport | None = None
-        self.rescued: bool | None = None
-
-    def call(self) -> NodeCall:
-        return NodeCall(self.node_id, self.node_class, self.prompt_id)
-
-
-@dataclass(slots=True, eq=False)
-class PromptRun:
-    prompt_id: Any
-    executor: Any
-    started: float
 
 
 class Tracker:
@@ -146,7 +97,9 @@ class Tracker:
         self._pending_at = tuple((positions[name], name) for name in PENDING_PARAMETERS if name in positions)
         # Read when present: a heavy node answered from ComfyUI's cache gets no optimization.
         self._caches_at = positions.get("caches")
+        self.caches_seen: CachesSeen | None = None
         self._prompt_id: Any = _NO_PROMPT
+        self._caches_unseen = False
         self._open: dict[Any, NodeRun] = {}
         self._failure: BaseException | None = None
         self._failed = False
@@ -166,6 +119,7 @@ class Tracker:
         self._open = {}
         self._failure = None
         self._failed = False
+        self._caches_unseen = self._caches_at is not None and self.caches_seen is not None
 
     # --- nodes -------------------------------------------------------------------------------------------
 
@@ -177,6 +131,9 @@ class Tracker:
             node_id = args[self._item_at] if self._item_at < count else kwargs["current_item"]
             if prompt_id != self._prompt_id:
                 self._reset(prompt_id)
+            if self._caches_unseen:  # once per prompt: ComfyUI's output cache, for the action that asks it for RAM
+                self._caches_unseen = False
+                self._see_caches(args, kwargs)
             run = self._open.get(node_id)
             if run is None:
                 for position, name in self._pending_at:
@@ -192,6 +149,11 @@ class Tracker:
         except Exception as error:  # unreadable arguments: this node runs untracked, exactly as without the hook.
             self.failures.record("reading execute's arguments", error)
             return None
+
+    def _see_caches(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        seen = self.caches_seen
+        if seen is not None and self._caches_at is not None:
+            seen(_argument(args, kwargs, self._caches_at, "caches"))
 
     def cache_lookup(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], run: NodeRun) -> Any:
         """ComfyUI's cached output for a heavy node about to start (``None``: it will run); may be awaitable.

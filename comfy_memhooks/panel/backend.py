@@ -31,6 +31,7 @@ from .payloads import (
     EVENT_SETTINGS,
     EVENT_STATUS,
     check_json,
+    comfyui_json,
     hook_json,
     manual_json,
     node_event_json,
@@ -160,6 +161,7 @@ class PanelBackend:
                 },
                 "pressure": self._pressure(settings.pressure_watchdog),
                 "hook": hook_json(hook_status),
+                "comfyui": comfyui_json(snapshot),
                 "errors": {
                     "receiver_failures": hook_status.receiver_errors,
                     "last_receiver_error": hook_status.last_error,

@@ -16,9 +16,10 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
+from ..engine.comfy_cache import cache_notice
 from ..engine.history import OptimizationRecord
 from ..engine.modes import MANUAL_MODES, Mode
-from ..engine.report import action_summary, process_label
+from ..engine.report import action_summary, dynamic_vram_label, process_label
 from ..engine.settings import AutoSettings, HeavyNodeRule, When, rule_json
 from ..hook.status import HookStatus
 from ..probe.readings import GpuProcess, MemorySnapshot, RamSource
@@ -82,11 +83,23 @@ def snapshot_json(snapshot: MemorySnapshot) -> dict[str, Any]:
     data["ram"]["container_limit"] = snapshot.ram.source is not RamSource.HOST
     for gpu_data, gpu in zip(data["gpus"], snapshot.gpus, strict=True):
         gpu_data["percent"] = gpu.percent
+        gpu_data["pressure_percent"] = snapshot.gpu_pressure_percent(gpu)
     data["vram_percent"] = snapshot.vram_percent
+    data["vram_pressure_percent"] = snapshot.vram_pressure_percent
+    data["dynamic_vram_label"] = dynamic_vram_text(snapshot)
     backend = snapshot.gpu_backend
     data["gpu_backend"] = None if backend is None else backend.value
     data["gpu_backend_label"] = None if backend is None else backend.label
     return data
+
+
+def comfyui_json(snapshot: MemorySnapshot) -> dict[str, Any]:
+    """What the panel says of ComfyUI's own memory management: dynamic VRAM, and its output cache in a container."""
+    return {"dynamic_vram": dynamic_vram_text(snapshot), "output_cache": to_plain(cache_notice(snapshot.ram))}
+
+
+def dynamic_vram_text(snapshot: MemorySnapshot) -> str | None:
+    return None if snapshot.dynamic_vram is None else dynamic_vram_label(snapshot)
 
 
 def sample_json(sample: Sample) -> dict[str, Any]:

@@ -8,9 +8,10 @@ from collections.abc import Callable
 
 from ..failures import Failures
 from .deadline import GPU_DEADLINE_SECONDS, Deadline
+from .dynamic_vram import read_dynamic_vram
 from .gpu import GpuProbe
 from .ram import RamProbe
-from .readings import GpuProcess, GpuReading, GpuSource, MemorySnapshot, RamReading, RamSource
+from .readings import DynamicVramReading, GpuProcess, GpuReading, GpuSource, MemorySnapshot, RamReading, RamSource
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class MemoryProbe:
             gpu_source=source,
             gpu_unavailable_reason=reason,
             processes=processes,
+            dynamic_vram=self._read_dynamic_vram(),
         )
 
     def read_ram(self) -> RamReading:
@@ -95,6 +97,13 @@ class MemoryProbe:
         except Exception as error:  # as in read_ram: no GPU readings rather than no snapshot.
             self.failures.record(f"reading the GPUs ({type(error).__name__})", error)
             return (), None, f"the GPU probe failed: {type(error).__name__}: {error}"
+
+    def _read_dynamic_vram(self) -> DynamicVramReading | None:
+        try:
+            return read_dynamic_vram()
+        except Exception as error:  # as in read_ram: a reading without the allocator's figures.
+            self.failures.record("reading dynamic VRAM", error)
+            return None
 
     def processes(self) -> tuple[GpuProcess, ...] | None:
         """The GPU process list, ``None`` when it cannot be read."""

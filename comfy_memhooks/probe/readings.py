@@ -150,6 +150,23 @@ class GpuProcess:
 
 
 @dataclass(frozen=True, slots=True)
+class DynamicVramReading:
+    """Dynamic VRAM, as ComfyUI's allocator reports it; each figure ``None`` when it could not be read.
+
+    Attributes:
+        device_index: the CUDA index of the device it manages (ComfyUI's torch device).
+        resident_bytes: VRAM the allocator holds (model weights paged in on demand).
+        evictable_bytes: the part of it that can be evicted on demand.
+        headroom_bytes: VRAM it keeps free for everything else.
+    """
+
+    device_index: int
+    resident_bytes: int | None
+    evictable_bytes: int | None
+    headroom_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class MemorySnapshot:
     """Everything known about memory at one instant.
 
@@ -160,6 +177,7 @@ class MemorySnapshot:
         gpu_source: which library answered for the GPUs, ``None`` when none did.
         gpu_unavailable_reason: why there are no GPU readings, in words for the user.
         processes: GPU processes, or ``None`` when they were not asked for or could not be listed.
+        dynamic_vram: ComfyUI's dynamic VRAM allocator's figures when it is on, else ``None``.
     """
 
     taken_at: float
@@ -168,6 +186,7 @@ class MemorySnapshot:
     gpu_source: GpuSource | None
     gpu_unavailable_reason: str | None = None
     processes: tuple[GpuProcess, ...] | None = None
+    dynamic_vram: DynamicVramReading | None = None
 
     @property
     def gpu_backend(self) -> GpuBackend | None:
@@ -179,6 +198,29 @@ class MemorySnapshot:
     def vram_percent(self) -> float | None:
         """The fullest GPU's usage: the one that will run out first."""
         percents = [p for p in (gpu.percent for gpu in self.gpus) if p is not None]
+        return max(percents) if percents else None
+
+    def gpu_pressure_percent(self, gpu: GpuReading) -> float | None:
+        """What of ``gpu`` counts as pressure: all it uses, or under dynamic VRAM what cannot be given back.
+
+        Under dynamic VRAM the device looks full by design: the allocator evicts on demand what it paged in,
+        and torch's reserved-but-unallocated blocks are a cache too. So only VRAM used minus both counts; and
+        when even evicting all of it would leave less free than the allocator's headroom, it is 100%.
+        """
+        dynamic = self.dynamic_vram
+        if dynamic is None or gpu.index != dynamic.device_index or gpu.used_bytes is None or not gpu.total_bytes:
+            return gpu.percent
+        cached = max((gpu.torch_reserved_bytes or 0) - (gpu.torch_allocated_bytes or 0), 0)
+        reclaimable = (dynamic.evictable_bytes or 0) + cached
+        headroom = dynamic.headroom_bytes
+        if gpu.free_bytes is not None and headroom is not None and gpu.free_bytes + reclaimable < headroom:
+            return 100.0
+        return percent_of(max(gpu.used_bytes - reclaimable, 0), gpu.total_bytes)
+
+    @property
+    def vram_pressure_percent(self) -> float | None:
+        """The fullest GPU as pressure counts it (:meth:`gpu_pressure_percent`); the VRAM threshold's reading."""
+        percents = [p for p in (self.gpu_pressure_percent(gpu) for gpu in self.gpus) if p is not None]
         return max(percents) if percents else None
 
     @property

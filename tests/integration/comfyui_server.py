@@ -72,6 +72,7 @@ class ComfyUI:
     packs: tuple[Path, ...] = (TEST_PACK,)
     launcher: tuple[str, ...] = ()  # a command that runs ComfyUI's (e.g. one that enters a memory cgroup)
     with_memhooks: bool = True  # False: the same ComfyUI without comfy_memhooks, to show what users get without it
+    arguments: tuple[str, ...] = ()  # more of ComfyUI's own command-line options (e.g. --cache-ram)
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="memhooks-comfyui-")))
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -136,6 +137,7 @@ class ComfyUI:
             "--extra-model-paths-config",
             str(config),
             "--disable-auto-launch",
+            *self.arguments,
         ]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, cwd=directory, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -181,7 +181,8 @@ def test_without_the_watchdog_the_node_boundaries_keep_it_alive() -> None:
     assert boundary["mode"] == "Model-free"
     assert boundary["trigger"]["node_class"] in {"MemhooksPressureOrdinary", "MemhooksPressureSink"}
     assert boundary["trigger"]["pressure"][0]["resource"] == "RAM"
-    assert [action["name"] for action in boundary["actions"]] == ["gc_collect", "malloc_trim"]
+    # ComfyUI's classic cache has no way to give RAM back: the last step says it left it alone.
+    assert [action["name"] for action in boundary["actions"]] == ["gc_collect", "malloc_trim", "comfy_cache_release"]
 
 
 def test_live_data_that_cannot_be_freed_costs_a_few_cleanups_not_one_per_node() -> None:

@@ -300,6 +300,27 @@ if os.environ.get("MEMHOOKS_TEST_EVENTS"):
     _writer = _EventWriter(os.environ["MEMHOOKS_TEST_EVENTS"])
 
 
+_BARE_PROVIDER: list[Any] = []
+
+
+def _bare_provider() -> Any:
+    if not _BARE_PROVIDER:
+        from comfy_api.latest._caching import CacheProvider
+
+        class BareProvider(CacheProvider):
+            async def on_lookup(self, context: Any) -> None:
+                return None
+
+            async def on_store(self, context: Any, value: Any) -> None:
+                return None
+
+            def should_cache(self, context: Any, value: Any = None) -> bool:
+                return False
+
+        _BARE_PROVIDER.append(BareProvider())
+    return _BARE_PROVIDER[0]
+
+
 def _routes() -> None:
     instance = getattr(PromptServer, "instance", None)
     if instance is None:
@@ -336,6 +357,18 @@ def _routes() -> None:
         else:
             auto.uninstall()
         return web.json_response(status())
+
+    @routes.post("/memhooks_test/provider")
+    async def post_provider(request: web.Request) -> web.Response:
+        """Registers or removes a cache provider that caches nothing: what any provider costs ComfyUI per node."""
+        registry = sys.modules.get("comfy_execution.cache_provider")
+        if registry is None:
+            return web.json_response({"error": "this ComfyUI has no cache providers"}, status=404)
+        if (await request.json()).get("registered"):
+            registry.register_cache_provider(_bare_provider())
+        else:
+            registry.unregister_cache_provider(_bare_provider())
+        return web.json_response({"providers": len(registry._get_cache_providers())})
 
     @routes.post("/memhooks_test/settings")
     async def post_settings(request: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ import { element } from "./dom.js";
 import { PANEL_CSS } from "./panel_style.js";
 import { ActivitySection } from "./sections/activity.js";
 import { ChartSection } from "./sections/chart.js";
+import { ComfyuiSection } from "./sections/comfyui.js";
 import { ConnectionSection } from "./sections/connection.js";
 import { EngineSection } from "./sections/engine.js";
 import { GaugesSection } from "./sections/gauges.js";
@@ -26,6 +27,7 @@ const STYLE_ID = "memhooks-panel-style";
 const SECTIONS = [
   ["connection", ConnectionSection],
   ["gauges", GaugesSection],
+  ["comfyui", ComfyuiSection],
   ["engine", EngineSection],
   ["chart", ChartSection],
   ["optimize", OptimizeSection],

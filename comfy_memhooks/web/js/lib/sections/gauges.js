@@ -62,6 +62,8 @@ export class GaugesSection {
         gpu.backend && gpu.backend !== "cuda" ? ` · ${status.snapshot.gpu_backend_label ?? gpu.backend}` : "";
       this._fill(this.gpuGauges.children[position], {
         percent: gpu.percent,
+        // Under dynamic VRAM the device looks full by design: the colour follows what cannot be evicted.
+        pressure: gpu.pressure_percent,
         used: gpu.used_bytes,
         total: gpu.total_bytes,
         threshold: policy.vram_threshold,
@@ -91,7 +93,7 @@ export class GaugesSection {
     return gauge;
   }
 
-  _fill(gauge, { percent, used, total, threshold = null, note }) {
+  _fill(gauge, { percent, pressure = percent, used, total, threshold = null, note }) {
     const known = Number.isFinite(percent);
     setText(gauge._value, known ? `${usage(used, total)} · ${formatPercent(percent)}` : "n/a");
     setText(gauge._note, note);
@@ -99,7 +101,7 @@ export class GaugesSection {
     setData(gauge, "percent", known ? percent : "");
     setData(gauge, "usedBytes", used);
     setData(gauge, "totalBytes", total);
-    setData(gauge, "level", level(percent, threshold));
+    setData(gauge, "level", level(Number.isFinite(pressure) ? pressure : percent, threshold));
     const width = `${known ? Math.min(Math.max(percent, 0), 100).toFixed(1) : 0}%`;
     if (gauge._fill.style.width !== width) gauge._fill.style.width = width;
     const tick = Number.isFinite(threshold) ? `${threshold}%` : "";

@@ -1,0 +1,154 @@
+"""ComfyUI's output cache: asking it to give RAM back through the API the running ComfyUI has, and whether it can.
+
+ComfyUI keeps every node's outputs in its own cache. With ``--cache-ram`` (0.8 and later) that is a
+``RAMPressureCache``, whose ``poll(ram_headroom=GB)`` evicts cached outputs while the free RAM it reads is below
+the headroom; ComfyUI calls it after every node. It reads ``psutil.virtual_memory().available``, the host's free
+RAM: inside a container with a limit it does not see the limit, and never evicts before the kernel kills the
+process. Later releases add ``comfy.memory_management.extra_ram_release(...)`` (not in 0.18.2, the newest
+ComfyUI checked here: when it takes an argument it is given the shortfall in bytes, and its answer is reported as
+it comes). The other caches (the classic one, ``--cache-lru``, ``--cache-none``) have nothing to ask; they are
+left alone.
+
+The executor hook remembers the running prompt's caches (:func:`remember_caches`), weakly: ComfyUI replaces them
+when it resets, and a strong reference would keep every output of the old ones alive.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from ..probe.readings import GIB, MIB, RamReading, RamSource
+
+RAM_PRESSURE_CACHE = "RAMPressureCache"
+# RAMPressureCache.poll evicts until free RAM reaches the headroom times this (comfy_execution/caching.py).
+POLL_HYSTERESIS = 1.1
+# The least headroom above the host's free RAM: between our reading and the poll's, other processes move it.
+POLL_MARGIN_BYTES = 256 * MIB
+
+_caches: weakref.ReferenceType[Any] | None = None
+
+
+def remember_caches(caches: Any) -> None:
+    """Keeps (weakly) ComfyUI's ``CacheSet`` of the running prompt: ``execute``'s ``caches`` argument."""
+    global _caches
+    try:
+        _caches = weakref.ref(caches)
+    except TypeError:  # an object that cannot be weakly referenced: nothing is kept rather than a strong reference
+        _caches = None
+
+
+def forget_caches() -> None:
+    global _caches
+    _caches = None
+
+
+def output_cache() -> Any | None:
+    """ComfyUI's output cache as the hook last saw it, while ComfyUI still holds it."""
+    caches = None if _caches is None else _caches()
+    return getattr(caches, "outputs", None)
+
+
+def _extra_ram_release() -> Any | None:
+    release = getattr(sys.modules.get("comfy.memory_management"), "extra_ram_release", None)
+    return release if callable(release) else None
+
+
+def _cache_ram_gb() -> float | None:
+    """The headroom ComfyUI was started with (``--cache-ram``), in GB; ``None`` when not given or unknown."""
+    args = getattr(sys.modules.get("comfy.cli_args"), "args", None)
+    value = getattr(args, "cache_ram", None)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+
+def host_available_bytes() -> int:
+    """What ``RAMPressureCache.poll`` reads: the host's available RAM (``free -b``'s available column)."""
+    import psutil  # a dependency; imported here so that importing the engine reads nothing
+
+    return int(psutil.virtual_memory().available)
+
+
+def poll_headroom_gb(ram: RamReading, target_available_bytes: int, host_available: int) -> float:
+    """The ``ram_headroom`` that makes ``poll`` free what the container needs, though it reads the host's RAM.
+
+    Freed memory shows up in both readings alike, so the headroom is the host's free RAM plus the container's
+    shortfall: ``poll`` returns at once when it reads more free RAM than the headroom (so the shortfall, at least
+    :data:`POLL_MARGIN_BYTES`, is also what another process may free meanwhile without stopping it), and then evicts
+    until it reads the headroom times :data:`POLL_HYSTERESIS`. That hysteresis applies to the host's free RAM, so
+    on a large host it evicts more than the container needs, up to everything the cache holds.
+    """
+    shortfall = max(target_available_bytes - (ram.available_bytes or 0), POLL_MARGIN_BYTES)
+    return (host_available + shortfall) / GIB
+
+
+def release(ram: RamReading, ram_threshold: float) -> tuple[str | None, str | None]:
+    """Asks ComfyUI's cache for RAM until usage is back under ``ram_threshold``: ``(detail, skipped_reason)``."""
+    if ram.total_bytes is None or ram.used_bytes is None or ram.percent is None:
+        return None, "RAM usage is unknown"
+    if ram.percent < ram_threshold:
+        return None, f"RAM is under its {ram_threshold:g}% threshold"
+    target_available = int(ram.total_bytes * (1 - ram_threshold / 100))
+    shortfall = max(target_available - (ram.available_bytes or 0), 0)
+    extra = _extra_ram_release()
+    if extra is not None:
+        takes_amount = bool(inspect.signature(extra).parameters)
+        answer = extra(shortfall) if takes_amount else extra()
+        asked = f"{shortfall / GIB:.2f} GB" if takes_amount else ""
+        return f"comfy.memory_management.extra_ram_release({asked}) returned {answer!r}", None
+    outputs = output_cache()
+    kind = None if outputs is None else type(outputs).__name__
+    if outputs is None or kind != RAM_PRESSURE_CACHE or not callable(getattr(outputs, "poll", None)):
+        what = "no output cache seen yet" if outputs is None else f"its output cache is {kind}"
+        return None, f"ComfyUI has no API to release its cache here ({what}): left alone"
+    entries = getattr(outputs, "cache", None)
+    before = len(entries) if isinstance(entries, dict) else None
+    headroom = poll_headroom_gb(ram, target_available, host_available_bytes())
+    outputs.poll(ram_headroom=headroom)
+    after = len(entries) if isinstance(entries, dict) else None
+    evicted = "" if before is None or after is None else f": evicted {before - after} of {before} cached outputs"
+    return f"RAMPressureCache.poll(ram_headroom={headroom:.2f} GB), for {shortfall / GIB:.2f} GB{evicted}", None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheNotice:
+    """What the panel says of ComfyUI's output cache.
+
+    Attributes:
+        kind: the cache's class (``RAMPressureCache``, ``HierarchicalCache``, ``LRUCache``…); ``None`` before the
+            first prompt.
+        headroom_gb: ``--cache-ram``'s value, when ComfyUI was started with it.
+        reads_host_ram: the cache reads the host's free RAM while this process runs under a container's limit.
+        advice: what to pass to ComfyUI to fix it, in words; ``None`` when nothing needs fixing.
+    """
+
+    kind: str | None
+    headroom_gb: float | None
+    reads_host_ram: bool
+    advice: str | None
+
+
+def cache_notice(ram: RamReading, host_available: int | None = None) -> CacheNotice | None:
+    """Whether ComfyUI's RAM cache misreads a container; ``None`` outside ComfyUI."""
+    if "comfy.cli_args" not in sys.modules:
+        return None
+    outputs = output_cache()
+    kind = None if outputs is None else type(outputs).__name__
+    headroom = _cache_ram_gb()
+    in_container = ram.source is not RamSource.HOST
+    pressure_cache = kind == RAM_PRESSURE_CACHE or (kind is None and headroom is not None)
+    reads_host = in_container and pressure_cache and _extra_ram_release() is None
+    advice = None
+    if reads_host and ram.available_bytes is not None:
+        host = host_available if host_available is not None else host_available_bytes()
+        wanted = headroom if headroom is not None else 4.0
+        gap = max(host - ram.available_bytes, 0) / GIB
+        advice = (
+            f"ComfyUI's RAM cache reads the host's free RAM ({host / GIB:.1f} GB), not this container's limit "
+            f"({(ram.total_bytes or 0) / GIB:.1f} GB): pass --cache-ram {wanted + gap:.1f} to keep {wanted:g} GB free "
+            f"in the container (its headroom plus the {gap:.1f} GB the host has free beyond the container now), or "
+            "update ComfyUI to a release whose cache reads the container's limit"
+        )
+    return CacheNotice(kind=kind, headroom_gb=headroom, reads_host_ram=reads_host, advice=advice)

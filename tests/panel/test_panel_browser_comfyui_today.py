@@ -1,0 +1,77 @@
+"""The Memory panel in real Chromium on what today's ComfyUI does itself: dynamic VRAM and its RAM cache."""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from comfy_memhooks.engine.comfy_cache import forget_caches, remember_caches
+from tests.panel.panel_support import GIB, container_engine, fake_gpu_engine
+from tests.panel.test_panel_browser import Served, browser, serve  # noqa: F401  (the fixtures, shared)
+from tests.standin_aimdo import install_aimdo
+
+pytestmark = pytest.mark.browser
+
+
+class RAMPressureCache:
+    """Only its class name says which cache ComfyUI runs (``--cache-ram``)."""
+
+
+class CacheSet:
+    def __init__(self) -> None:
+        self.outputs = RAMPressureCache()
+
+
+@pytest.fixture
+def comfyui_with_cache_ram(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    cli_args = types.ModuleType("comfy.cli_args")
+    cli_args.args = types.SimpleNamespace(cache_ram=4.0)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "comfy.cli_args", cli_args)
+    monkeypatch.delitem(sys.modules, "comfy.memory_management", raising=False)  # 0.18: no extra_ram_release
+    caches = CacheSet()
+    remember_caches(caches)
+    yield
+    forget_caches()
+
+
+async def test_dynamic_vram_is_said_with_its_headroom_and_what_the_threshold_reads(
+    serve: Callable[..., Awaitable[Served]],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 76 of 80 GB in use (95%, over the 85% threshold), 60 GB of it evictable on demand: the threshold reads 20%.
+    install_aimdo(monkeypatch, resident=70 * GIB, evictable=60 * GIB, headroom=GIB)
+    served = await serve(fake_gpu_engine(used_gib=76.0))
+    status = await served.goto_panel()
+    assert status["comfyui"]["dynamic_vram"] == "dynamic VRAM on, headroom 1GB"
+    assert status["snapshot"]["vram_pressure_percent"] == pytest.approx(20.0)
+    line = served.page.locator('[data-role="dynamic-vram"]')
+    await line.wait_for()
+    assert await line.text_content() == (
+        "dynamic VRAM on, headroom 1GB · the VRAM threshold reads what cannot be evicted: 20%"
+    )
+    assert await served.page.locator('[data-role="comfy-cache"]').is_hidden()
+    # The bar shows the device as it is; its colour, what the threshold reads.
+    gauge = served.page.locator('[data-role="gauge-gpu"][data-key="gpu-0"]')
+    assert float(await gauge.get_attribute("data-percent")) == 95.0
+    assert await gauge.get_attribute("data-level") == "ok"  # red without dynamic VRAM: 95% >= 85%
+
+
+async def test_in_a_container_the_panel_says_comfyuis_ram_cache_reads_the_host(
+    serve: Callable[..., Awaitable[Served]],  # noqa: F811
+    tmp_path: Path,
+    comfyui_with_cache_ram: None,
+) -> None:
+    served = await serve(container_engine(tmp_path, 4 * GIB, 3 * GIB))
+    status = await served.goto_panel()
+    notice = status["comfyui"]["output_cache"]
+    assert notice["kind"] == "RAMPressureCache" and notice["reads_host_ram"] is True
+    warning = served.page.locator('[data-role="comfy-cache"]')
+    await warning.wait_for()
+    text = await warning.text_content()
+    assert text.startswith("ComfyUI's RAM cache reads the host's free RAM (")
+    assert "not this container's limit (4.0 GB): pass --cache-ram " in text
+    assert await served.page.locator('[data-role="dynamic-vram"]').is_hidden()
