@@ -175,14 +175,27 @@ def test_no_api_means_the_cache_is_left_alone(monkeypatch: pytest.MonkeyPatch) -
     assert release(ram(50), 80) == (None, "RAM is under its 80% threshold")
 
 
-def test_extra_ram_release_is_asked_first_with_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_extra_ram_release_is_asked_for_the_available_ram_that_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As ComfyUI defines it: evict until the available RAM it reads reaches ``target``; the bytes freed."""
     asked: list[int] = []
+
+    def extra_ram_release(target: int, free_active: bool = False) -> int:
+        asked.append(target)
+        return 300 * 1024**2
+
     memory_management = types.ModuleType("comfy.memory_management")
-    memory_management.extra_ram_release = lambda amount: asked.append(amount) or amount  # type: ignore[attr-defined]
+    memory_management.extra_ram_release = extra_ram_release  # type: ignore[attr-defined]
+    system_memory = types.ModuleType("comfy.system_memory")
+    system_memory.virtual_memory_available = lambda: GIB  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "comfy.memory_management", memory_management)
+    monkeypatch.setitem(sys.modules, "comfy.system_memory", system_memory)
     detail, skipped = release(ram(90), 80)
-    assert skipped is None and asked == [int(4 * GIB * 0.2) - (4 * GIB - int(4 * GIB * 0.9))]
-    assert detail is not None and detail.startswith("comfy.memory_management.extra_ram_release(0.40 GB)")
+    shortfall = int(4 * GIB * 0.2) - (4 * GIB - int(4 * GIB * 0.9))
+    assert skipped is None and asked == [GIB + shortfall]
+    assert detail == (
+        f"comfy.memory_management.extra_ram_release({(GIB + shortfall) / GIB:.2f} GB available), "
+        f"for {shortfall / GIB:.2f} GB: freed 0.29 GB"
+    )
 
 
 def test_the_panel_says_when_comfyuis_ram_cache_reads_the_host_in_a_container(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,10 +4,11 @@ ComfyUI keeps every node's outputs in its own cache. With ``--cache-ram`` (0.8 a
 ``RAMPressureCache``, whose ``poll(ram_headroom=GB)`` evicts cached outputs while the free RAM it reads is below
 the headroom; ComfyUI calls it after every node. It reads ``psutil.virtual_memory().available``, the host's free
 RAM: inside a container with a limit it does not see the limit, and never evicts before the kernel kills the
-process. Later releases add ``comfy.memory_management.extra_ram_release(...)`` (not in 0.18.2, the newest
-ComfyUI checked here: when it takes an argument it is given the shortfall in bytes, and its answer is reported as
-it comes). The other caches (the classic one, ``--cache-lru``, ``--cache-none``) have nothing to ask; they are
-left alone.
+process. Later releases add ``comfy.memory_management.extra_ram_release(target, free_active=False)`` (not in
+0.18.2): it asks the RAM-pressure cache to evict until the available RAM ComfyUI reads (container-aware there,
+``comfy.system_memory.virtual_memory_available()``) reaches ``target`` bytes, outputs the running prompt still uses
+excepted, and returns the bytes it freed; with no RAM-pressure cache it returns 0. The other caches (the classic
+one, ``--cache-lru``, ``--cache-none``) have nothing to ask; they are left alone.
 
 The executor hook remembers the running prompt's caches (:func:`remember_caches`), weakly: ComfyUI replaces them
 when it resets, and a strong reference would keep every output of the old ones alive.
@@ -15,7 +16,6 @@ when it resets, and a strong reference would keep every output of the old ones a
 
 from __future__ import annotations
 
-import inspect
 import sys
 import weakref
 from dataclasses import dataclass
@@ -64,6 +64,14 @@ def _cache_ram_gb() -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
 
 
+def comfyui_available_bytes() -> int:
+    """The available RAM as ComfyUI's own cache reads it: its container-aware reading where it has one."""
+    reading = getattr(sys.modules.get("comfy.system_memory"), "virtual_memory_available", None)
+    if callable(reading):
+        return int(reading())
+    return host_available_bytes()
+
+
 def host_available_bytes() -> int:
     """What ``RAMPressureCache.poll`` reads: the host's available RAM (``free -b``'s available column)."""
     import psutil  # a dependency; imported here so that importing the engine reads nothing
@@ -94,10 +102,13 @@ def release(ram: RamReading, ram_threshold: float) -> tuple[str | None, str | No
     shortfall = max(target_available - (ram.available_bytes or 0), 0)
     extra = _extra_ram_release()
     if extra is not None:
-        takes_amount = bool(inspect.signature(extra).parameters)
-        answer = extra(shortfall) if takes_amount else extra()
-        asked = f"{shortfall / GIB:.2f} GB" if takes_amount else ""
-        return f"comfy.memory_management.extra_ram_release({asked}) returned {answer!r}", None
+        # Its target is the available RAM to reach, as ComfyUI reads it: that reading plus what is missing here.
+        target = comfyui_available_bytes() + max(shortfall, POLL_MARGIN_BYTES)
+        freed = extra(target)
+        counted = isinstance(freed, int) and not isinstance(freed, bool)
+        said = f"freed {freed / GIB:.2f} GB" if counted else repr(freed)
+        asked = f"extra_ram_release({target / GIB:.2f} GB available), for {shortfall / GIB:.2f} GB"
+        return f"comfy.memory_management.{asked}: {said}", None
     outputs = output_cache()
     kind = None if outputs is None else type(outputs).__name__
     if outputs is None or kind != RAM_PRESSURE_CACHE or not callable(getattr(outputs, "poll", None)):
