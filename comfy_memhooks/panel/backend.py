@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from .. import hook, signals
 from ..engine.core import Engine
 from ..engine.history import OptimizationRecord
+from ..engine.learned_file import LearnedFile, get_learned_file
 from ..engine.modes import Mode
 from ..engine.settings import SettingsStore
 from ..engine.watchdog import PressureWatchdog
@@ -32,6 +33,7 @@ from .payloads import (
     hook_json,
     manual_json,
     node_event_json,
+    predictions_json,
     process_json,
     profile_answer_json,
     prompt_event_json,
@@ -65,6 +67,7 @@ class PanelBackend:
         ring: the recent samples; a new ten-minute ring when not given.
         watchdog: the pressure watchdog, when the host runs one (inside ComfyUI, with the executor hook).
         profiles: the per-node profile; the process's store by default (empty outside ComfyUI).
+        learned: predictive cleanup's learned peaks; the process's file by default, read when first asked for.
     """
 
     def __init__(
@@ -78,9 +81,11 @@ class PanelBackend:
         ring: SampleRing | None = None,
         watchdog: Callable[[], PressureWatchdog | None] | None = None,
         profiles: ProfileStore | None = None,
+        learned: Callable[[], LearnedFile] = get_learned_file,
     ):
         self.engine = engine
         self.profiles = profiles if profiles is not None else get_profile_store()
+        self.learned = learned
         self._watchdog = watchdog if watchdog is not None else (lambda: None)
         self.store = store
         self.publisher = publisher
@@ -207,6 +212,11 @@ class PanelBackend:
             return None
         store = self.profiles
         return profile_answer_json(profile, self.store.current.node_profile, store.prompt_ids(), store.prompts_kept)
+
+    def predictions(self) -> dict[str, Any]:
+        """Predictive cleanup's classes: each one's last predicted peaks beside what the node then took."""
+        learned = self.learned()
+        return predictions_json(learned, self.store.current.predictive_cleanup)
 
     def optimize(self, mode: Mode) -> dict[str, Any]:
         """A manual request: done now, queued for the next node boundary, or held by the cooldown."""

@@ -172,6 +172,11 @@ def register_routes(
             return error_response(404, f"no profile of prompt {prompt_id!r}; the last {kept} are kept", "prompt_id")
         return reply(answer)
 
+    @routes.get(f"{prefix}/predictions")
+    @_guarded
+    async def get_predictions(request: web.Request) -> web.StreamResponse:
+        return reply(await _in_thread(backend.predictions))
+
     @routes.get(f"{prefix}/processes")
     @_guarded
     async def get_processes(request: web.Request) -> web.StreamResponse:

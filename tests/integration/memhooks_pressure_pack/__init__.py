@@ -125,6 +125,33 @@ class MemhooksPressureHold:
         return (value + 1,)
 
 
+class MemhooksPredictFrames:
+    """A video decoder's stand-in: decodes ``frames`` frames of ``width`` x ``height`` (4 bytes a pixel) and returns
+    them, held in ComfyUI's cache as a decoder's IMAGE batch is. No heavy-node rule matches its class.
+
+    The frames are written in one ``bytes`` repetition, which holds the GIL: no other thread of the process (a
+    memory watchdog) runs while they are allocated, so only what was freed before the node starts can make room.
+    """
+
+    CATEGORY = "memhooks_pressure_test"
+    FUNCTION = "run"
+    RETURN_TYPES = ("INT", "MEMHOOKS_FRAMES")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "value": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                "frames": ("INT", {"default": 10, "min": 1, "max": 100000}),
+                "width": ("INT", {"default": 64, "min": 1, "max": 16384}),
+                "height": ("INT", {"default": 64, "min": 1, "max": 16384}),
+            }
+        }
+
+    def run(self, value: int, frames: int, width: int, height: int) -> tuple[int, bytes]:
+        return (value + 1, bytes([value % 251 + 1]) * (frames * width * height * 4))
+
+
 class MemhooksPressureSink:
     """The output node that ends a chain."""
 
@@ -146,5 +173,6 @@ NODE_CLASS_MAPPINGS = {
     "MemhooksPressureOrdinary": MemhooksPressureOrdinary,
     "MemhooksPressureBatches": MemhooksPressureBatches,
     "MemhooksPressureHold": MemhooksPressureHold,
+    "MemhooksPredictFrames": MemhooksPredictFrames,
     "MemhooksPressureSink": MemhooksPressureSink,
 }
