@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from comfy_memhooks.engine import core as engine_module
+from comfy_memhooks.engine import learned_file
 from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.engine.learned import LearnedPeaks
 from comfy_memhooks.probe.gpu import GpuProbe
 from comfy_memhooks.probe.memory import MemoryProbe
 from comfy_memhooks.probe.nvml import Nvml
@@ -104,3 +106,9 @@ def comfy_model_management(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.Mo
     module.unload_all_models = unload_all_models  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "comfy.model_management", module)
     yield module
+
+
+@pytest.fixture(autouse=True)
+def learned_peaks_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process's learned peaks (predictive cleanup) live in the test's folder, never in the user's home."""
+    monkeypatch.setattr(learned_file, "_file", learned_file.LearnedFile(tmp_path / "learned.json", LearnedPeaks()))
