@@ -17,7 +17,7 @@ import pytest
 from comfy_memhooks import hook
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.drivers import driver_of
-from comfy_memhooks.engine.learned import SAFETY_MARGIN, Driver, LearnedPeaks, Sample
+from comfy_memhooks.engine.learned import SAFETY_MARGIN, Driver, LearnedPeaks, Sample, fit_line
 from comfy_memhooks.engine.predictive import PredictiveCleanup
 from comfy_memhooks.hook import patch as hook_patch
 from comfy_memhooks.profile import ProfileRecorder, ProfileStore
@@ -127,6 +127,20 @@ def test_a_peak_is_learned_per_unit_of_its_driver_so_twice_the_frames_predicts_t
     assert doubled.ram_bytes == int(200 * MIB * SAFETY_MARGIN)
     assert doubled.vram_bytes == int(80 * MIB * SAFETY_MARGIN)
     assert doubled.basis == "scaled to 2000 frame_pixels"
+
+
+def test_a_fixed_part_is_not_scaled_once_runs_of_two_sizes_were_seen() -> None:
+    table = LearnedPeaks()
+    # A node that loads a 2000 MB model, then takes 10 MB a frame.
+    table.learn("Upscale", Sample((2000 + 10 * 10) * MIB, None, Driver("frames", 10)))
+    assert table.predict("Upscale", Driver("frames", 100)) is not None  # one size: proportional, for now
+    table.learn("Upscale", Sample((2000 + 10 * 20) * MIB, None, Driver("frames", 20)))
+
+    prediction = table.predict("Upscale", Driver("frames", 100))
+
+    assert prediction is not None and prediction.ram_bytes is not None
+    assert prediction.ram_bytes == pytest.approx((2000 + 10 * 100) * MIB * SAFETY_MARGIN, rel=1e-6)
+    assert fit_line([(10, 5), (20, 3)]) == (5.0, 0.0)  # a peak that fell with more frames: not scaled down
 
 
 def test_without_a_driver_the_recent_maximum_with_a_margin_stands() -> None:
@@ -247,7 +261,9 @@ def test_a_node_that_fits_costs_one_ram_reading_and_no_cleanup(
     assert probe.snapshots == snapshots
 
 
-def test_the_setting_off_leaves_it_to_the_thresholds(setup: Setup, engine: Engine, probe: ScriptedProbe) -> None:
+def test_the_setting_off_leaves_it_to_the_thresholds_and_learns_nothing(
+    setup: Setup, engine: Engine, probe: ScriptedProbe
+) -> None:
     run(KINDS[0], 400, "teach")
     setup.enabled = False
     probe.used = LIMIT - MIB
@@ -256,7 +272,7 @@ def test_the_setting_off_leaves_it_to_the_thresholds(setup: Setup, engine: Engin
     run(KINDS[0], 800, "off")
 
     assert predictive_records(engine) == []
-    assert {row.node_class: row.runs for row in setup.table.summary()}["DecodeFrames"] == 2  # learning goes on
+    assert {row.node_class: row.runs for row in setup.table.summary()}["DecodeFrames"] == 1  # nor does it learn
 
 
 def test_cached_nodes_teach_nothing(setup: Setup, engine: Engine) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import InvalidSetting
@@ -22,6 +22,8 @@ SAMPLES_PER_CLASS = 8
 SAFETY_MARGIN = 1.1
 """A prediction is the learned peak plus 10%: a peak is seen from its end (RSS growth), so it may be low."""
 MAX_NAME_LENGTH = 200
+NEGLIGIBLE_BYTES = 1024**2
+"""Peaks under this are noise (the resident set moves by a few pages around any node)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,31 +78,68 @@ class ClassSummary:
     actual_vram_bytes: int | None
 
 
+Line = tuple[float, float]
+"""A peak as ``fixed + per_unit * units``: what a class's runs of one driver kind say of one resource."""
+
+
+def fit_line(points: list[tuple[int, int]]) -> Line | None:
+    """The line through ``(units, peak)`` points that no seen run exceeds, ``None`` without points.
+
+    With runs of one size only, the peak is taken as proportional to the driver (a video twice as long, twice the
+    frames). With several sizes, the least-squares slope (never negative) is kept and the fixed part raised until
+    every run lies on or under the line: a node that loads a model and then decodes frames is not predicted to
+    need ten models for ten times the frames.
+    """
+    if not points:
+        return None
+    distinct = {units for units, _ in points}
+    if len(distinct) == 1:
+        return 0.0, max(peak / units for units, peak in points)
+    count = len(points)
+    mean_units = sum(units for units, _ in points) / count
+    mean_peak = sum(peak for _, peak in points) / count
+    spread = sum((units - mean_units) ** 2 for units, _ in points)
+    slope = max(sum((units - mean_units) * (peak - mean_peak) for units, peak in points) / spread, 0.0)
+    return max(0.0, *(peak - slope * units for units, peak in points)), slope
+
+
 class _Entry:
-    __slots__ = ("actual", "predicted", "runs", "samples")
+    __slots__ = ("actual", "lines", "peaks", "predicted", "runs", "samples")
 
     def __init__(self) -> None:
         self.samples: deque[Sample] = deque(maxlen=SAMPLES_PER_CLASS)
         self.runs = 0
         self.predicted: tuple[int | None, int | None] = (None, None)
         self.actual: tuple[int | None, int | None] = (None, None)
+        # What predictions are made from, worked out when a run is learned so that a prediction is two lookups.
+        self.peaks: tuple[int | None, int | None] = (None, None)
+        self.lines: dict[str, tuple[Line | None, Line | None]] = {}
+
+    def add(self, sample: Sample) -> None:
+        self.samples.append(sample)
+        if _negligible(sample.ram_peak_bytes, sample.vram_peak_bytes) and _negligible(*self.peaks):
+            return  # a class that never took memory (most nodes): nothing to work out again, on every node
+        peaks: list[int | None] = [None, None]
+        points: dict[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]] = {}
+        for each in self.samples:
+            for resource, peak in enumerate((each.ram_peak_bytes, each.vram_peak_bytes)):
+                if peak is None:
+                    continue
+                peaks[resource] = max(peak, peaks[resource] or 0)
+                if each.driver is not None and each.driver.units > 0:
+                    points.setdefault(each.driver.kind, ([], []))[resource].append((each.driver.units, peak))
+        self.peaks = (peaks[0], peaks[1])
+        self.lines = {kind: (fit_line(ram), fit_line(vram)) for kind, (ram, vram) in points.items()}
 
 
-def _peak(samples: Iterable[Sample], resource: int, driver: Driver | None) -> tuple[int | None, bool]:
-    """The predicted peak of one resource (0: RAM, 1: VRAM) before the margin, and whether it was scaled."""
-    peaks = [(sample, (sample.ram_peak_bytes, sample.vram_peak_bytes)[resource]) for sample in samples]
-    known = [(sample, peak) for sample, peak in peaks if peak is not None]
-    if not known:
-        return None, False
-    if driver is not None and driver.units > 0:
-        per_unit = [
-            peak / sample.driver.units
-            for sample, peak in known
-            if sample.driver is not None and sample.driver.kind == driver.kind and sample.driver.units > 0
-        ]
-        if per_unit:
-            return int(max(per_unit) * driver.units), True
-    return max(peak for _, peak in known), False
+def _negligible(ram: int | None, vram: int | None) -> bool:
+    return (ram or 0) < NEGLIGIBLE_BYTES and (vram or 0) < NEGLIGIBLE_BYTES
+
+
+def _scale(peak: int | None, line: Line | None, driver: Driver | None) -> tuple[int | None, bool]:
+    if line is not None and driver is not None:
+        return int(line[0] + line[1] * driver.units), True
+    return peak, False
 
 
 class LearnedPeaks:
@@ -123,7 +162,7 @@ class LearnedPeaks:
         """Adds one run of ``node_class``; ``predicted``: what was predicted before it, shown beside it."""
         with self._lock:
             entry = self._entry(node_class)
-            entry.samples.append(sample)
+            entry.add(sample)
             entry.runs += 1
             entry.actual = (sample.ram_peak_bytes, sample.vram_peak_bytes)
             entry.predicted = (None, None) if predicted is None else (predicted.ram_bytes, predicted.vram_bytes)
@@ -141,10 +180,13 @@ class LearnedPeaks:
         entry = self._entries.get(node_class)
         if entry is None:
             return None
-        with self._lock:
-            samples = tuple(entry.samples)
-        ram, ram_scaled = _peak(samples, 0, driver)
-        vram, vram_scaled = _peak(samples, 1, driver)
+        ram_peak, vram_peak = entry.peaks
+        ram_line: Line | None = None
+        vram_line: Line | None = None
+        if driver is not None and driver.units > 0:
+            ram_line, vram_line = entry.lines.get(driver.kind, (None, None))
+        ram, ram_scaled = _scale(ram_peak, ram_line, driver)
+        vram, vram_scaled = _scale(vram_peak, vram_line, driver)
         if ram is None and vram is None:
             return None
         scaled = (ram_scaled or vram_scaled) and driver is not None
@@ -253,7 +295,7 @@ def _parse_entry(value: object, field_name: str) -> _Entry:
     if not isinstance(samples, list):
         raise InvalidSetting(f"{field_name}.samples", "expected a list")
     for index, sample in enumerate(samples[-SAMPLES_PER_CLASS:]):
-        entry.samples.append(_parse_sample(sample, f"{field_name}.samples[{index}]"))
+        entry.add(_parse_sample(sample, f"{field_name}.samples[{index}]"))
     entry.predicted = _two(value.get("predicted"), f"{field_name}.predicted")
     entry.actual = _two(value.get("actual"), f"{field_name}.actual")
     return entry

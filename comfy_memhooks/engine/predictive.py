@@ -138,7 +138,7 @@ class PredictiveCleanup:
     Args:
         engine: runs the cleanup and keeps it in the history.
         table: the learned peaks.
-        enabled: read before each node of a learned class (the ``predictive_cleanup`` setting).
+        enabled: read at each node (the ``predictive_cleanup`` setting); off, nothing is learned or predicted.
         save: called when a prompt finishes, to keep what was learned (``LearnedFile.save``).
         gpu_index: the GPU the nodes use.
     """
@@ -182,11 +182,13 @@ class PredictiveCleanup:
     def on_node_started(
         self, sender: Any, *, node_id: Any, node_class: str, inputs: Any = None, cached: bool | None = None, **_: Any
     ) -> None:
+        if not self.enabled():
+            return
         key = str(node_id)
         driver = driver_of(inputs, self._drivers.get) if inputs is not None else None
         if driver is not None:
             self._drivers[key] = driver
-        if cached or node_class not in self.table or not self.enabled():
+        if cached or node_class not in self.table:
             return
         try:
             self.before_node(key, node_class, driver)
@@ -244,7 +246,7 @@ class PredictiveCleanup:
 
     def on_node_profiled(self, sender: Any, *, profile: Any, **_: Any) -> None:
         predicted = self._predicted.pop(profile.node_id, None)
-        if profile.cached or not profile.success:
+        if profile.cached or not profile.success or not self.enabled():
             return
         sample = Sample(profile.ram_peak_bytes, profile.vram_peak_bytes, self._drivers.get(profile.node_id))
         if sample.ram_peak_bytes is None and sample.vram_peak_bytes is None:

@@ -35,7 +35,7 @@ LIMIT = 3 * GIB
 WIDTH, HEIGHT = 1280, 720  # 3.5 MiB a frame
 TAUGHT_FRAMES = 200  # 0.69 GiB
 FRAMES = 400  # 1.37 GiB: more than the room left after the garbage, less than the room plus the garbage
-GARBAGE = [("MemhooksPressureOrdinary", {"frames": 10, "frame_mb": 33, "work_seconds": 0.1})] * 4  # 1.29 GiB
+GARBAGE = [("MemhooksPredictGarbage", {"megabytes": 330})] * 4  # 1.29 GiB, collectable only by a full collection
 
 
 def decoder(frames: int) -> tuple[str, dict[str, Any]]:
