@@ -13,20 +13,17 @@ prints each state's median cost per node, what predictive cleanup adds, and the 
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_profile import NODES_PER_PROMPT, _Caches, _module, report  # noqa: E402
+from bench_profile import NODES_PER_PROMPT, _module, _prompt_runner, report  # noqa: E402
 
-from comfy_memhooks import signals  # noqa: E402
 from comfy_memhooks.comfy import auto  # noqa: E402
 from comfy_memhooks.comfy.profiling import recorder_for  # noqa: E402
 from comfy_memhooks.engine.core import Engine  # noqa: E402
@@ -55,28 +52,6 @@ class _Prompt:
         return self._nodes[node_id]
 
 
-def _runner(execute: Any, class_type: str) -> Any:
-    loop = asyncio.new_event_loop()
-
-    async def nodes(prompt: _Prompt, prompt_id: str) -> None:
-        executed: set[str] = set()
-        for node_id in prompt._nodes:
-            await execute(None, prompt, _Caches(), node_id, {}, executed, prompt_id, None, {}, {}, {})
-
-    def run(prompt_id: str) -> float:
-        prompt = _Prompt(class_type, unseen=class_type == "Unseen")  # built before the clock starts
-        signals.send_safely(signals.prompt_started, prompt_id, prompt_id=prompt_id)
-        started = time.perf_counter_ns()
-        loop.run_until_complete(nodes(prompt, prompt_id))
-        elapsed = time.perf_counter_ns() - started
-        signals.send_safely(
-            signals.prompt_finished, prompt_id, prompt_id=prompt_id, success=True, duration_seconds=0.0, error=None
-        )
-        return elapsed / NODES_PER_PROMPT
-
-    return run
-
-
 def per_node_costs(batches: int) -> None:
     folder = Path(tempfile.mkdtemp(prefix="memhooks-bench-predictive-"))
     settings = SettingsStore(folder / "comfy_memhooks.json")
@@ -98,7 +73,10 @@ def per_node_costs(batches: int) -> None:
         "on, learned small": ("SmallNode", True, True),
         "on, learned, RAM read": ("LargeNode", True, True),
     }
-    runners = {name: _runner(module.execute, class_type) for name, (class_type, _, _) in states.items()}
+    runners = {
+        name: _prompt_runner(module.execute, class_type, lambda kind=class_type: _Prompt(kind, kind == "Unseen"))
+        for name, (class_type, _, _) in states.items()
+    }
     costs: dict[str, list[float]] = {name: [] for name in states}
     report(f"per node, median of {batches} prompts of {NODES_PER_PROMPT} nodes in each state, interleaved")
     try:

@@ -19,24 +19,15 @@ from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.drivers import driver_of
 from comfy_memhooks.engine.learned import SAFETY_MARGIN, Driver, LearnedPeaks, Sample, fit_line
 from comfy_memhooks.engine.predictive import PredictiveCleanup
-from comfy_memhooks.hook import patch as hook_patch
 from comfy_memhooks.profile import ProfileRecorder, ProfileStore
 from tests.conftest import FakeClock
-from tests.hook_support import fresh_hook_failures
 from tests.standin_executor import KINDS, StandInNode, make_execution_module
 from tests.test_pressure import LIMIT, ScriptedProbe
+from tests.test_profile import fresh_hook  # noqa: F401  (an autouse fixture, shared)
 
 MIB = 1024**2
 PIXELS = 64 * 64  # one "frame" of the stand-in video node is 64 x 64 pixels of 4 bytes x 8: 128 KiB
 FRAME_BYTES = PIXELS * 32
-
-
-@pytest.fixture(autouse=True)
-def fresh_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
-    monkeypatch.setattr(hook_patch, "hook_failures", fresh_hook_failures())
-    yield
-    hook.uninstall()
 
 
 @pytest.fixture
@@ -46,6 +37,7 @@ def probe() -> ScriptedProbe:
 
 @pytest.fixture
 def engine(probe: ScriptedProbe, monkeypatch: pytest.MonkeyPatch) -> Engine:
+    """An engine on the scripted probe, each action taking off what the test says it frees."""
     built = Engine(probe=probe, clock=FakeClock())  # type: ignore[arg-type]
     original = built._run_action
 

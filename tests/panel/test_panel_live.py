@@ -214,6 +214,7 @@ def test_attach_registers_once_on_comfyuis_route_table(monkeypatch: pytest.Monke
         paths = sorted((route.method, route.path) for route in server.routes if isinstance(route, web.RouteDef))
         assert paths == [
             ("GET", "/memhooks/history"),
+            ("GET", "/memhooks/predictions"),
             ("GET", "/memhooks/processes"),
             ("GET", "/memhooks/profile"),
             ("GET", "/memhooks/settings"),
