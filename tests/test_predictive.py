@@ -17,12 +17,13 @@ import pytest
 from comfy_memhooks import hook
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.drivers import driver_of
-from comfy_memhooks.engine.learned import SAFETY_MARGIN, Driver, LearnedPeaks, Sample, fit_line
-from comfy_memhooks.engine.predictive import PredictiveCleanup
+from comfy_memhooks.engine.learned import SAFETY_MARGIN, Driver, LearnedPeaks, Prediction, Sample, fit_line
+from comfy_memhooks.engine.predictive import PredictiveCleanup, Shortfall, shortfalls
+from comfy_memhooks.probe.readings import GIB, GpuReading, GpuSource, MemorySnapshot
 from comfy_memhooks.profile import ProfileRecorder, ProfileStore
 from tests.conftest import FakeClock
 from tests.standin_executor import KINDS, StandInNode, make_execution_module
-from tests.test_pressure import LIMIT, ScriptedProbe
+from tests.test_pressure import LIMIT, ScriptedProbe, ram_at
 from tests.test_profile import fresh_hook  # noqa: F401  (an autouse fixture, shared)
 
 MIB = 1024**2
@@ -280,3 +281,18 @@ def test_cached_nodes_teach_nothing(setup: Setup, engine: Engine) -> None:
         "DecodeFrames": 1,
         "LoadFrames": 1,
     }
+
+
+def test_vram_is_compared_with_the_free_memory_of_the_gpu_the_nodes_run_on() -> None:
+    gpus = (
+        GpuReading(0, "first", 80 * GIB, 79 * GIB, 1 * GIB),
+        GpuReading(1, "second", 80 * GIB, 10 * GIB, 70 * GIB),
+    )
+    snapshot = MemorySnapshot(0.0, ram_at(LIMIT // 2), gpus, GpuSource.NVML)
+    prediction = Prediction("KSampler", 100 * MIB, 5 * GIB, "recent maximum")
+
+    assert shortfalls(prediction, snapshot, gpu_index=1) == []
+    assert shortfalls(prediction, snapshot, gpu_index=0) == [Shortfall("VRAM", 5 * GIB, 1 * GIB, 0)]
+    assert shortfalls(prediction, snapshot, gpu_index=7) == []  # a GPU not read: nothing known, nothing done
+    tight = MemorySnapshot(0.0, ram_at(LIMIT - 50 * MIB), gpus, GpuSource.NVML)
+    assert [item.resource for item in shortfalls(prediction, tight, gpu_index=0)] == ["RAM", "VRAM"]

@@ -21,7 +21,7 @@ from typing import Any
 from .. import signals
 from ..failures import Failures
 from ..probe.backends import loaded_torch
-from ..probe.readings import GIB, MemorySnapshot
+from ..probe.readings import GIB, MemorySnapshot, RamReading
 from .actions import CUDA_EMPTY_CACHE, GC_COLLECT, MALLOC_TRIM, Action, ActionContext, ActionOutcome
 from .actions import comfy_model_management as _model_management
 from .core import Engine
@@ -56,8 +56,8 @@ class Shortfall:
         return self.predicted_bytes - self.headroom_bytes
 
 
-def _ram_headroom(snapshot: MemorySnapshot) -> int | None:
-    ram = snapshot.ram
+def _ram_headroom(ram: RamReading) -> int | None:
+    """What can still be allocated under the limit: the container's inside one (``available_bytes``)."""
     if ram.available_bytes is not None:
         return ram.available_bytes
     if ram.total_bytes is None or ram.used_bytes is None:
@@ -78,7 +78,7 @@ def _vram_headroom(snapshot: MemorySnapshot, gpu_index: int) -> int | None:
 def shortfalls(prediction: Prediction, snapshot: MemorySnapshot, gpu_index: int = 0) -> list[Shortfall]:
     """The resources ``prediction`` does not fit in, by ``snapshot``; empty when it fits (or nothing is known)."""
     found = []
-    ram = _ram_headroom(snapshot)
+    ram = _ram_headroom(snapshot.ram)
     if prediction.ram_bytes is not None and ram is not None and prediction.ram_bytes > ram:
         found.append(Shortfall("RAM", prediction.ram_bytes, ram))
     vram = _vram_headroom(snapshot, gpu_index)
@@ -210,7 +210,7 @@ class PredictiveCleanup:
             reading = self.engine.snapshot()
             short = shortfalls(prediction, reading, gpu_index)
         else:
-            headroom = _ram_headroom(_ram_only(self.engine.probe.read_ram()))
+            headroom = _ram_headroom(self.engine.probe.read_ram())
             fits = headroom is None or prediction.ram_bytes is None or prediction.ram_bytes <= headroom
             short = [] if fits else [Shortfall("RAM", prediction.ram_bytes or 0, headroom or 0)]
         if not short:
@@ -240,7 +240,7 @@ class PredictiveCleanup:
 
     def _headroom_reader(self, shortfall: Shortfall) -> Callable[[], int | None]:
         if shortfall.gpu_index is None:
-            return lambda: _ram_headroom(_ram_only(self.engine.probe.read_ram()))
+            return lambda: _ram_headroom(self.engine.probe.read_ram())
         index = shortfall.gpu_index
         return lambda: _vram_headroom(self.engine.snapshot(), index)
 
@@ -260,7 +260,3 @@ class PredictiveCleanup:
             self.save()
         except Exception as error:  # keeping what was learned is best effort; the prompt has finished either way.
             self.failures.record("saving what was learned", error)
-
-
-def _ram_only(ram: Any) -> MemorySnapshot:
-    return MemorySnapshot(taken_at=0.0, ram=ram, gpus=(), gpu_source=None)
