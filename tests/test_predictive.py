@@ -23,7 +23,7 @@ from comfy_memhooks.probe.readings import GIB, GpuReading, GpuSource, MemorySnap
 from comfy_memhooks.profile import ProfileRecorder, ProfileStore
 from tests.conftest import FakeClock
 from tests.standin_executor import KINDS, StandInNode, make_execution_module
-from tests.test_pressure import LIMIT, ScriptedProbe, ram_at
+from tests.test_pressure import LIMIT, ScriptedProbe, ram_at, scripted_engine
 from tests.test_profile import fresh_hook  # noqa: F401  (an autouse fixture, shared)
 
 MIB = 1024**2
@@ -38,16 +38,7 @@ def probe() -> ScriptedProbe:
 
 @pytest.fixture
 def engine(probe: ScriptedProbe, monkeypatch: pytest.MonkeyPatch) -> Engine:
-    """An engine on the scripted probe, each action taking off what the test says it frees."""
-    built = Engine(probe=probe, clock=FakeClock())  # type: ignore[arg-type]
-    original = built._run_action
-
-    def run_action(action: Any, context: Any, usage: Any, escalation: bool = False) -> Any:
-        probe.used -= probe.frees_per_action.get(action.name, 0)
-        return original(action, context, usage, escalation)
-
-    monkeypatch.setattr(built, "_run_action", run_action)
-    return built
+    return scripted_engine(probe, FakeClock(), monkeypatch)
 
 
 class Setup:

@@ -82,9 +82,15 @@ def probe() -> ScriptedProbe:
 
 @pytest.fixture
 def engine(probe: ScriptedProbe, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Engine:
-    built = Engine(probe=probe, clock=clock)  # type: ignore[arg-type]
+    built = scripted_engine(probe, clock, monkeypatch)
     monkeypatch.setattr(engine_module, "_engine", built)  # the node's engine
-    # What an action frees comes from the script: wrap each action so the probe's usage drops as it runs.
+    return built
+
+
+def scripted_engine(probe: ScriptedProbe, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Engine:
+    """An engine on the scripted probe; what an action frees comes from the script: each action is wrapped so
+    the probe's usage drops as it runs."""
+    built = Engine(probe=probe, clock=clock)  # type: ignore[arg-type]
     original = built._run_action
 
     def run_action(action: Any, context: Any, usage: Any, escalation: bool = False) -> Any:
@@ -217,8 +223,9 @@ def test_escalation_never_unloads_a_model_the_mode_did_not() -> None:
 
 def test_a_routine_cleanup_does_not_escalate(engine: Engine, probe: ScriptedProbe) -> None:
     probe.percent(50)
-    outcome = engine.optimize(Mode.CONSERVATIVE, Trigger(TriggerKind.MANUAL, "panel"), thresholds=Thresholds(40, 85),
-                              routine=True)
+    outcome = engine.optimize(
+        Mode.CONSERVATIVE, Trigger(TriggerKind.MANUAL, "panel"), thresholds=Thresholds(40, 85), routine=True
+    )
     assert outcome.record is not None and not outcome.record.escalated
 
 
@@ -368,7 +375,5 @@ def test_the_watchdog_thread_cleans_up_soon_after_a_prompt_starts_over_the_thres
     finally:
         watchdog.stop()
         signals.optimization_performed.disconnect(on_record)
-        signals.send_safely(signals.prompt_finished, "p", prompt_id="p", success=True, duration_seconds=0.0,
-                            error=None)
+        signals.send_safely(signals.prompt_finished, "p", prompt_id="p", success=True, duration_seconds=0.0, error=None)
     assert not watchdog.running
-
