@@ -84,21 +84,28 @@ def _module() -> Any:
     return module
 
 
-def _prompt_runner(execute: Any, class_type: str) -> Callable[[str], float]:
-    """Runs one prompt of NODES_PER_PROMPT nodes with its prompt signals; returns the nanoseconds per node."""
-    prompt = _Prompt(class_type)
+def _prompt_runner(
+    execute: Any, class_type: str, make_prompt: Callable[[], Any] | None = None
+) -> Callable[[str], float]:
+    """Runs one prompt of NODES_PER_PROMPT nodes with its prompt signals; returns the nanoseconds per node.
+
+    ``make_prompt``: a new prompt (``dynprompt``) for each run, made before the clock starts; else every node is
+    one of ``class_type`` with no inputs.
+    """
+    fixed = _Prompt(class_type)
     node_ids = [str(index) for index in range(NODES_PER_PROMPT)]
     loop = asyncio.new_event_loop()
 
-    async def nodes(prompt_id: str) -> None:
+    async def nodes(prompt: Any, prompt_id: str) -> None:
         executed: set[str] = set()
         for node_id in node_ids:
             await execute(None, prompt, _Caches(), node_id, {}, executed, prompt_id, None, {}, {}, {})
 
     def run(prompt_id: str) -> float:
+        prompt = fixed if make_prompt is None else make_prompt()
         signals.send_safely(signals.prompt_started, prompt_id, prompt_id=prompt_id)
         started = time.perf_counter_ns()
-        loop.run_until_complete(nodes(prompt_id))
+        loop.run_until_complete(nodes(prompt, prompt_id))
         elapsed = time.perf_counter_ns() - started
         signals.send_safely(
             signals.prompt_finished, prompt_id, prompt_id=prompt_id, success=True, duration_seconds=0.0, error=None

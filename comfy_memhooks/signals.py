@@ -27,7 +27,9 @@ node_started: NamedSignal = memhooks_signals.signal(
     "node-started",
     doc="A node is about to run (once per node and prompt, however often ComfyUI re-enters it). "
     "Sender: the node's class name. kwargs: node_id, node_class, prompt_id, heavy (bool: matches a heavy-node "
-    "rule), cached (True when ComfyUI will answer from its cache; checked for heavy nodes only, else None).",
+    "rule), cached (True when ComfyUI will answer from its cache; checked for heavy nodes only, else None), "
+    "inputs (the node's inputs as the prompt gives them: widget values, and links as [node_id, output_index]; "
+    "read-only, None when unknown).",
 )
 node_finished: NamedSignal = memhooks_signals.signal(
     "node-finished",

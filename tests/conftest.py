@@ -12,7 +12,9 @@ import pytest
 
 from comfy_memhooks.comfy import auto
 from comfy_memhooks.engine import core as engine_module
+from comfy_memhooks.engine import learned_file
 from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.engine.learned import LearnedPeaks
 from comfy_memhooks.hook import patch as hook_patch
 from comfy_memhooks.probe.gpu import GpuProbe
 from comfy_memhooks.probe.memory import MemoryProbe
@@ -126,3 +128,9 @@ def fresh_hook_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(hook_patch, "hook_failures", fresh_hook_failures())
     yield
     auto.uninstall()
+
+
+@pytest.fixture(autouse=True)
+def learned_peaks_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process's learned peaks (predictive cleanup) live in the test's folder, never in the user's home."""
+    monkeypatch.setattr(learned_file, "_file", learned_file.LearnedFile(tmp_path / "learned.json", LearnedPeaks()))

@@ -117,7 +117,9 @@ def test_signals_come_in_order_with_their_arguments(kind: str, recorder: Recorde
         "prompt_id": "prompt-1",
         "heavy": True,
         "cached": False,
+        "inputs": {"x": ["2", 0]},  # the prompt's own inputs: a link to node 2's first output
     }
+    assert started[0].kwargs["inputs"] == {"x": 3}  # a widget value
     assert started[0].kwargs["cached"] is None  # only heavy nodes are looked up in the cache
     for event in recorder.of("node_finished"):
         assert event.kwargs["result"] is ExecutionResult.SUCCESS

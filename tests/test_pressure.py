@@ -82,9 +82,15 @@ def probe() -> ScriptedProbe:
 
 @pytest.fixture
 def engine(probe: ScriptedProbe, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Engine:
-    built = Engine(probe=probe, clock=clock)  # type: ignore[arg-type]
+    built = scripted_engine(probe, clock, monkeypatch)
     monkeypatch.setattr(engine_module, "_engine", built)  # the node's engine
-    # What an action frees comes from the script: wrap each action so the probe's usage drops as it runs.
+    return built
+
+
+def scripted_engine(probe: ScriptedProbe, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Engine:
+    """An engine on the scripted probe; what an action frees comes from the script: each action is wrapped so
+    the probe's usage drops as it runs."""
+    built = Engine(probe=probe, clock=clock)  # type: ignore[arg-type]
     original = built._run_action
 
     def run_action(action: Any, context: Any, usage: Any, escalation: bool = False) -> Any:

@@ -1,8 +1,10 @@
-"""Starts the per-node profile inside ComfyUI: the recorder on the hook's signals, fed by the engine's probes.
+"""Starts the per-node profile inside ComfyUI: the recorder on the hook's signals, fed by the engine's probes,
+and predictive cleanup, which learns from it.
 
 Called by :func:`bootstrap.setup` after the hook and its optimizer are in place, so the recorder's receivers come
-after the optimizer's (see :mod:`profile.recorder`). The ``node_profile`` setting is read at every node, so
-turning it off in the panel applies to the next node.
+after the optimizer's (see :mod:`profile.recorder`); predictive cleanup connects before the recorder, so what it
+frees before a node is not charged to the node. The ``node_profile`` and ``predictive_cleanup`` settings are read
+at every node, so turning one off in the panel applies to the next node.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import threading
 
 from ..engine.core import Engine, get_engine
+from ..engine.learned_file import get_learned_file
+from ..engine.predictive import PredictiveCleanup
 from ..engine.settings import SettingsStore, get_settings_store
 from ..profile.recorder import ProfileRecorder
 from ..profile.store import ProfileStore, get_profile_store
@@ -32,24 +36,41 @@ def recorder_for(engine: Engine, settings: SettingsStore, store: ProfileStore) -
     )
 
 
+def predictor_for(engine: Engine, settings: SettingsStore) -> PredictiveCleanup:
+    """Predictive cleanup on the process's learned peaks, saved to their file after each prompt."""
+    learned = get_learned_file()
+    return PredictiveCleanup(
+        engine,
+        learned.table,
+        enabled=lambda: settings.current.enabled and settings.current.predictive_cleanup,
+        save=learned.save,
+    )
+
+
 _recorder: ProfileRecorder | None = None
+_predictor: PredictiveCleanup | None = None
 _lock = threading.Lock()
 
 
 def start() -> ProfileRecorder:
-    """Connects the process's recorder to the signals; a second call returns the first."""
-    global _recorder
+    """Connects predictive cleanup, then the process's recorder, to the signals; a second call returns the first."""
+    global _recorder, _predictor
     with _lock:
         if _recorder is None:
+            _predictor = predictor_for(get_engine(), get_settings_store())
+            _predictor.connect()
             _recorder = recorder_for(get_engine(), get_settings_store(), get_profile_store())
             _recorder.connect()
         return _recorder
 
 
 def stop() -> None:
-    """Disconnects the recorder; what it recorded stays in the store."""
-    global _recorder
+    """Disconnects the recorder and predictive cleanup; what they recorded and learned stays."""
+    global _recorder, _predictor
     with _lock:
+        if _predictor is not None:
+            _predictor.disconnect()
+            _predictor = None
         if _recorder is not None:
             _recorder.disconnect()
             _recorder = None

@@ -11,7 +11,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from .. import signals
@@ -218,6 +218,20 @@ class Engine:
         finally:
             self._lock.release()
 
+    def make_room(
+        self, trigger: Trigger, steps: Sequence[tuple[Action, ...]], short: Callable[[MemorySnapshot], bool]
+    ) -> OptimizationRecord | None:
+        """Runs ``steps``, weakest first, until ``short`` no longer finds the snapshot short: predictive cleanup.
+
+        Neither the cooldown nor the effectiveness guard holds it back: it runs because a node about to start is
+        predicted not to fit, and stops as soon as it would. ``None`` when a fresh reading already leaves room.
+        """
+        with self._lock:
+            before = self.probe.snapshot()
+            if not steps or not short(before):
+                return None
+            return self._optimize(None, steps[0], trigger, before, None, None, until=(steps[1:], short))
+
     def _request(
         self, mode: Mode, trigger: Trigger, snapshot: MemorySnapshot, thresholds: Thresholds | None
     ) -> Outcome:
@@ -262,8 +276,12 @@ class Engine:
         vram_threshold: float | None,
         escalate_over: Thresholds | None,
         ram_threshold: float | None = None,
+        until: tuple[Sequence[tuple[Action, ...]], Callable[[MemorySnapshot], bool]] | None = None,
     ) -> OptimizationRecord:
-        """Runs ``steps``; then, while ``escalate_over`` still finds pressure, the escalation ladder's steps."""
+        """Runs ``steps``; then, while ``escalate_over`` still finds pressure, the escalation ladder's steps.
+
+        ``until``: other steps, and a test of a snapshot; each step runs while the test says memory is still short.
+        """
         started_at = self._wall_clock()
         started = time.perf_counter()
         context = ActionContext(before, vram_threshold, ram_threshold, self.probe.read_ram)
@@ -274,13 +292,18 @@ class Engine:
             reports.append(report)
         after = self.probe.snapshot()
         if escalate_over is not None and mode is not None:
-            for _, step in escalation_ladder(mode):
-                if not escalate_over.pressure(after):
-                    break
-                for action in step:
-                    report, usage = self._run_action(action, context, usage, escalation=True)
-                    reports.append(report)
-                after = self.probe.snapshot()
+            until = (
+                [step for _, step in escalation_ladder(mode)],
+                lambda reading: bool(escalate_over.pressure(reading)),
+            )
+        ladder, short = until if until is not None else ((), None)
+        for step in ladder:
+            if short is None or not short(after):
+                break
+            for action in step:
+                report, usage = self._run_action(action, context, usage, escalation=True)
+                reports.append(report)
+            after = self.probe.snapshot()
         duration = time.perf_counter() - started
         self._last_optimized_at = self._clock()
         if trigger.pressure:

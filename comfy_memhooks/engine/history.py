@@ -24,6 +24,7 @@ class TriggerKind(str, enum.Enum):
     HOOK = "hook"  # the automatic executor hook, around a heavy node
     BOUNDARY = "boundary"  # RAM at or above its threshold when a node was about to start (model-free cleanup)
     WATCHDOG = "watchdog"  # RAM at or above its threshold while a node ran (model-free cleanup, own thread)
+    PREDICTIVE = "predictive"  # a node's learned peak would not fit the free memory: freed just enough before it
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,8 @@ class Trigger:
             out-of-memory failure so the node could run once more.
         pressure: the readings at or above their threshold when it was asked for: a pressure optimization,
             which the cooldown did not hold back. Empty for a routine one.
+        predicted_bytes, headroom_bytes: for a predictive cleanup, the node's predicted peak of the resource that
+            was short, and what was free under the limit before the cleanup; ``None`` otherwise.
     """
 
     kind: TriggerKind
@@ -47,6 +50,8 @@ class Trigger:
     node_class: str | None = None
     phase: str | None = None
     pressure: tuple[PressureLevel, ...] = ()
+    predicted_bytes: int | None = None
+    headroom_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,8 @@ class AutoSettings:
             the watchdog's thread, so garbage piling up inside one long node is returned before the node ends.
         node_profile: record each node's memory before and after it (the per-node profile, about 12 µs a node);
             off, the profile keeps what it has and records nothing new, and from the next prompt costs nothing.
+        predictive_cleanup: before a node whose class was seen, free just enough for its learned peak to fit
+            (:mod:`.predictive`); off, only the thresholds act.
     """
 
     enabled: bool = True
@@ -105,6 +107,7 @@ class AutoSettings:
     sample_interval_seconds: float = 1.0
     pressure_watchdog: bool = True
     node_profile: bool = True
+    predictive_cleanup: bool = True
 
     def rule_for(self, node_class: str) -> HeavyNodeRule | None:
         for rule in self.rules:
@@ -124,6 +127,7 @@ class AutoSettings:
             "sample_interval_seconds": self.sample_interval_seconds,
             "pressure_watchdog": self.pressure_watchdog,
             "node_profile": self.node_profile,
+            "predictive_cleanup": self.predictive_cleanup,
         }
 
     @classmethod
@@ -147,6 +151,7 @@ class AutoSettings:
             ),
             pressure_watchdog=parse_bool(merged["pressure_watchdog"], "pressure_watchdog"),
             node_profile=parse_bool(merged["node_profile"], "node_profile"),
+            predictive_cleanup=parse_bool(merged["predictive_cleanup"], "predictive_cleanup"),
         )
 
 

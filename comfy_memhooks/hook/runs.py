@@ -27,6 +27,7 @@ class NodeRun:
         "entries",
         "executed",
         "heavy",
+        "inputs",
         "node_class",
         "node_id",
         "prompt_id",
@@ -36,8 +37,9 @@ class NodeRun:
         "started",
     )
 
-    def __init__(self, node_id: Any, node_class: str, prompt_id: Any, heavy: bool, executed: Any):
+    def __init__(self, node_id: Any, node_class: str, prompt_id: Any, heavy: bool, executed: Any, inputs: Any = None):
         self.node_id = node_id
+        self.inputs = inputs  # the prompt's own inputs dict, by reference: read by the predictor, never changed
         self.node_class = node_class
         self.prompt_id = prompt_id
         self.heavy = heavy

@@ -141,8 +141,9 @@ class Tracker:
                         return None  # a resumed node whose start we did not see: no "before" for it
                 dynprompt = args[self._dynprompt_at] if self._dynprompt_at < count else kwargs["dynprompt"]
                 executed = args[self._executed_at] if self._executed_at < count else kwargs["executed"]
-                node_class = dynprompt.get_node(node_id)["class_type"]
-                run = NodeRun(node_id, node_class, prompt_id, self.heavy(node_class), executed)
+                node = dynprompt.get_node(node_id)
+                node_class = node["class_type"]
+                run = NodeRun(node_id, node_class, prompt_id, self.heavy(node_class), executed, node.get("inputs"))
                 self._open[node_id] = run
             run.entries += 1
             return run
@@ -203,6 +204,7 @@ class Tracker:
                     prompt_id=run.prompt_id,
                     heavy=run.heavy,
                     cached=cached,
+                    inputs=run.inputs,
                 )
         except Exception as error:  # send_safely contains receivers; this guards blinker itself.
             self.failures.record("sending node_started", error)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .. import hook, signals
 from ..engine.core import Engine
 from ..engine.history import OptimizationRecord
+from ..engine.learned_file import LearnedFile, get_learned_file
 from ..engine.modes import Mode
 from ..engine.settings import SettingsStore
 from ..engine.watchdog import PressureWatchdog
@@ -35,6 +36,7 @@ from .payloads import (
     hook_json,
     manual_json,
     node_event_json,
+    predictions_json,
     process_json,
     profile_answer_json,
     prompt_event_json,
@@ -73,6 +75,7 @@ class PanelBackend:
         profiles: the per-node profile; the process's store by default (empty outside ComfyUI).
         peak_vram_by_class: the last prompt's per-node peak VRAM by node class, for the metrics; the profile's
             by default.
+        learned: predictive cleanup's learned peaks; the process's file by default, read when first asked for.
     """
 
     def __init__(
@@ -87,9 +90,11 @@ class PanelBackend:
         watchdog: Callable[[], PressureWatchdog | None] | None = None,
         profiles: ProfileStore | None = None,
         peak_vram_by_class: Callable[[], Mapping[str, int]] | None = None,
+        learned: Callable[[], LearnedFile] = get_learned_file,
     ):
         self.engine = engine
         self.profiles = profiles if profiles is not None else get_profile_store()
+        self.learned = learned
         self._watchdog = watchdog if watchdog is not None else (lambda: None)
         self.store = store
         self.publisher = publisher
@@ -250,6 +255,11 @@ class PanelBackend:
             return None
         store = self.profiles
         return profile_answer_json(profile, self.store.current.node_profile, store.prompt_ids(), store.prompts_kept)
+
+    def predictions(self) -> dict[str, Any]:
+        """Predictive cleanup's classes: each one's last predicted peaks beside what the node then took."""
+        learned = self.learned()
+        return predictions_json(learned, self.store.current.predictive_cleanup)
 
     def optimize(self, mode: Mode) -> dict[str, Any]:
         """A manual request: done now, queued for the next node boundary, or held by the cooldown."""

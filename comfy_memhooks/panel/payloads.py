@@ -18,6 +18,7 @@ from typing import Any
 
 from ..engine.comfy_cache import cache_notice
 from ..engine.history import OptimizationRecord
+from ..engine.learned_file import LearnedFile
 from ..engine.modes import MANUAL_MODES, Mode
 from ..engine.report import action_summary, dynamic_vram_label, process_label
 from ..engine.settings import AutoSettings, HeavyNodeRule, When, rule_json
@@ -223,4 +224,15 @@ def profile_answer_json(
         "prompts_kept": prompts_kept,
         "profile": None if profile is None else prompt_profile_json(profile),
         "reason": reason,
+    }
+
+
+def predictions_json(learned: LearnedFile, enabled: bool) -> dict[str, Any]:
+    """``GET /memhooks/predictions``: each learned class, the most recently seen first, and where they are kept."""
+    return {
+        "enabled": enabled,
+        "classes": [to_plain(row) for row in learned.table.summary()],
+        "max_classes": learned.table.max_classes,
+        "path": str(learned.path),
+        "load_warning": learned.load_warning,
     }

@@ -183,6 +183,11 @@ def register_routes(
         # Set as a header: aiohttp's content_type argument refuses the parameters (version, charset) it carries.
         return web.Response(body=body, headers={"Content-Type": content_type})
 
+    @routes.get(f"{prefix}/predictions")
+    @_guarded
+    async def get_predictions(request: web.Request) -> web.StreamResponse:
+        return reply(await _in_thread(backend.predictions))
+
     @routes.get(f"{prefix}/processes")
     @_guarded
     async def get_processes(request: web.Request) -> web.StreamResponse:

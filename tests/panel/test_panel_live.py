@@ -215,6 +215,7 @@ def test_attach_registers_once_on_comfyuis_route_table(monkeypatch: pytest.Monke
         assert paths == [
             ("GET", "/memhooks/history"),
             ("GET", "/memhooks/metrics"),
+            ("GET", "/memhooks/predictions"),
             ("GET", "/memhooks/processes"),
             ("GET", "/memhooks/profile"),
             ("GET", "/memhooks/settings"),

@@ -207,6 +207,8 @@ async def test_optimize_when_idle_runs_at_once(
         "node_class": None,
         "phase": None,
         "pressure": [],
+        "predicted_bytes": None,
+        "headroom_bytes": None,
     }
     assert backend.engine.history.total_recorded == 1
     (pushed,) = publisher.of("memhooks.optimization")

@@ -12,6 +12,7 @@ ComfyUI's own ``gc.collect()`` runs between prompts only, so inside one prompt t
 
 from __future__ import annotations
 
+import gc
 import time
 from typing import Any, ClassVar
 
@@ -125,6 +126,62 @@ class MemhooksPressureHold:
         return (value + 1,)
 
 
+class MemhooksPredictGarbage:
+    """Leaves ``megabytes`` of cyclic garbage in CPython's oldest generation, and nothing else behind.
+
+    The cycle is moved there on purpose (a young collection while it is alive), with only a handful of container
+    allocations: the pack's other nodes allocate thousands, enough on some ComfyUI versions to trigger a full
+    collection by themselves, and a test that needs the garbage to stay until something collects it cannot
+    depend on that.
+    """
+
+    CATEGORY = "memhooks_pressure_test"
+    FUNCTION = "run"
+    RETURN_TYPES = ("INT",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "value": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                "megabytes": ("INT", {"default": 100, "min": 1, "max": 65536}),
+            }
+        }
+
+    def run(self, value: int, megabytes: int) -> tuple[int]:
+        cycle: dict[str, Any] = {"data": bytes([value % 251 + 1]) * (megabytes * MIB)}
+        cycle["self"] = cycle
+        gc.collect(1)  # it is alive: the collection of the young generations moves it to the oldest
+        return (value + 1,)
+
+
+class MemhooksPredictFrames:
+    """A video decoder's stand-in: decodes ``frames`` frames of ``width`` x ``height`` (4 bytes a pixel) and returns
+    them, held in ComfyUI's cache as a decoder's IMAGE batch is. No heavy-node rule matches its class.
+
+    The frames are written in one ``bytes`` repetition, which holds the GIL: no other thread of the process (a
+    memory watchdog) runs while they are allocated, so only what was freed before the node starts can make room.
+    """
+
+    CATEGORY = "memhooks_pressure_test"
+    FUNCTION = "run"
+    RETURN_TYPES = ("INT", "MEMHOOKS_FRAMES")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "value": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                "frames": ("INT", {"default": 10, "min": 1, "max": 100000}),
+                "width": ("INT", {"default": 64, "min": 1, "max": 16384}),
+                "height": ("INT", {"default": 64, "min": 1, "max": 16384}),
+            }
+        }
+
+    def run(self, value: int, frames: int, width: int, height: int) -> tuple[int, bytes]:
+        return (value + 1, bytes([value % 251 + 1]) * (frames * width * height * 4))
+
+
 class MemhooksPressureSink:
     """The output node that ends a chain."""
 
@@ -146,5 +203,7 @@ NODE_CLASS_MAPPINGS = {
     "MemhooksPressureOrdinary": MemhooksPressureOrdinary,
     "MemhooksPressureBatches": MemhooksPressureBatches,
     "MemhooksPressureHold": MemhooksPressureHold,
+    "MemhooksPredictGarbage": MemhooksPredictGarbage,
+    "MemhooksPredictFrames": MemhooksPredictFrames,
     "MemhooksPressureSink": MemhooksPressureSink,
 }

@@ -78,6 +78,11 @@ export class MemhooksClient {
     return this._json("GET", `/memhooks/profile${query}`);
   }
 
+  /** Each node class predictive cleanup learned, with its last predicted and actual peaks. */
+  predictions() {
+    return this._json("GET", "/memhooks/predictions");
+  }
+
   saveSettings(settings) {
     return this._json("PUT", "/memhooks/settings", settings);
   }

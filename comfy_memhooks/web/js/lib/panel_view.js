@@ -17,6 +17,7 @@ import { GaugesSection } from "./sections/gauges.js";
 import { HistorySection } from "./sections/history.js";
 import { OptimizeSection } from "./sections/optimize.js";
 import { ProcessesSection } from "./sections/processes.js";
+import { PredictionsSection } from "./sections/predictions.js";
 import { ProfileSection } from "./sections/profile.js";
 import { SettingsSection } from "./sections/settings.js";
 
@@ -33,6 +34,7 @@ const SECTIONS = [
   ["optimize", OptimizeSection],
   ["history", HistorySection],
   ["profile", ProfileSection],
+  ["predictions", PredictionsSection],
   ["activity", ActivitySection],
   ["processes", ProcessesSection],
   ["settings", SettingsSection],
@@ -64,6 +66,8 @@ export class MemoryPanel {
       processes: null,
       /** The answer of GET /memhooks/profile: the last prompt's per-node profile, or why there is none. */
       profile: null,
+      /** The answer of GET /memhooks/predictions: each learned class's predicted and actual peaks. */
+      predictions: null,
       /** What the settings form and "Optimize now" offer, from GET /memhooks/settings; null until it answers. */
       choices: null,
       windowSeconds: 600,
@@ -139,7 +143,7 @@ export class MemoryPanel {
     if (status.status === "fulfilled") this._onStatus(status.value);
     if (settings.status === "fulfilled") this.takeSettings(settings.value, false);
     this.invalidate(...this._renderable());
-    await Promise.all([this.refreshProcesses(), this.refreshProfile()]);
+    await Promise.all([this.refreshProcesses(), this.refreshProfile(), this.refreshPredictions()]);
   }
 
   /** Loads the last prompt's profile: on each mount and when a prompt has finished. */
@@ -150,6 +154,16 @@ export class MemoryPanel {
       this.state.profile = { profile: null, reason: error.message };
     }
     this.invalidate("profile");
+  }
+
+  /** Loads what predictive cleanup learned: on each mount and when a prompt has finished. */
+  async refreshPredictions() {
+    try {
+      this.state.predictions = await this.client.predictions();
+    } catch (error) {
+      this.state.predictions = { classes: null, reason: error.message };
+    }
+    this.invalidate("predictions");
   }
 
   async refreshProcesses() {
@@ -208,7 +222,10 @@ export class MemoryPanel {
 
   _onPrompt(data) {
     this.sections.activity.add(data, "prompt");
-    if (data?.phase === "finished" && this._mounted) this.refreshProfile();
+    if (data?.phase === "finished" && this._mounted) {
+      this.refreshProfile();
+      this.refreshPredictions();
+    }
   }
 
   _onManual(answer) {

@@ -44,6 +44,7 @@ export class SettingsSection {
     this.enabledInput.checked = settings.enabled;
     this.oomInput.checked = settings.oom_rescue;
     this.profileInput.checked = settings.node_profile;
+    this.predictiveInput.checked = settings.predictive_cleanup;
     for (const [name] of NUMBER_FIELDS) this.numberInputs[name].value = String(settings[name]);
     this._rules = settings.rules.map((rule) => ({ ...rule }));
     this._renderRules();
@@ -125,6 +126,7 @@ export class SettingsSection {
       enabled: this.enabledInput.checked,
       oom_rescue: this.oomInput.checked,
       node_profile: this.profileInput.checked,
+      predictive_cleanup: this.predictiveInput.checked,
       rules: this._rules,
     };
     for (const [name] of NUMBER_FIELDS) {
@@ -206,7 +208,12 @@ export class SettingsSection {
     const [profile, profileRow, profileError] = check("node_profile", "Per-node profile: record each node's memory");
     this.enabledInput = enabled;
     this.oomInput = oom;
+    const [predictive, predictiveRow, predictiveError] = check(
+      "predictive_cleanup",
+      "Predictive cleanup: before a node seen before, free just enough for its learned peak",
+    );
     this.profileInput = profile;
+    this.predictiveInput = predictive;
     this.numberInputs = {};
     const numbers = NUMBER_FIELDS.map(([name, label, unit, step]) => {
       const input = element(doc, "input", { type: "number", step: String(step), field: name, "aria-label": label });
@@ -264,6 +271,8 @@ export class SettingsSection {
       oomError,
       profileRow,
       profileError,
+      predictiveRow,
+      predictiveError,
       element(doc, "div", { class: "memhooks-subtitle", text: "Heavy nodes (first matching pattern wins)" }),
       this.rulesList,
       this.addRuleButton,

@@ -1,0 +1,301 @@
+"""What predictive cleanup learned: each node class's recent RAM and VRAM peaks, and what drove them.
+
+A peak is learned per unit of its driver where one is visible (frames x pixels for a video node), so a video twice
+as long predicts twice the peak; without a driver the class's recent maximum stands. Either way a safety margin
+is added. The table is bounded (least recently used classes go first) and turns into, and back from, the small
+JSON object kept on disk (:mod:`.learned_file`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..errors import InvalidSetting
+
+MAX_CLASSES = 500
+"""Classes remembered; the least recently seen goes when a new one comes (about 200 bytes each on disk)."""
+SAMPLES_PER_CLASS = 8
+"""Each class's latest runs that predictions are made from."""
+SAFETY_MARGIN = 1.1
+"""A prediction is the learned peak plus 10%: a peak is seen from its end (RSS growth), so it may be low."""
+MAX_NAME_LENGTH = 200
+NEGLIGIBLE_BYTES = 1024**2
+"""Peaks under this are noise (the resident set moves by a few pages around any node)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Driver:
+    """What drives a node's memory, as visible before it runs.
+
+    Attributes:
+        kind: what is counted: ``frame_pixels``, ``frames`` or ``pixels``; per-unit figures are only compared
+            between runs of the same kind.
+        units: how many (frames x width x height for ``frame_pixels``).
+    """
+
+    kind: str
+    units: int
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One run of a class: its RAM and VRAM peaks (``None`` when not measured) and its driver, if any."""
+
+    ram_peak_bytes: int | None
+    vram_peak_bytes: int | None
+    driver: Driver | None
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """A class's predicted peaks for one run of it.
+
+    Attributes:
+        node_class: the class.
+        ram_bytes, vram_bytes: the predicted peaks, margin included; ``None`` when nothing was learned for one.
+        basis: how it was made, in words ("scaled to 240 frames", "recent maximum").
+    """
+
+    node_class: str
+    ram_bytes: int | None
+    vram_bytes: int | None
+    basis: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClassSummary:
+    """One class for the panel: how many runs were learned, the last prediction and what the run then took."""
+
+    node_class: str
+    runs: int
+    driver_kind: str | None
+    predicted_ram_bytes: int | None
+    actual_ram_bytes: int | None
+    predicted_vram_bytes: int | None
+    actual_vram_bytes: int | None
+
+
+Line = tuple[float, float]
+"""A peak as ``fixed + per_unit * units``: what a class's runs of one driver kind say of one resource."""
+
+
+def fit_line(points: list[tuple[int, int]]) -> Line | None:
+    """The line through ``(units, peak)`` points that no seen run exceeds, ``None`` without points.
+
+    With runs of one size only, the peak is taken as proportional to the driver (a video twice as long, twice the
+    frames). With several sizes, the least-squares slope (never negative) is kept and the fixed part raised until
+    every run lies on or under the line: a node that loads a model and then decodes frames is not predicted to
+    need ten models for ten times the frames.
+    """
+    if not points:
+        return None
+    distinct = {units for units, _ in points}
+    if len(distinct) == 1:
+        return 0.0, max(peak / units for units, peak in points)
+    count = len(points)
+    mean_units = sum(units for units, _ in points) / count
+    mean_peak = sum(peak for _, peak in points) / count
+    spread = sum((units - mean_units) ** 2 for units, _ in points)
+    slope = max(sum((units - mean_units) * (peak - mean_peak) for units, peak in points) / spread, 0.0)
+    return max(0.0, *(peak - slope * units for units, peak in points)), slope
+
+
+class _Entry:
+    __slots__ = ("actual", "lines", "peaks", "predicted", "runs", "samples")
+
+    def __init__(self) -> None:
+        self.samples: deque[Sample] = deque(maxlen=SAMPLES_PER_CLASS)
+        self.runs = 0
+        self.predicted: tuple[int | None, int | None] = (None, None)
+        self.actual: tuple[int | None, int | None] = (None, None)
+        # What predictions are made from, worked out when a run is learned so that a prediction is two lookups.
+        self.peaks: tuple[int | None, int | None] = (None, None)
+        self.lines: dict[str, tuple[Line | None, Line | None]] = {}
+
+    def add(self, sample: Sample) -> None:
+        self.samples.append(sample)
+        if _negligible(sample.ram_peak_bytes, sample.vram_peak_bytes) and _negligible(*self.peaks):
+            return  # a class that never took memory (most nodes): nothing to work out again, on every node
+        peaks: list[int | None] = [None, None]
+        points: dict[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]] = {}
+        for each in self.samples:
+            for resource, peak in enumerate((each.ram_peak_bytes, each.vram_peak_bytes)):
+                if peak is None:
+                    continue
+                peaks[resource] = max(peak, peaks[resource] or 0)
+                if each.driver is not None and each.driver.units > 0:
+                    points.setdefault(each.driver.kind, ([], []))[resource].append((each.driver.units, peak))
+        self.peaks = (peaks[0], peaks[1])
+        self.lines = {kind: (fit_line(ram), fit_line(vram)) for kind, (ram, vram) in points.items()}
+
+
+def _negligible(ram: int | None, vram: int | None) -> bool:
+    return (ram or 0) < NEGLIGIBLE_BYTES and (vram or 0) < NEGLIGIBLE_BYTES
+
+
+def _scale(peak: int | None, line: Line | None, driver: Driver | None) -> tuple[int | None, bool]:
+    if line is not None and driver is not None:
+        return int(line[0] + line[1] * driver.units), True
+    return peak, False
+
+
+class LearnedPeaks:
+    """The classes' learned peaks; thread-safe (learned in ComfyUI's worker thread, read by the panel's)."""
+
+    def __init__(self, max_classes: int = MAX_CLASSES, margin: float = SAFETY_MARGIN):
+        self.max_classes = max_classes
+        self.margin = margin
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self.changed = False
+
+    def __contains__(self, node_class: object) -> bool:
+        return node_class in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def learn(self, node_class: str, sample: Sample, predicted: Prediction | None = None) -> None:
+        """Adds one run of ``node_class``; ``predicted``: what was predicted before it, shown beside it."""
+        with self._lock:
+            entry = self._entry(node_class)
+            entry.add(sample)
+            entry.runs += 1
+            entry.actual = (sample.ram_peak_bytes, sample.vram_peak_bytes)
+            entry.predicted = (None, None) if predicted is None else (predicted.ram_bytes, predicted.vram_bytes)
+            self.changed = True
+
+    def _entry(self, node_class: str) -> _Entry:
+        entry = self._entries.pop(node_class, None) or _Entry()
+        self._entries[node_class] = entry
+        while len(self._entries) > self.max_classes:
+            self._entries.popitem(last=False)
+        return entry
+
+    def predict(self, node_class: str, driver: Driver | None = None) -> Prediction | None:
+        """The class's predicted peaks for a run with ``driver``; ``None`` for a class never seen."""
+        entry = self._entries.get(node_class)
+        if entry is None:
+            return None
+        ram_peak, vram_peak = entry.peaks
+        ram_line: Line | None = None
+        vram_line: Line | None = None
+        if driver is not None and driver.units > 0:
+            ram_line, vram_line = entry.lines.get(driver.kind, (None, None))
+        ram, ram_scaled = _scale(ram_peak, ram_line, driver)
+        vram, vram_scaled = _scale(vram_peak, vram_line, driver)
+        if ram is None and vram is None:
+            return None
+        scaled = (ram_scaled or vram_scaled) and driver is not None
+        basis = f"scaled to {driver.units} {driver.kind}" if scaled and driver else "recent maximum"
+        return Prediction(node_class, self._with_margin(ram), self._with_margin(vram), basis)
+
+    def _with_margin(self, peak: int | None) -> int | None:
+        return None if peak is None else int(peak * self.margin)
+
+    def summary(self) -> list[ClassSummary]:
+        """Every class, the most recently seen first."""
+        with self._lock:
+            entries = list(self._entries.items())
+        rows = []
+        for name, entry in reversed(entries):
+            drivers = [sample.driver.kind for sample in entry.samples if sample.driver is not None]
+            rows.append(
+                ClassSummary(name, entry.runs, drivers[-1] if drivers else None, *_pair(entry.predicted, entry.actual))
+            )
+        return rows
+
+    # The file's JSON ----------------------------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, object]:
+        """``{"version": 1, "classes": {name: {...}}}``, least recently seen first (the order is the LRU's)."""
+        with self._lock:
+            classes = {name: _entry_json(entry) for name, entry in self._entries.items()}
+        return {"version": 1, "classes": classes}
+
+    def load_json(self, raw: object) -> None:
+        """Replaces the table with a file's JSON object; raises :class:`InvalidSetting` naming the bad field."""
+        if not isinstance(raw, Mapping) or raw.get("version") != 1:
+            raise InvalidSetting("version", "expected a JSON object with version 1")
+        classes = raw.get("classes")
+        if not isinstance(classes, Mapping):
+            raise InvalidSetting("classes", "expected an object of node classes")
+        entries: OrderedDict[str, _Entry] = OrderedDict()
+        for name, value in list(classes.items())[-self.max_classes :]:
+            if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
+                raise InvalidSetting("classes", f"a class name must be 1 to {MAX_NAME_LENGTH} characters")
+            entries[name] = _parse_entry(value, f"classes[{name!r}]")
+        with self._lock:
+            self._entries = entries
+            self.changed = False
+
+
+def _pair(
+    predicted: tuple[int | None, int | None], actual: tuple[int | None, int | None]
+) -> tuple[int | None, int | None, int | None, int | None]:
+    return predicted[0], actual[0], predicted[1], actual[1]
+
+
+def _entry_json(entry: _Entry) -> dict[str, object]:
+    return {
+        "runs": entry.runs,
+        "samples": [
+            [
+                sample.ram_peak_bytes,
+                sample.vram_peak_bytes,
+                None if sample.driver is None else sample.driver.kind,
+                None if sample.driver is None else sample.driver.units,
+            ]
+            for sample in entry.samples
+        ],
+        "predicted": list(entry.predicted),
+        "actual": list(entry.actual),
+    }
+
+
+def _bytes(value: object, field_name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62:
+        raise InvalidSetting(field_name, "expected a number of bytes (a non-negative integer) or null")
+    return value
+
+
+def _two(value: object, field_name: str) -> tuple[int | None, int | None]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise InvalidSetting(field_name, "expected [ram_bytes, vram_bytes]")
+    return _bytes(value[0], f"{field_name}[0]"), _bytes(value[1], f"{field_name}[1]")
+
+
+def _parse_sample(value: object, field_name: str) -> Sample:
+    if not isinstance(value, list) or len(value) != 4:
+        raise InvalidSetting(field_name, "expected [ram_bytes, vram_bytes, driver_kind, driver_units]")
+    ram, vram = _two(value[:2], field_name)
+    kind, units = value[2], value[3]
+    if kind is None and units is None:
+        return Sample(ram, vram, None)
+    if not isinstance(kind, str) or not 0 < len(kind) <= 40:
+        raise InvalidSetting(f"{field_name}[2]", "expected a driver kind such as 'frames' or null")
+    count = _bytes(units, f"{field_name}[3]")
+    return Sample(ram, vram, None if count is None else Driver(kind, count))
+
+
+def _parse_entry(value: object, field_name: str) -> _Entry:
+    if not isinstance(value, Mapping):
+        raise InvalidSetting(field_name, "expected an object with runs, samples, predicted and actual")
+    entry = _Entry()
+    runs = value.get("runs")
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 0:
+        raise InvalidSetting(f"{field_name}.runs", "expected a non-negative integer")
+    entry.runs = runs
+    samples = value.get("samples")
+    if not isinstance(samples, list):
+        raise InvalidSetting(f"{field_name}.samples", "expected a list")
+    for index, sample in enumerate(samples[-SAMPLES_PER_CLASS:]):
+        entry.add(_parse_sample(sample, f"{field_name}.samples[{index}]"))
+    entry.predicted = _two(value.get("predicted"), f"{field_name}.predicted")
+    entry.actual = _two(value.get("actual"), f"{field_name}.actual")
+    return entry

@@ -1,0 +1,111 @@
+"""The learned peaks on disk: a small JSON file beside the settings file, so what was learned survives a restart.
+
+Handled as the settings file is: written atomically (:mod:`.files`), and a file that cannot be read as learned
+peaks (bad bytes, bad JSON, a bad field, nesting too deep) is set aside under another name with one warning naming
+it, and learning starts afresh. Nothing here raises: predictive cleanup is an optimization, and a bad file must not
+stop ComfyUI or the hook.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from .files import remove_stale_temporaries, write_atomically
+from .learned import LearnedPeaks
+from .settings import default_settings_path
+
+logger = logging.getLogger(__name__)
+
+LEARNED_FILE_NAME = "comfy_memhooks_learned.json"
+
+
+def default_learned_path() -> Path:
+    """Beside the settings file: ComfyUI's user directory inside ComfyUI."""
+    return default_settings_path().with_name(LEARNED_FILE_NAME)
+
+
+def _set_aside(path: Path) -> Path:
+    aside = path.with_name(f"{path.stem}.invalid-{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
+    counter = 1
+    while aside.exists():
+        aside = aside.with_name(f"{aside.stem}-{counter}{aside.suffix}")
+        counter += 1
+    os.replace(path, aside)
+    return aside
+
+
+class LearnedFile:
+    """Loads and saves one :class:`LearnedPeaks` table at ``path``.
+
+    Attributes:
+        load_warning: what went wrong at load, in words naming the file; ``None`` when it loaded (or was missing).
+    """
+
+    def __init__(self, path: Path, table: LearnedPeaks):
+        self.path = path
+        self.table = table
+        self.load_warning: str | None = None
+        self._writable = True
+
+    def load(self) -> LearnedPeaks:
+        """Fills the table from the file; a missing file is an empty table, a bad one is set aside."""
+        self.load_warning = None
+        remove_stale_temporaries(self.path)
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return self.table
+        except OSError as error:
+            self._writable = False  # it may hold what was learned, unreadable only now: never overwritten
+            self._warn(f"{self.path} could not be read ({error.strerror or error}); learning starts afresh")
+            return self.table
+        try:
+            self.table.load_json(json.loads(data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")))
+        except (ValueError, RecursionError) as error:  # bad UTF-8 or JSON, a bad field, nested too deeply
+            problem = "nested too deeply" if isinstance(error, RecursionError) else str(error)[:200]
+            try:
+                aside = _set_aside(self.path)
+            except OSError as aside_error:
+                self._writable = False
+                self._warn(f"{self.path} is not valid ({problem}) and could not be set aside ({aside_error})")
+                return self.table
+            self._warn(f"{self.path} is not valid ({problem}); it was kept as {aside}, learning starts afresh")
+        return self.table
+
+    def save(self) -> bool:
+        """Writes the table when it changed since the last save; ``False`` when it could not (logged once)."""
+        if not (self.table.changed and self._writable):
+            return False
+        self.table.changed = False
+        try:
+            write_atomically(self.path, json.dumps(self.table.to_json(), separators=(",", ":")) + "\n")
+        except OSError as error:
+            self._writable = False
+            self._warn(f"{self.path} could not be written ({error.strerror or error}); learning goes on in memory")
+            return False
+        return True
+
+    def _warn(self, message: str) -> None:
+        self.load_warning = message
+        logger.warning("comfy_memhooks predictive cleanup: %s", message)
+
+
+_file: LearnedFile | None = None
+_file_lock = threading.Lock()
+
+
+def get_learned_file() -> LearnedFile:
+    """The process's learned peaks, loaded from :func:`default_learned_path` on first use."""
+    global _file
+    if _file is None:
+        with _file_lock:
+            if _file is None:
+                learned = LearnedFile(default_learned_path(), LearnedPeaks())
+                learned.load()
+                _file = learned
+    return _file

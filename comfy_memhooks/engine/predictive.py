@@ -1,0 +1,262 @@
+"""Predictive cleanup: before a node whose class was seen, free just enough for its learned peak to fit.
+
+Thresholds act once memory is already short; a node that needs more than the room left is killed before a
+threshold is crossed, or while it allocates. Here each class's peak RAM and VRAM are learned from the per-node
+profile (``node_profiled``; cached and failed nodes teach nothing), scaled by what drives them where that is
+visible (:mod:`.drivers`). Before a node of a learned class starts, its predicted peak is compared with what is
+free under the limit (the container's, inside one; each GPU's); when it does not fit, the weakest cleanup that
+may make room runs first (garbage collection, the heap back to the system, torch's cache), and only if that left
+it short, ComfyUI is asked to unload models for exactly what is still missing (``free_memory``). A class never
+seen is left to the thresholds. Receivers run in ComfyUI's worker thread, contained by ``signals.send_safely``;
+this module's own failures are counted and logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .. import signals
+from ..failures import Failures
+from ..probe.backends import loaded_torch
+from ..probe.readings import GIB, MemorySnapshot, RamReading
+from .actions import CUDA_EMPTY_CACHE, GC_COLLECT, MALLOC_TRIM, Action, ActionContext, ActionOutcome
+from .actions import comfy_model_management as _model_management
+from .core import Engine
+from .drivers import driver_of
+from .history import OptimizationRecord, Trigger, TriggerKind
+from .learned import Driver, LearnedPeaks, Prediction, Sample
+
+logger = logging.getLogger(__name__)
+
+MIN_PREDICTED_BYTES = 64 * 1024**2
+"""A node predicted to take less than this is not worth a reading of memory before it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shortfall:
+    """A resource a node is predicted not to fit in.
+
+    Attributes:
+        resource: ``RAM`` or ``VRAM``.
+        predicted_bytes: the node's predicted peak, margin included.
+        headroom_bytes: what is free under the limit now (the container's, or the GPU's).
+        gpu_index: the GPU, for VRAM.
+    """
+
+    resource: str
+    predicted_bytes: int
+    headroom_bytes: int
+    gpu_index: int | None = None
+
+    @property
+    def missing_bytes(self) -> int:
+        return self.predicted_bytes - self.headroom_bytes
+
+
+def _ram_headroom(ram: RamReading) -> int | None:
+    """What can still be allocated under the limit: the container's inside one (``available_bytes``)."""
+    if ram.available_bytes is not None:
+        return ram.available_bytes
+    if ram.total_bytes is None or ram.used_bytes is None:
+        return None
+    return ram.total_bytes - ram.used_bytes
+
+
+def _vram_headroom(snapshot: MemorySnapshot, gpu_index: int) -> int | None:
+    for gpu in snapshot.gpus:
+        if gpu.index == gpu_index:
+            if gpu.free_bytes is not None:
+                return gpu.free_bytes
+            if gpu.total_bytes is not None and gpu.used_bytes is not None:
+                return gpu.total_bytes - gpu.used_bytes
+    return None
+
+
+def shortfalls(prediction: Prediction, snapshot: MemorySnapshot, gpu_index: int = 0) -> list[Shortfall]:
+    """The resources ``prediction`` does not fit in, by ``snapshot``; empty when it fits (or nothing is known)."""
+    found = []
+    ram = _ram_headroom(snapshot.ram)
+    if prediction.ram_bytes is not None and ram is not None and prediction.ram_bytes > ram:
+        found.append(Shortfall("RAM", prediction.ram_bytes, ram))
+    vram = _vram_headroom(snapshot, gpu_index)
+    if prediction.vram_bytes is not None and vram is not None and prediction.vram_bytes > vram:
+        found.append(Shortfall("VRAM", prediction.vram_bytes, vram, gpu_index))
+    return found
+
+
+def comfy_gpu_index() -> int:
+    """The GPU ComfyUI runs on (``model_management.get_torch_device()``), 0 outside ComfyUI or on the CPU."""
+    model_management = _model_management()
+    try:
+        index = None if model_management is None else model_management.get_torch_device().index
+    except Exception:  # any ComfyUI version's failure here only means: the first GPU.
+        return 0
+    return index if isinstance(index, int) else 0
+
+
+def free_exactly(shortfall: Shortfall, headroom: Callable[[], int | None]) -> Action:
+    """Asks ComfyUI to unload models until exactly what is still missing for the node is free on its device.
+
+    ComfyUI's ``free_memory(required, device)`` unloads until its own reading of the device's free memory exceeds
+    ``required``; that reading is not the container's (it is the host's for the CPU), so it is asked for its
+    reading plus what is missing under our limit now.
+    """
+
+    def run(_: ActionContext) -> ActionOutcome:
+        model_management = _model_management()
+        torch = loaded_torch()
+        if model_management is None or torch is None:
+            return ActionOutcome(skipped_reason="ComfyUI (and its torch) is not loaded in this process")
+        free_now = headroom()
+        if free_now is None:
+            return ActionOutcome(skipped_reason=f"no {shortfall.resource} reading")
+        missing = shortfall.predicted_bytes - free_now
+        if missing <= 0:
+            return ActionOutcome(skipped_reason="it fits already")
+        device = torch.device("cpu") if shortfall.gpu_index is None else torch.device("cuda", shortfall.gpu_index)
+        required = int(model_management.get_free_memory(device)) + missing
+        unloaded = model_management.free_memory(required, device)
+        count = len(unloaded) if isinstance(unloaded, list) else 0
+        return ActionOutcome(detail=f"asked ComfyUI for {missing / GIB:.2f} GB more free on {device}: {count} model(s)")
+
+    return Action(f"comfy_free_memory_{shortfall.resource.lower()}", "ComfyUI's free_memory(...)", run, True)
+
+
+def _describe(shortfall: Shortfall, prediction: Prediction) -> str:
+    return (
+        f"predicted {shortfall.resource} peak {shortfall.predicted_bytes / GIB:.2f} GB ({prediction.basis}) > "
+        f"{shortfall.headroom_bytes / GIB:.2f} GB free"
+    )
+
+
+class PredictiveCleanup:
+    """Learns peaks from the profile and makes room before the nodes of learned classes.
+
+    Args:
+        engine: runs the cleanup and keeps it in the history.
+        table: the learned peaks.
+        enabled: read at each node (the ``predictive_cleanup`` setting); off, nothing is learned or predicted.
+        save: called when a prompt finishes, to keep what was learned (``LearnedFile.save``).
+        gpu_index: the GPU the nodes use.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        table: LearnedPeaks,
+        *,
+        enabled: Callable[[], bool] = lambda: True,
+        save: Callable[[], object] = lambda: None,
+        gpu_index: Callable[[], int] = comfy_gpu_index,
+    ):
+        self.engine = engine
+        self.table = table
+        self.enabled = enabled
+        self.save = save
+        self.gpu_index = gpu_index
+        self.failures = Failures(logger, "predictive cleanup failed while {kind}; the node runs without it")
+        self._drivers: dict[str, Driver] = {}
+        self._predicted: dict[str, Prediction] = {}
+
+    def connect(self) -> None:
+        """Subscribes strongly; connect it before the profile's recorder, so what it frees is not charged to the
+        node (the recorder reads the node's "before" figures on the same signal)."""
+        signals.prompt_started.connect(self.on_prompt_started, weak=False)
+        signals.node_started.connect(self.on_node_started, weak=False)
+        signals.node_profiled.connect(self.on_node_profiled, weak=False)
+        signals.prompt_finished.connect(self.on_prompt_finished, weak=False)
+
+    def disconnect(self) -> None:
+        signals.prompt_started.disconnect(self.on_prompt_started)
+        signals.node_started.disconnect(self.on_node_started)
+        signals.node_profiled.disconnect(self.on_node_profiled)
+        signals.prompt_finished.disconnect(self.on_prompt_finished)
+
+    def on_prompt_started(self, sender: Any, **_: Any) -> None:
+        self._drivers = {}
+        self._predicted = {}
+
+    def on_node_started(
+        self, sender: Any, *, node_id: Any, node_class: str, inputs: Any = None, cached: bool | None = None, **_: Any
+    ) -> None:
+        if not self.enabled():
+            return
+        key = str(node_id)
+        driver = driver_of(inputs, self._drivers.get) if inputs is not None else None
+        if driver is not None:
+            self._drivers[key] = driver
+        if cached or node_class not in self.table:
+            return
+        try:
+            self.before_node(key, node_class, driver)
+        except Exception as error:  # a failed prediction or cleanup must not stop the node from running.
+            self.failures.record("making room before a node", error)
+
+    def before_node(self, node_id: str, node_class: str, driver: Driver | None) -> OptimizationRecord | None:
+        """Frees just enough for the node's predicted peak to fit; ``None`` when it fits or nothing ran."""
+        prediction = self.table.predict(node_class, driver)
+        if prediction is None:
+            return None
+        self._predicted[node_id] = prediction
+        ram = (prediction.ram_bytes or 0) >= MIN_PREDICTED_BYTES
+        vram = (prediction.vram_bytes or 0) >= MIN_PREDICTED_BYTES
+        if not (ram or vram):
+            return None
+        gpu_index = self.gpu_index() if vram else 0
+        if vram:
+            reading = self.engine.snapshot()
+            short = shortfalls(prediction, reading, gpu_index)
+        else:
+            headroom = _ram_headroom(self.engine.probe.read_ram())
+            fits = headroom is None or prediction.ram_bytes is None or prediction.ram_bytes <= headroom
+            short = [] if fits else [Shortfall("RAM", prediction.ram_bytes or 0, headroom or 0)]
+        if not short:
+            return None
+        first = short[0]
+        reason = f"{node_class} #{node_id}: " + "; ".join(_describe(item, prediction) for item in short)
+        trigger = Trigger(
+            TriggerKind.PREDICTIVE,
+            reason,
+            node_id,
+            node_class,
+            "before",
+            (),
+            first.predicted_bytes,
+            first.headroom_bytes,
+        )
+        steps = self.steps(short)
+        return self.engine.make_room(trigger, steps, lambda snapshot: bool(shortfalls(prediction, snapshot, gpu_index)))
+
+    def steps(self, short: list[Shortfall]) -> list[tuple[Action, ...]]:
+        """The model-free cleanup first; then, for each resource still short, ComfyUI's unloading of just enough."""
+        model_free: tuple[Action, ...] = (GC_COLLECT, MALLOC_TRIM)
+        if any(item.resource == "VRAM" for item in short):
+            model_free = (*model_free, CUDA_EMPTY_CACHE)
+        unloads = tuple(free_exactly(item, self._headroom_reader(item)) for item in short)
+        return [model_free, unloads]
+
+    def _headroom_reader(self, shortfall: Shortfall) -> Callable[[], int | None]:
+        if shortfall.gpu_index is None:
+            return lambda: _ram_headroom(self.engine.probe.read_ram())
+        index = shortfall.gpu_index
+        return lambda: _vram_headroom(self.engine.snapshot(), index)
+
+    def on_node_profiled(self, sender: Any, *, profile: Any, **_: Any) -> None:
+        predicted = self._predicted.pop(profile.node_id, None)
+        if profile.cached or not profile.success or not self.enabled():
+            return
+        sample = Sample(profile.ram_peak_bytes, profile.vram_peak_bytes, self._drivers.get(profile.node_id))
+        if sample.ram_peak_bytes is None and sample.vram_peak_bytes is None:
+            return
+        self.table.learn(profile.node_class, sample, predicted)
+
+    def on_prompt_finished(self, sender: Any, **_: Any) -> None:
+        self._drivers = {}
+        self._predicted = {}
+        try:
+            self.save()
+        except Exception as error:  # keeping what was learned is best effort; the prompt has finished either way.
+            self.failures.record("saving what was learned", error)

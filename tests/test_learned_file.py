@@ -1,0 +1,107 @@
+"""What predictive cleanup learned, on disk: kept across restarts, bounded, and a bad file never stops anything."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from comfy_memhooks.engine.learned import MAX_CLASSES, Driver, LearnedPeaks, Prediction, Sample
+from comfy_memhooks.engine.learned_file import LEARNED_FILE_NAME, LearnedFile, default_learned_path
+from comfy_memhooks.engine.settings import AutoSettings
+from comfy_memhooks.errors import InvalidSetting
+
+MIB = 1024**2
+
+
+def taught() -> LearnedPeaks:
+    table = LearnedPeaks()
+    table.learn("VHS_LoadVideo", Sample(900 * MIB, None, Driver("frame_pixels", 48 * 640 * 360)))
+    table.learn("KSampler", Sample(20 * MIB, 3000 * MIB, None), Prediction("KSampler", 10 * MIB, 2800 * MIB, "x"))
+    return table
+
+
+def test_what_was_learned_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / LEARNED_FILE_NAME
+    assert LearnedFile(path, taught()).save()
+
+    restarted = LearnedFile(path, LearnedPeaks()).load()
+
+    assert restarted.summary() == taught().summary()
+    assert restarted.predict("VHS_LoadVideo", Driver("frame_pixels", 96 * 640 * 360)) == taught().predict(
+        "VHS_LoadVideo", Driver("frame_pixels", 96 * 640 * 360)
+    )
+    assert not LearnedFile(path, restarted).save()  # nothing new: no write
+
+
+def test_the_file_lives_beside_the_settings_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("COMFY_MEMHOOKS_SETTINGS", str(tmp_path / "settings.json"))
+    assert default_learned_path() == tmp_path / LEARNED_FILE_NAME
+
+
+def test_the_file_is_small_and_bounded(tmp_path: Path) -> None:
+    table = LearnedPeaks()
+    for index in range(MAX_CLASSES + 50):
+        table.learn(f"Class{index}", Sample(index * MIB, None, Driver("frames", 10)))
+    path = tmp_path / LEARNED_FILE_NAME
+    LearnedFile(path, table).save()
+
+    assert len(LearnedFile(path, LearnedPeaks()).load()) == MAX_CLASSES
+    assert path.stat().st_size < 60_000
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"\xff\xfe not utf-8", "utf-8"),
+        (b"{not json", "Expecting"),
+        (b'{"version": 2, "classes": {}}', "version"),
+        (b'{"version": 1, "classes": {"A": {"runs": -1}}}', "classes['A'].runs"),
+        (b'{"version": 1, "classes": {"A": {"runs": 1, "samples": [[1, 2, "frames", "ten"]]}}}', "samples[0][3]"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ],
+)
+def test_a_bad_file_is_set_aside_with_one_warning_and_learning_starts_afresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes, problem: str
+) -> None:
+    path = tmp_path / LEARNED_FILE_NAME
+    path.write_bytes(content)
+
+    with caplog.at_level(logging.WARNING):
+        file = LearnedFile(path, LearnedPeaks())
+        table = file.load()
+
+    assert len(table) == 0
+    [aside] = [each for each in tmp_path.iterdir() if ".invalid-" in each.name]
+    assert aside.read_bytes() == content
+    assert not path.exists()
+    [warning] = caplog.records
+    assert str(path) in warning.getMessage() and problem in warning.getMessage()
+    assert warning.exc_info is None  # one line, never a traceback
+    assert file.load_warning == warning.getMessage().removeprefix("comfy_memhooks predictive cleanup: ")
+    table.learn("A", Sample(MIB, None, None))
+    assert file.save() and json.loads(path.read_text())["classes"]["A"]["runs"] == 1
+
+
+def test_an_unreadable_file_is_never_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / LEARNED_FILE_NAME
+    path.mkdir()  # reading it fails (as a file this user may not read would, even as root)
+    (path / "kept").write_text("{}")
+    file = LearnedFile(path, LearnedPeaks())
+
+    file.load()
+    file.table.learn("A", Sample(MIB, None, None))
+
+    assert not file.save()
+    assert "could not be read" in (file.load_warning or "")
+    assert (path / "kept").read_text() == "{}"
+
+
+def test_the_setting_is_on_by_default_and_validated_like_the_others() -> None:
+    assert AutoSettings().predictive_cleanup is True
+    assert AutoSettings.parse({"predictive_cleanup": False}).predictive_cleanup is False
+    with pytest.raises(InvalidSetting) as raised:
+        AutoSettings.parse({"predictive_cleanup": "sometimes"})
+    assert raised.value.field == "predictive_cleanup"
