@@ -30,9 +30,20 @@ def main() -> int:
     for _ in range(arguments.runs):
         for case in CASES:
             output = subprocess.run(
-                [sys.executable, str(ROOT / "benchmarks" / "fragmenting_node.py"), "--cleanup", case,
-                 "--frames", str(arguments.frames), "--json"],
-                check=True, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                [
+                    sys.executable,
+                    str(ROOT / "benchmarks" / "fragmenting_node.py"),
+                    "--cleanup",
+                    case,
+                    "--frames",
+                    str(arguments.frames),
+                    "--json",
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
             ).stdout
             results[case].append(json.loads(output))
     mib = 1024**2

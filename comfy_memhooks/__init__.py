@@ -22,8 +22,18 @@ def setup() -> tuple[dict[str, type], dict[str, str]]:
 
 
 _ENGINE_NAMES = frozenset(
-    {"ActionReport", "Engine", "Mode", "OptimizationRecord", "Outcome", "PressureLevel", "Thresholds", "Trigger",
-     "TriggerKind", "get_engine"}
+    {
+        "ActionReport",
+        "Engine",
+        "Mode",
+        "OptimizationRecord",
+        "Outcome",
+        "PressureLevel",
+        "Thresholds",
+        "Trigger",
+        "TriggerKind",
+        "get_engine",
+    }
 )
 
 

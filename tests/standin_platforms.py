@@ -30,9 +30,7 @@ class StandinDevice:
         return self.type if self.index is None else f"{self.type}:{self.index}"
 
 
-def _device_api(
-    name: str, calls: list[str], available: bool, initialised: bool, device_name: str
-) -> types.ModuleType:
+def _device_api(name: str, calls: list[str], available: bool, initialised: bool, device_name: str) -> types.ModuleType:
     """``torch.cuda`` or ``torch.xpu``: the two share these names and types."""
     api = types.ModuleType(f"torch.{name}")
 

@@ -26,8 +26,9 @@ def write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def v2_tree(tmp_path: Path, cgroup: str = "/", max_: str = str(4 * GIB), current: int = 3 * GIB,
-            inactive_file: int = GIB) -> tuple[Path, Path]:
+def v2_tree(
+    tmp_path: Path, cgroup: str = "/", max_: str = str(4 * GIB), current: int = 3 * GIB, inactive_file: int = GIB
+) -> tuple[Path, Path]:
     root = tmp_path / "sys-fs-cgroup"
     write(root / "cgroup.controllers", "cpu memory pids\n")
     group = root / cgroup.strip("/") if cgroup.strip("/") else root
@@ -39,8 +40,14 @@ def v2_tree(tmp_path: Path, cgroup: str = "/", max_: str = str(4 * GIB), current
     return root, proc
 
 
-def v1_tree(tmp_path: Path, cgroup: str = "/", limit: int = 2 * GIB, usage: int = GIB + GIB // 2,
-            inactive_file: int = GIB // 2, hierarchical: int | None = None) -> tuple[Path, Path]:
+def v1_tree(
+    tmp_path: Path,
+    cgroup: str = "/",
+    limit: int = 2 * GIB,
+    usage: int = GIB + GIB // 2,
+    inactive_file: int = GIB // 2,
+    hierarchical: int | None = None,
+) -> tuple[Path, Path]:
     root = tmp_path / "sys-fs-cgroup"
     group = root / "memory" / cgroup.strip("/")
     write(group / "memory.limit_in_bytes", f"{limit}\n")
@@ -190,8 +197,12 @@ def test_a_process_in_a_real_memory_limited_cgroup_sees_the_limit() -> None:
             pytest.skip("cannot create a v1 memory cgroup here (needs root and a writable v1 memory hierarchy)")
         output = subprocess.run(
             [*enter_group_launcher(group), sys.executable, "-c", script],
-            check=True, capture_output=True, text=True, timeout=60,
-            cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "PYTHONPATH": "."},
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).resolve().parent.parent,
+            env={**os.environ, "PYTHONPATH": "."},
         ).stdout
     reading = json.loads(output)
     assert reading["source"] == "cgroup v1"

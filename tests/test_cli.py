@@ -14,8 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def cli(*arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "comfy_memhooks", *arguments], check=False,
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        [sys.executable, "-m", "comfy_memhooks", *arguments],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
     )
 

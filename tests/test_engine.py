@@ -44,8 +44,12 @@ def test_each_mode_includes_the_one_before() -> None:
     assert names[Mode.MONITOR_ONLY] == set()
     assert names[Mode.CONSERVATIVE] == {"gc_collect", "cuda_empty_cache"}
     assert names[Mode.CONSERVATIVE] - {"gc_collect"} < names[Mode.BALANCED]
-    assert names[Mode.BALANCED] >= {"cuda_ipc_collect", "comfy_soft_empty_cache", "comfy_free_memory_to_threshold",
-                                    "malloc_trim"}
+    assert names[Mode.BALANCED] >= {
+        "cuda_ipc_collect",
+        "comfy_soft_empty_cache",
+        "comfy_free_memory_to_threshold",
+        "malloc_trim",
+    }
     assert names[Mode.BALANCED] - {"gc_collect"} < names[Mode.AGGRESSIVE]
     assert names[Mode.AGGRESSIVE] >= {"comfy_unload_all_models", "gc_collect_until_stable", "release_reactor_caches"}
 

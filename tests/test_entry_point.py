@@ -13,13 +13,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def load_as_comfyui_does(extra: str = "") -> subprocess.CompletedProcess[str]:
     # ComfyUI's nodes.load_custom_node: spec_from_file_location(path.replace(".", "_x_"), <dir>/__init__.py)
-    script = textwrap.dedent(
-        """
+    script = (
+        textwrap.dedent(
+            """
         import importlib.util, logging, sys, types
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         """
-    ) + extra + textwrap.dedent(
-        f"""
+        )
+        + extra
+        + textwrap.dedent(
+            f"""
         path = {str(ROOT)!r}
         name = path.replace(".", "_x_")
         spec = importlib.util.spec_from_file_location(name, path + "/__init__.py")
@@ -31,9 +34,17 @@ def load_as_comfyui_does(extra: str = "") -> subprocess.CompletedProcess[str]:
         print(module.NODE_CLASS_MAPPINGS["UnifiedMemoryManager"].__module__)
         print(comfy_memhooks.__file__)
         """
+        )
     )
-    return subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=120,
-                          cwd="/", env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
 
 
 def test_the_library_is_loaded_once_under_its_own_name() -> None:

@@ -97,7 +97,12 @@ def _status_in_subprocess(visible: str) -> dict[str, object]:
         "print(json.dumps(snapshot_json(MemoryProbe().snapshot())))"
     )
     output = subprocess.run(
-        [sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=120, cwd=ROOT,
+        [sys.executable, "-c", script],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
         env={
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
@@ -117,9 +122,7 @@ def test_cuda_visible_devices_by_uuid_and_empty() -> None:
     assert hidden["gpus"] == [] and hidden["vram_percent"] is None
 
 
-def test_a_real_cuda_out_of_memory_in_a_heavy_node_is_rescued(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_real_cuda_out_of_memory_in_a_heavy_node_is_rescued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A "model" fills most of the GPU; the face swap then runs out of VRAM for real. The rescue's Aggressive
     unloads the model through ComfyUI's unload_all_models, and the second run gets its memory."""
     free, _ = torch.cuda.mem_get_info(0)

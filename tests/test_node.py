@@ -53,8 +53,15 @@ def test_inputs_types_defaults_and_tooltips() -> None:
     spec = UnifiedMemoryManager.INPUT_TYPES()
     required = spec["required"]
     assert list(required) == [
-        "enable_monitoring", "enable_optimization", "auto_optimize", "enable_auto_cleanup", "mode",
-        "ram_threshold", "vram_threshold", "cooldown_seconds", "detailed_report",
+        "enable_monitoring",
+        "enable_optimization",
+        "auto_optimize",
+        "enable_auto_cleanup",
+        "mode",
+        "ram_threshold",
+        "vram_threshold",
+        "cooldown_seconds",
+        "detailed_report",
     ]
     for name in ("enable_monitoring", "enable_optimization", "auto_optimize", "enable_auto_cleanup", "detailed_report"):
         assert required[name][0] == "BOOLEAN"
@@ -74,8 +81,14 @@ def test_inputs_types_defaults_and_tooltips() -> None:
 def test_outputs_in_order() -> None:
     assert UnifiedMemoryManager.RETURN_TYPES == ("STRING", "STRING", "FLOAT", "FLOAT", "FLOAT", "BOOLEAN", "IMAGE", "*")
     assert UnifiedMemoryManager.RETURN_NAMES == (
-        "status_summary", "detailed_report", "ram_usage_percent", "vram_usage_percent", "memory_freed_gb",
-        "optimization_performed", "trigger_image", "passthrough",
+        "status_summary",
+        "detailed_report",
+        "ram_usage_percent",
+        "vram_usage_percent",
+        "memory_freed_gb",
+        "optimization_performed",
+        "trigger_image",
+        "passthrough",
     )
     assert len(UnifiedMemoryManager.OUTPUT_TOOLTIPS) == len(UnifiedMemoryManager.RETURN_TYPES)
 
@@ -111,8 +124,14 @@ def test_status_line_with_two_gpus_and_detailed_report(shared_engine: Callable[.
     assert result[0].endswith("| VRAM0: 4GB/16GB (25%) | VRAM1: 12GB/24GB (50%)")
     assert result[3] == pytest.approx(50.0)  # the fullest GPU
     report = result[1]
-    for expected in ("RAM:", "GPU 0 (GPU B)", "GPU 1 (GPU A)", "GPU processes: 0", "Optimization #1: Conservative",
-                     "gc_collect"):
+    for expected in (
+        "RAM:",
+        "GPU 0 (GPU B)",
+        "GPU 1 (GPU A)",
+        "GPU processes: 0",
+        "Optimization #1: Conservative",
+        "gc_collect",
+    ):
         assert expected in report
     assert result[5] is True and result[4] >= 0
 
@@ -127,7 +146,9 @@ def test_history_records_the_node_id(shared_engine: Callable[..., Engine]) -> No
     run(unique_id="42")
     (record,) = engine.history.records()
     assert (record.trigger.kind.value, record.trigger.node_id, record.trigger.node_class) == (
-        "node", "42", "UnifiedMemoryManager"
+        "node",
+        "42",
+        "UnifiedMemoryManager",
     )
 
 

@@ -111,8 +111,13 @@ def test_the_model_free_cleanup_runs_without_a_trim_function(
 
 @pytest.mark.parametrize(
     ("backend", "expected"),
-    [("cuda", GpuBackend.CUDA), ("rocm", GpuBackend.ROCM), ("xpu", GpuBackend.XPU), ("mps", GpuBackend.MPS),
-     (None, None)],
+    [
+        ("cuda", GpuBackend.CUDA),
+        ("rocm", GpuBackend.ROCM),
+        ("xpu", GpuBackend.XPU),
+        ("mps", GpuBackend.MPS),
+        (None, None),
+    ],
 )
 def test_the_backend_in_use(backend: str | None, expected: GpuBackend | None) -> None:
     assert torch_backend(standin.standin_torch(backend)) is expected

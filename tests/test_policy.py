@@ -100,8 +100,11 @@ def test_cooldown_is_shared_between_callers(make_engine: Callable[..., Engine], 
 def test_a_threshold_decision_is_recorded_as_pressure_with_its_level(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine()
     outcome = engine.evaluate(
-        settings(auto_optimize=True, mode=Mode.CONSERVATIVE), TriggerKind.NODE, node_id="7",
-        node_class="UnifiedMemoryManager", before=HIGH,
+        settings(auto_optimize=True, mode=Mode.CONSERVATIVE),
+        TriggerKind.NODE,
+        node_id="7",
+        node_class="UnifiedMemoryManager",
+        before=HIGH,
     )
     assert outcome.record is not None
     trigger = outcome.record.trigger

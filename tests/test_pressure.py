@@ -223,8 +223,9 @@ def test_escalation_never_unloads_a_model_the_mode_did_not() -> None:
 
 def test_a_routine_cleanup_does_not_escalate(engine: Engine, probe: ScriptedProbe) -> None:
     probe.percent(50)
-    outcome = engine.optimize(Mode.CONSERVATIVE, Trigger(TriggerKind.MANUAL, "panel"), thresholds=Thresholds(40, 85),
-                              routine=True)
+    outcome = engine.optimize(
+        Mode.CONSERVATIVE, Trigger(TriggerKind.MANUAL, "panel"), thresholds=Thresholds(40, 85), routine=True
+    )
     assert outcome.record is not None and not outcome.record.escalated
 
 
@@ -374,7 +375,5 @@ def test_the_watchdog_thread_cleans_up_soon_after_a_prompt_starts_over_the_thres
     finally:
         watchdog.stop()
         signals.optimization_performed.disconnect(on_record)
-        signals.send_safely(signals.prompt_finished, "p", prompt_id="p", success=True, duration_seconds=0.0,
-                            error=None)
+        signals.send_safely(signals.prompt_finished, "p", prompt_id="p", success=True, duration_seconds=0.0, error=None)
     assert not watchdog.running
-

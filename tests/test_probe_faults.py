@@ -93,9 +93,7 @@ def test_a_failing_probe_gives_none_for_its_reading_and_logs_once(
         assert len(lines) == len(set(lines)), (name, lines)  # each kind once, however often it fails
 
 
-def test_the_node_and_the_engine_go_on(
-    faulty: list[tuple[str, MemoryProbe]], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_node_and_the_engine_go_on(faulty: list[tuple[str, MemoryProbe]], monkeypatch: pytest.MonkeyPatch) -> None:
     for name, probe in faulty:
         engine = Engine(probe=probe, clock=FakeClock())
         monkeypatch.setattr(engine_module, "_engine", engine)

@@ -212,6 +212,8 @@ valid_settings = st.fixed_dictionaries(
         "sample_interval_seconds": st.floats(min_value=MIN_INTERVAL, max_value=MAX_INTERVAL, allow_nan=False),
     },
 )
+
+
 def _dumps(value: object) -> str:
     """JSON text for ``value``, NaN and Infinity included; an integer past the digit limit is spelled out."""
     try:
@@ -224,9 +226,7 @@ bodies = st.one_of(
     valid_settings.map(json.dumps),
     settings_objects.map(json.dumps),
     json_values.map(json.dumps),
-    st.dictionaries(st.sampled_from(["mode", "modes", ""]), junk, max_size=2).map(
-        _dumps
-    ),
+    st.dictionaries(st.sampled_from(["mode", "modes", ""]), junk, max_size=2).map(_dumps),
     st.sampled_from([json.dumps({"mode": mode.value}) for mode in MANUAL_MODES]),
     st.sampled_from(['{"ram_threshold": NaN}', '{"mode": Infinity}', "", "  ", "{", "[" * 5000, "1" * 5000]),
     st.text(max_size=30),

@@ -25,7 +25,11 @@ pytestmark = pytest.mark.skipif(
 def run_case(cleanup: str) -> dict[str, float]:
     output = subprocess.run(
         [sys.executable, str(FRAGMENTING_NODE), "--cleanup", cleanup, "--frames", "200", "--json"],
-        check=True, capture_output=True, text=True, timeout=120, cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
     ).stdout
     result: dict[str, float] = json.loads(output)

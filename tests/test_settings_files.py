@@ -128,7 +128,7 @@ def test_a_file_that_cannot_be_set_aside_or_read_is_kept_and_never_overwritten(s
     folder = shared_tmp / "user"
     folder.mkdir()
     path = folder / "comfy_memhooks.json"
-    content = b"{\"ram_threshold\": 1e400}" if case == "read-only folder" else b'{"ram_threshold": 60}'
+    content = b'{"ram_threshold": 1e400}' if case == "read-only folder" else b'{"ram_threshold": 60}'
     path.write_bytes(content)
     if case == "read-only folder":
         path.chmod(0o666)

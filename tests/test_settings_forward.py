@@ -25,9 +25,7 @@ def test_a_byte_order_mark_is_read_not_set_aside(tmp_path: Path, caplog: pytest.
     assert _only_file(tmp_path) == ["comfy_memhooks.json"]
 
 
-def test_a_key_from_a_newer_version_is_ignored_named_and_kept(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_key_from_a_newer_version_is_ignored_named_and_kept(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "comfy_memhooks.json"
     path.write_text(json.dumps({"ram_threshold": 65, "gpu_fan_curve": [1, 2], "theme": "dark"}))
     store = SettingsStore(path)

@@ -37,14 +37,22 @@ def test_a_wheel_installed_into_a_fresh_venv_serves_the_panel(tmp_path: Path) ->
     environment["COMFY_MEMHOOKS_SETTINGS"] = str(tmp_path / "settings.json")
     where = subprocess.run(
         [str(python), "-c", "import comfy_memhooks; print(comfy_memhooks.__file__)"],
-        check=True, capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=60,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=environment,
+        timeout=60,
     ).stdout.strip()
     assert Path(where).is_relative_to(venv), where  # the wheel's copy, not this checkout
 
     port = free_port()
     server = subprocess.Popen(
         [str(python), "-m", "comfy_memhooks", "serve", "--port", str(port)],
-        cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         page = _get_when_up(f"http://127.0.0.1:{port}/", server)

@@ -36,8 +36,17 @@ RECIPES: dict[str, dict[str, Any]] = {
     "Video face swap with the automatic hook": {"node": None, "needs": {LOAD_VIDEO, REACTOR, COMBINE}},
 }
 KNOWN_TYPES = {
-    "Note", "LoadImage", "EmptyImage", "ImageScale", "PreviewImage", "SaveImage", "PreviewAny", UMM, REACTOR,
-    LOAD_VIDEO, COMBINE,
+    "Note",
+    "LoadImage",
+    "EmptyImage",
+    "ImageScale",
+    "PreviewImage",
+    "SaveImage",
+    "PreviewAny",
+    UMM,
+    REACTOR,
+    LOAD_VIDEO,
+    COMBINE,
 }
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
 
@@ -105,9 +114,12 @@ def test_a_workflow_is_in_the_format_the_frontend_saves(path: Path) -> None:
     for group in workflow["groups"]:
         x, y, width, height = group["bounding"]
         inside = [
-            n for n in workflow["nodes"]
-            if x <= n["pos"][0] and n["pos"][0] + n["size"][0] <= x + width
-            and y <= n["pos"][1] and n["pos"][1] + n["size"][1] <= y + height
+            n
+            for n in workflow["nodes"]
+            if x <= n["pos"][0]
+            and n["pos"][0] + n["size"][0] <= x + width
+            and y <= n["pos"][1]
+            and n["pos"][1] + n["size"][1] <= y + height
         ]
         assert inside, f"group {group['title']!r} frames no node"
 
@@ -236,8 +248,12 @@ def test_widget_values_go_to_widget_inputs_in_order_past_the_control_values() ->
     workflow = {
         "nodes": [
             ui_node(1, "Loader", ["b", "image"]),  # the upload button's value comes last and is no input
-            ui_node(2, "Sampler", [7, "randomize", "ddim", 2.5, "hi", 3, "fixed"],
-                    [{"name": "model", "link": 1}, {"name": "steps", "link": 2}]),
+            ui_node(
+                2,
+                "Sampler",
+                [7, "randomize", "ddim", 2.5, "hi", 3, "fixed"],
+                [{"name": "model", "link": 1}, {"name": "steps", "link": 2}],
+            ),
             ui_node(3, "Note", ["text"]),
         ],
         "links": [[1, 1, 0, 2, 0, "MODEL"], [2, 1, 1, 2, 1, "INT"]],
@@ -247,8 +263,13 @@ def test_widget_values_go_to_widget_inputs_in_order_past_the_control_values() ->
         "2": {
             "class_type": "Sampler",
             "inputs": {
-                "seed": 7, "sampler": "ddim", "scale": 2.5, "note": "hi", "shift": 3,
-                "model": ["1", 0], "steps": ["1", 1],
+                "seed": 7,
+                "sampler": "ddim",
+                "scale": 2.5,
+                "note": "hi",
+                "shift": 3,
+                "model": ["1", 0],
+                "steps": ["1", 1],
             },
         },
     }
@@ -258,7 +279,10 @@ def test_object_widget_values_keep_declared_names_and_the_chosen_formats_widgets
     values = {"format": "video/h264-mp4", "prefix": "out", "crf": 19, "pix_fmt": "yuv420p", "videopreview": {}}
     workflow = {"nodes": [ui_node(5, "Combine", values)], "links": []}
     assert to_prompt(workflow, OBJECT_INFO)["5"]["inputs"] == {
-        "format": "video/h264-mp4", "prefix": "out", "crf": 19, "pix_fmt": "yuv420p",
+        "format": "video/h264-mp4",
+        "prefix": "out",
+        "crf": 19,
+        "pix_fmt": "yuv420p",
     }
     gif = {"nodes": [ui_node(5, "Combine", {**values, "format": "gif"})], "links": []}
     assert to_prompt(gif, OBJECT_INFO)["5"]["inputs"] == {"format": "gif", "prefix": "out"}

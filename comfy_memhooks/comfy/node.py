@@ -102,32 +102,51 @@ class UnifiedMemoryManager:
                 ),
                 "enable_auto_cleanup": (
                     "BOOLEAN",
-                    {"default": False, "tooltip": "Free every time this node runs, whatever the thresholds "
-                     "(for slow leaks)."},
+                    {
+                        "default": False,
+                        "tooltip": "Free every time this node runs, whatever the thresholds (for slow leaks).",
+                    },
                 ),
                 "mode": (
                     modes,
-                    {"default": Mode.BALANCED.value, "tooltip": "How hard to free: Monitor Only frees nothing; "
-                     "Conservative collects garbage and empties torch's cache; Balanced also unloads just enough "
-                     "to get under the VRAM threshold and returns freed heap to the system; Aggressive unloads "
-                     "every model and ReActor's caches."},
+                    {
+                        "default": Mode.BALANCED.value,
+                        "tooltip": "How hard to free: Monitor Only frees nothing; "
+                        "Conservative collects garbage and empties torch's cache; Balanced also unloads just enough "
+                        "to get under the VRAM threshold and returns freed heap to the system; Aggressive unloads "
+                        "every model and ReActor's caches.",
+                    },
                 ),
                 "ram_threshold": (
                     "FLOAT",
-                    {"default": DEFAULT_THRESHOLDS.ram_percent, "min": 0.1, "max": 100.0, "step": 1.0,
-                     "tooltip": "RAM percent (of the container's limit, inside one) at which auto_optimize frees."},
+                    {
+                        "default": DEFAULT_THRESHOLDS.ram_percent,
+                        "min": 0.1,
+                        "max": 100.0,
+                        "step": 1.0,
+                        "tooltip": "RAM percent (of the container's limit, inside one) at which auto_optimize frees.",
+                    },
                 ),
                 "vram_threshold": (
                     "FLOAT",
-                    {"default": DEFAULT_THRESHOLDS.vram_percent, "min": 0.1, "max": 100.0, "step": 1.0,
-                     "tooltip": "VRAM percent, on the fullest GPU, at which auto_optimize frees."},
+                    {
+                        "default": DEFAULT_THRESHOLDS.vram_percent,
+                        "min": 0.1,
+                        "max": 100.0,
+                        "step": 1.0,
+                        "tooltip": "VRAM percent, on the fullest GPU, at which auto_optimize frees.",
+                    },
                 ),
                 "cooldown_seconds": (
                     "FLOAT",
-                    {"default": DEFAULT_THRESHOLDS.cooldown_seconds, "min": 0.0, "max": MAX_COOLDOWN_SECONDS,
-                     "step": 1.0,
-                     "tooltip": "Seconds a routine optimization waits after any other (this node's, the hook's or "
-                     "the panel's). 0 turns it off. Never holds back one under pressure (at a threshold)."},
+                    {
+                        "default": DEFAULT_THRESHOLDS.cooldown_seconds,
+                        "min": 0.0,
+                        "max": MAX_COOLDOWN_SECONDS,
+                        "step": 1.0,
+                        "tooltip": "Seconds a routine optimization waits after any other (this node's, the hook's or "
+                        "the panel's). 0 turns it off. Never holds back one under pressure (at a threshold).",
+                    },
                 ),
                 "detailed_report": (
                     "BOOLEAN",
@@ -141,8 +160,10 @@ class UnifiedMemoryManager:
                 ),
                 "passthrough": (
                     ANY_TYPE,
-                    {"tooltip": "Anything (a model, a latent): passed through unchanged, to place this node "
-                     "between any two nodes."},
+                    {
+                        "tooltip": "Anything (a model, a latent): passed through unchanged, to place this node "
+                        "between any two nodes."
+                    },
                 ),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},

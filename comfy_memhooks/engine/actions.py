@@ -169,8 +169,10 @@ def _comfy_free_memory_to_threshold(context: ActionContext) -> ActionOutcome:
         device_type = (gpu.backend or GpuBackend.CUDA).torch_device_type
         unloaded = model_management.free_memory(required_free, torch.device(device_type, gpu.index))
         count = len(unloaded) if isinstance(unloaded, list) else 0
-        done.append(f"{device_type}:{gpu.index} at {percent:.0f}%: asked for {required_free / GIB:.2f} GB free, "
-                    f"{count} model(s) unloaded")
+        done.append(
+            f"{device_type}:{gpu.index} at {percent:.0f}%: asked for {required_free / GIB:.2f} GB free, "
+            f"{count} model(s) unloaded"
+        )
     if not done:
         return ActionOutcome(skipped_reason=f"VRAM is under the {context.vram_threshold:g}% threshold")
     return ActionOutcome(detail="; ".join(done))

@@ -84,9 +84,11 @@ class Thresholds:
 
     @classmethod
     def parse(
-        cls, ram: object, vram: object, cooldown: object, names: tuple[str, str, str] = (
-            "ram_threshold", "vram_threshold", "cooldown_seconds"
-        )
+        cls,
+        ram: object,
+        vram: object,
+        cooldown: object,
+        names: tuple[str, str, str] = ("ram_threshold", "vram_threshold", "cooldown_seconds"),
     ) -> Thresholds:
         """Checks raw values; the first bad one raises :class:`InvalidSetting` naming its field."""
         return cls(

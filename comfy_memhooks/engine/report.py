@@ -93,8 +93,7 @@ def _ram_lines(ram: RamReading) -> list[str]:
         origin = "host RAM"
     else:
         origin = (
-            f"container limit from {ram.source.value} ({ram.cgroup_path}); "
-            f"host RAM {format_gb(ram.host_total_bytes)}"
+            f"container limit from {ram.source.value} ({ram.cgroup_path}); host RAM {format_gb(ram.host_total_bytes)}"
         )
     return [
         f"RAM: {_usage(ram.used_bytes, ram.total_bytes, ram.percent)} used, "

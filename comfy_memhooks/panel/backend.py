@@ -150,34 +150,34 @@ class PanelBackend:
         settings = self.store.current
         hook_status = hook.hook_status()
         return {
-                "snapshot": snapshot_json(snapshot),
-                "engine": {
-                    "cooldown_seconds": settings.thresholds.cooldown_seconds,
-                    "cooldown_remaining_seconds": self.engine.cooldown_remaining(settings.thresholds.cooldown_seconds),
-                    "optimizations_total": self.engine.history.total_recorded,
-                    "prompt_running": self.manual.prompt_running,
-                    "pending_manual_mode": None if self.manual.pending is None else self.manual.pending.value,
-                },
-                "policy": {
-                    "enabled": settings.enabled,
-                    "ram_threshold": settings.thresholds.ram_percent,
-                    "vram_threshold": settings.thresholds.vram_percent,
-                    "sample_interval_seconds": self._safe_interval(),
-                },
-                "pressure": self._pressure(settings.pressure_watchdog),
-                "hook": hook_json(hook_status),
-                "comfyui": comfyui_json(snapshot),
-                "errors": {
-                    "receiver_failures": hook_status.receiver_errors,
-                    "last_receiver_error": hook_status.last_error,
-                    "action_failures": self.engine.action_failures.count,
-                    "last_action_error": self.engine.action_failures.last_error,
-                    "panel_failures": self.panel_failure_count(),
-                    "last_panel_error": self.failures.last_error or self.loop.failures.last_error,
-                    "probe_failures": self.engine.probe.failure_count(),
-                    "last_probe_error": self.engine.probe.last_failure(),
-                    "settings_warning": self.store.load_warning,
-                },
+            "snapshot": snapshot_json(snapshot),
+            "engine": {
+                "cooldown_seconds": settings.thresholds.cooldown_seconds,
+                "cooldown_remaining_seconds": self.engine.cooldown_remaining(settings.thresholds.cooldown_seconds),
+                "optimizations_total": self.engine.history.total_recorded,
+                "prompt_running": self.manual.prompt_running,
+                "pending_manual_mode": None if self.manual.pending is None else self.manual.pending.value,
+            },
+            "policy": {
+                "enabled": settings.enabled,
+                "ram_threshold": settings.thresholds.ram_percent,
+                "vram_threshold": settings.thresholds.vram_percent,
+                "sample_interval_seconds": self._safe_interval(),
+            },
+            "pressure": self._pressure(settings.pressure_watchdog),
+            "hook": hook_json(hook_status),
+            "comfyui": comfyui_json(snapshot),
+            "errors": {
+                "receiver_failures": hook_status.receiver_errors,
+                "last_receiver_error": hook_status.last_error,
+                "action_failures": self.engine.action_failures.count,
+                "last_action_error": self.engine.action_failures.last_error,
+                "panel_failures": self.panel_failure_count(),
+                "last_panel_error": self.failures.last_error or self.loop.failures.last_error,
+                "probe_failures": self.engine.probe.failure_count(),
+                "last_probe_error": self.engine.probe.last_failure(),
+                "settings_warning": self.store.load_warning,
+            },
         }
 
     def panel_failure_count(self) -> int:

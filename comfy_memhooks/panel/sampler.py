@@ -54,7 +54,6 @@ class Sample:
         )
 
 
-
 class SampleRing:
     """The samples of the last ``window_seconds``, oldest first; any thread may add or read.
 

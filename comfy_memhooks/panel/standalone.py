@@ -32,6 +32,8 @@ PAGE = "standalone.html"
 WEBSOCKET_PATH = f"{PREFIX}/ws"
 STATIC_PATH = f"{PREFIX}/web"
 SOCKETS = (WEBSOCKET_PATH, f"/api{WEBSOCKET_PATH}")
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

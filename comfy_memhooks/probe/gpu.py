@@ -93,9 +93,7 @@ class GpuProbe:
         amdsmi: the AMD SMI session, asked only on ROCm; tests pass one built on a stand-in ``amdsmi``.
     """
 
-    def __init__(
-        self, nvml: Nvml | None = None, environ: dict[str, str] | None = None, amdsmi: AmdSmi | None = None
-    ):
+    def __init__(self, nvml: Nvml | None = None, environ: dict[str, str] | None = None, amdsmi: AmdSmi | None = None):
         self._nvml = nvml if nvml is not None else Nvml()
         self._amdsmi = amdsmi if amdsmi is not None else AmdSmi()
         self._environ = environ if environ is not None else os.environ
@@ -265,7 +263,6 @@ class GpuProbe:
                         )
                     )
         return tuple(found)
-
 
     def _amdsmi_processes(self) -> tuple[GpuProcess, ...] | None:
         """AMD SMI's processes on ROCm, numbered as torch numbers the GPUs when both see as many; else ``None``."""

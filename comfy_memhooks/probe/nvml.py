@@ -22,7 +22,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-
 def _import_pynvml() -> ModuleType:
     return importlib.import_module("pynvml")
 

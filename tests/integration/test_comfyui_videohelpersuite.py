@@ -44,9 +44,17 @@ def test_combining_then_loading_a_video_frees_memory_around_the_real_nodes(comfy
         "2": {
             "class_type": "VHS_VideoCombine",
             "inputs": {
-                "images": ["1", 0], "frame_rate": 8, "loop_count": 0, "filename_prefix": "memhooks",
-                "format": "video/h264-mp4", "pingpong": False, "save_output": True, "pix_fmt": "yuv420p",
-                "crf": 19, "save_metadata": False, "trim_to_audio": False,
+                "images": ["1", 0],
+                "frame_rate": 8,
+                "loop_count": 0,
+                "filename_prefix": "memhooks",
+                "format": "video/h264-mp4",
+                "pingpong": False,
+                "save_output": True,
+                "pix_fmt": "yuv420p",
+                "crf": 19,
+                "save_metadata": False,
+                "trim_to_audio": False,
             },
         },
     }
@@ -62,8 +70,13 @@ def test_combining_then_loading_a_video_frees_memory_around_the_real_nodes(comfy
         "1": {
             "class_type": "VHS_LoadVideoPath",
             "inputs": {
-                "video": str(path), "force_rate": 0, "custom_width": 0, "custom_height": 0, "frame_load_cap": 0,
-                "skip_first_frames": 0, "select_every_nth": 1,
+                "video": str(path),
+                "force_rate": 0,
+                "custom_width": 0,
+                "custom_height": 0,
+                "frame_load_cap": 0,
+                "skip_first_frames": 0,
+                "select_every_nth": 1,
             },
         },
         "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 1]}},

@@ -249,14 +249,25 @@ def comfy_with_vhs() -> Iterator[ComfyUI]:
         # A real video to load: eight frames written by the real VHS_VideoCombine, then put in the input folder.
         frames = {"width": 320, "height": 240, "batch_size": 8, "color": 0x3F789E}
         combine = {
-            "images": ["1", 0], "frame_rate": 24, "loop_count": 0, "filename_prefix": "memhooks_input",
-            "format": "video/h264-mp4", "pingpong": False, "save_output": True, "pix_fmt": "yuv420p", "crf": 19,
-            "save_metadata": False, "trim_to_audio": False,
+            "images": ["1", 0],
+            "frame_rate": 24,
+            "loop_count": 0,
+            "filename_prefix": "memhooks_input",
+            "format": "video/h264-mp4",
+            "pingpong": False,
+            "save_output": True,
+            "pix_fmt": "yuv420p",
+            "crf": 19,
+            "save_metadata": False,
+            "trim_to_audio": False,
         }
-        _, entry = run_workflow(server, {
-            "1": {"class_type": "EmptyImage", "inputs": frames},
-            "2": {"class_type": "VHS_VideoCombine", "inputs": combine},
-        })
+        _, entry = run_workflow(
+            server,
+            {
+                "1": {"class_type": "EmptyImage", "inputs": frames},
+                "2": {"class_type": "VHS_VideoCombine", "inputs": combine},
+            },
+        )
         (video,) = entry["outputs"]["2"]["gifs"]
         shutil.copyfile(video["fullpath"], server.base / "input" / "input_video.mp4")
         yield server

@@ -44,7 +44,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-
 class FakeNvmlError(Exception):
     pass
 
@@ -200,8 +199,15 @@ def node_started(node_id: str, node_class: str, heavy: bool = False, prompt_id: 
 def node_finished(node_id: str, node_class: str, heavy: bool = False, prompt_id: str = "p-1") -> None:
     """What the hook sends after a node: ``node_finished``, then ``heavy_node_finished`` for a heavy one."""
     kwargs = {
-        "node_id": node_id, "node_class": node_class, "prompt_id": prompt_id, "heavy": heavy, "result": None,
-        "cached": False, "duration_seconds": 0.25, "error": None, "rescued": None,
+        "node_id": node_id,
+        "node_class": node_class,
+        "prompt_id": prompt_id,
+        "heavy": heavy,
+        "result": None,
+        "cached": False,
+        "duration_seconds": 0.25,
+        "error": None,
+        "rescued": None,
     }
     signals.send_safely(signals.node_finished, node_class, **kwargs)
     if heavy:

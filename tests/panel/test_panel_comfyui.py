@@ -40,8 +40,14 @@ TEST_NODES = Path(__file__).resolve().parent / "comfy_nodes" / "memhooks_panel_t
 MONITOR_NODE = {
     "class_type": "UnifiedMemoryManager",
     "inputs": {
-        "enable_monitoring": True, "enable_optimization": False, "auto_optimize": False, "enable_auto_cleanup": False,
-        "mode": "Monitor Only", "ram_threshold": 80.0, "vram_threshold": 85.0, "cooldown_seconds": 0.0,
+        "enable_monitoring": True,
+        "enable_optimization": False,
+        "auto_optimize": False,
+        "enable_auto_cleanup": False,
+        "mode": "Monitor Only",
+        "ram_threshold": 80.0,
+        "vram_threshold": 85.0,
+        "cooldown_seconds": 0.0,
         "detailed_report": False,
     },
 }
@@ -62,7 +68,8 @@ def holding_workflow(megabytes: tuple[int, ...] = (1024, 2048, 1024), seconds: f
         previous = str(index)
     prompt[str(len(megabytes) + 2)] = {"class_type": "PreviewImage", "inputs": {"images": [previous, 0]}}
     prompt[str(len(megabytes) + 3)] = {
-        **MONITOR_NODE, "inputs": {**MONITOR_NODE["inputs"], "trigger_image": [previous, 0]}
+        **MONITOR_NODE,
+        "inputs": {**MONITOR_NODE["inputs"], "trigger_image": [previous, 0]},
     }
     return prompt
 
@@ -70,8 +77,14 @@ def holding_workflow(megabytes: tuple[int, ...] = (1024, 2048, 1024), seconds: f
 def showcase_workflow() -> dict[str, Any]:
     """For the screenshot: stand-ins of a video and face-swap pipeline, with the node between them."""
     node = {
-        "enable_monitoring": True, "enable_optimization": True, "auto_optimize": True, "enable_auto_cleanup": False,
-        "mode": "Balanced", "ram_threshold": 80.0, "vram_threshold": 85.0, "cooldown_seconds": 30.0,
+        "enable_monitoring": True,
+        "enable_optimization": True,
+        "auto_optimize": True,
+        "enable_auto_cleanup": False,
+        "mode": "Balanced",
+        "ram_threshold": 80.0,
+        "vram_threshold": 85.0,
+        "cooldown_seconds": 30.0,
         "detailed_report": False,
     }
     return {

@@ -122,12 +122,18 @@ def test_host_names() -> None:
 
 def test_serve_beyond_loopback_warns_and_asks_for_the_token(tmp_path: Path) -> None:
     environment = {
-        **os.environ, "COMFY_MEMHOOKS_SETTINGS": str(tmp_path / "s.json"), "PYTHONPATH": str(ROOT),
+        **os.environ,
+        "COMFY_MEMHOOKS_SETTINGS": str(tmp_path / "s.json"),
+        "PYTHONPATH": str(ROOT),
         "COMFY_MEMHOOKS_TOKEN": "s3cret",
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "comfy_memhooks", "serve", "--host", "0.0.0.0", "--port", "0"],
-        cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None

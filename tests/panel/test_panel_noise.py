@@ -88,7 +88,10 @@ def test_the_standalone_server_logs_one_line_per_malformed_request(tmp_path: Pat
     environment = {**os.environ, "COMFY_MEMHOOKS_SETTINGS": str(tmp_path / "settings.json"), "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
         [sys.executable, "-m", "comfy_memhooks", "serve", "--port", str(port)],
-        cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         for _ in range(300):

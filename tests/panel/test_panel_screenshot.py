@@ -42,8 +42,16 @@ TAB_BUTTON = '[class~="memhooks.memory-tab-button"]'
 PANEL = '[data-role="panel"]'
 GIB = 1024**3
 COMBINE = {
-    "frame_rate": 24, "loop_count": 0, "filename_prefix": "memhooks", "format": "video/h264-mp4", "pingpong": False,
-    "save_output": True, "pix_fmt": "yuv420p", "crf": 19, "save_metadata": False, "trim_to_audio": False,
+    "frame_rate": 24,
+    "loop_count": 0,
+    "filename_prefix": "memhooks",
+    "format": "video/h264-mp4",
+    "pingpong": False,
+    "save_output": True,
+    "pix_fmt": "yuv420p",
+    "crf": 19,
+    "save_metadata": False,
+    "trim_to_audio": False,
 }
 
 
@@ -75,8 +83,13 @@ def restore_pipeline(video: str) -> dict[str, Any]:
         "1": {
             "class_type": "VHS_LoadVideoPath",
             "inputs": {
-                "video": video, "force_rate": 0, "custom_width": 0, "custom_height": 0, "frame_load_cap": 0,
-                "skip_first_frames": 0, "select_every_nth": 1,
+                "video": video,
+                "force_rate": 0,
+                "custom_width": 0,
+                "custom_height": 0,
+                "frame_load_cap": 0,
+                "skip_first_frames": 0,
+                "select_every_nth": 1,
             },
         },
         "9": {"class_type": "VHS_VideoCombine", "inputs": {"images": ["1", 0], **COMBINE}},

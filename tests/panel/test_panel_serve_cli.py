@@ -58,7 +58,11 @@ def test_port_zero_prints_the_port_bound(tmp_path: Path) -> None:
     environment = {**os.environ, "COMFY_MEMHOOKS_SETTINGS": str(tmp_path / "settings.json"), "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
         [sys.executable, "-m", "comfy_memhooks", "serve", "--port", "0"],
-        cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None

@@ -66,9 +66,20 @@ COMBINE_FORMATS: dict[str, list[list[Any]]] = {
     "image/webp": [["lossless", "BOOLEAN", {"default": True}]],
 }
 COMBINE_FORMAT_NAMES = [
-    "image/gif", "image/webp", "video/ProRes", "video/webm", "video/ffv1-mkv", "video/nvenc_av1-mp4",
-    "video/h265-mp4", "video/8bit-png", "video/h264-mp4", "video/nvenc_hevc-mp4", "video/nvenc_h264-mp4",
-    "video/ffmpeg-gif", "video/av1-webm", "video/16bit-png",
+    "image/gif",
+    "image/webp",
+    "video/ProRes",
+    "video/webm",
+    "video/ffv1-mkv",
+    "video/nvenc_av1-mp4",
+    "video/h265-mp4",
+    "video/8bit-png",
+    "video/h264-mp4",
+    "video/nvenc_hevc-mp4",
+    "video/nvenc_h264-mp4",
+    "video/ffmpeg-gif",
+    "video/av1-webm",
+    "video/16bit-png",
 ]
 
 
@@ -211,8 +222,14 @@ class VHS_LoadVideo:  # VideoHelperSuite's class name
         images = torch.rand((frames, height, width, 3), generator=generator, dtype=torch.float32)
         rate = force_rate or 8.0
         info = {
-            "source_fps": rate, "source_frame_count": frames, "source_width": width, "source_height": height,
-            "loaded_fps": rate, "loaded_frame_count": frames, "loaded_width": width, "loaded_height": height,
+            "source_fps": rate,
+            "source_frame_count": frames,
+            "source_width": width,
+            "source_height": height,
+            "loaded_fps": rate,
+            "loaded_frame_count": frames,
+            "loaded_width": width,
+            "loaded_height": height,
         }
         return (images, frames, None, info)
 
@@ -263,8 +280,13 @@ class VHS_VideoCombine:  # VideoHelperSuite's class name
         encoded = (images.clamp(0, 1) * 255).round().to(torch.uint8)
         chosen = {name: format_widgets.get(name) for name, *_ in COMBINE_FORMATS.get(format, [])}
         standin = {
-            "frames": int(encoded.shape[0]), "width": int(encoded.shape[2]), "height": int(encoded.shape[1]),
-            "format": format, "format_widgets": chosen, "frame_rate": frame_rate, "digest": _digest(encoded),
+            "frames": int(encoded.shape[0]),
+            "width": int(encoded.shape[2]),
+            "height": int(encoded.shape[1]),
+            "format": format,
+            "format_widgets": chosen,
+            "frame_rate": frame_rate,
+            "digest": _digest(encoded),
         }
         return {"ui": {"memhooks_standin": [standin]}, "result": ((save_output, []),)}
 
