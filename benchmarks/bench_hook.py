@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import enum
+import atexit
 import importlib
 import importlib.util
 import statistics
@@ -36,34 +36,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_support import SUCCESS, ExecutionResult, OneNodePrompt, report  # noqa: E402
+
 from comfy_memhooks import hook  # noqa: E402
 from comfy_memhooks.comfy import auto  # noqa: E402
 from comfy_memhooks.engine.core import Engine  # noqa: E402
 from comfy_memhooks.engine.settings import SettingsStore  # noqa: E402
 from comfy_memhooks.panel.backend import PanelBackend  # noqa: E402
 from tests.integration.comfyui_server import ComfyUI, skip_reason  # noqa: E402
-
-
-def report(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-class ExecutionResult(enum.Enum):
-    SUCCESS = 0
-    FAILURE = 1
-    PENDING = 2
-
-
-_SUCCESS = (ExecutionResult.SUCCESS, None, None)
-
-
-class _Prompt:
-    def __init__(self, class_type: str):
-        self._node = {"class_type": class_type, "inputs": {}}
-
-    def get_node(self, node_id: str) -> dict[str, Any]:
-        return self._node
 
 
 def _module(kind: str) -> Any:
@@ -79,7 +59,7 @@ def _module(kind: str) -> Any:
         ):  # fmt: skip
             dynprompt.get_node(current_item)
             executed.add(current_item)
-            return _SUCCESS
+            return SUCCESS
 
     else:
 
@@ -89,7 +69,7 @@ def _module(kind: str) -> Any:
         ):  # fmt: skip
             dynprompt.get_node(current_item)
             executed.add(current_item)
-            return _SUCCESS
+            return SUCCESS
 
     module.execute = execute
     return module
@@ -105,7 +85,7 @@ class _Caches:
 
 
 def _arguments(kind: str, class_type: str) -> tuple[Any, ...]:
-    common = (None, _Prompt(class_type), _Caches(), "7", {}, set(), "prompt", None, {})
+    common = (None, OneNodePrompt(class_type), _Caches(), "7", {}, set(), "prompt", None, {})
     return (*common, {}, {}) if kind == "async" else common
 
 
@@ -119,6 +99,7 @@ def _batch_timer(
                 await function(*arguments)
 
         loop = asyncio.new_event_loop()
+        atexit.register(loop.close)  # closed before the interpreter tears down, not by the garbage collector
 
         def timed_async() -> float:
             started = time.perf_counter_ns()

@@ -13,7 +13,6 @@ of 100 nodes in interleaved batches in three states: the recorder not connected,
 from __future__ import annotations
 
 import asyncio
-import enum
 import statistics
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_support import SUCCESS, ExecutionResult, OneNodePrompt, report  # noqa: E402
+
 from comfy_memhooks import signals  # noqa: E402
 from comfy_memhooks.comfy import auto  # noqa: E402
 from comfy_memhooks.comfy.profiling import recorder_for  # noqa: E402
@@ -34,28 +35,6 @@ from comfy_memhooks.engine.settings import SettingsStore  # noqa: E402
 from comfy_memhooks.profile import NODES_KEPT_PER_PROMPT, PROMPTS_KEPT, ProfileStore  # noqa: E402
 
 NODES_PER_PROMPT = 100
-
-
-def report(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-class ExecutionResult(enum.Enum):
-    SUCCESS = 0
-    FAILURE = 1
-    PENDING = 2
-
-
-_SUCCESS = (ExecutionResult.SUCCESS, None, None)
-
-
-class _Prompt:
-    def __init__(self, class_type: str):
-        self._node = {"class_type": class_type, "inputs": {}}
-
-    def get_node(self, node_id: str) -> dict[str, Any]:
-        return self._node
 
 
 class _Outputs:
@@ -78,7 +57,7 @@ def _module() -> Any:
     ):  # fmt: skip
         dynprompt.get_node(current_item)
         executed.add(current_item)
-        return _SUCCESS
+        return SUCCESS
 
     module.execute = execute
     return module
@@ -92,7 +71,7 @@ def _prompt_runner(
     ``make_prompt``: a new prompt (``dynprompt``) for each run, made before the clock starts; else every node is
     one of ``class_type`` with no inputs.
     """
-    fixed = _Prompt(class_type)
+    fixed = OneNodePrompt(class_type)
     node_ids = [str(index) for index in range(NODES_PER_PROMPT)]
     loop = asyncio.new_event_loop()
 
