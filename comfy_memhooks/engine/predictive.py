@@ -31,6 +31,9 @@ from .learned import Driver, LearnedPeaks, Prediction, Sample
 
 logger = logging.getLogger(__name__)
 
+predictive_failures = Failures(logger, "predictive cleanup failed while {kind}; the node runs without it")
+"""Predictive cleanup's contained failures, process-wide: shown in ``/memhooks/status`` and the metrics."""
+
 MIN_PREDICTED_BYTES = 64 * 1024**2
 """A node predicted to take less than this is not worth a reading of memory before it."""
 
@@ -157,7 +160,7 @@ class PredictiveCleanup:
         self.enabled = enabled
         self.save = save
         self.gpu_index = gpu_index
-        self.failures = Failures(logger, "predictive cleanup failed while {kind}; the node runs without it")
+        self.failures = predictive_failures
         self._drivers: dict[str, Driver] = {}
         self._predicted: dict[str, Prediction] = {}
 

@@ -17,6 +17,7 @@ from ..engine.core import Engine
 from ..engine.history import OptimizationRecord
 from ..engine.learned_file import LearnedFile, get_learned_file
 from ..engine.modes import Mode
+from ..engine.predictive import predictive_failures
 from ..engine.settings import SettingsStore
 from ..engine.watchdog import PressureWatchdog
 from ..failures import Failures
@@ -176,6 +177,8 @@ class PanelBackend:
                 "last_panel_error": self.failures.last_error or self.loop.failures.last_error,
                 "probe_failures": self.engine.probe.failure_count(),
                 "last_probe_error": self.engine.probe.last_failure(),
+                "predictive_failures": predictive_failures.count,
+                "last_predictive_error": predictive_failures.last_error,
                 "settings_warning": self.store.load_warning,
             },
         }

@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from .. import hook
 from ..engine.core import Engine
+from ..engine.predictive import predictive_failures
 from ..engine.totals import HistogramReading
 from ..engine.watchdog import PressureWatchdog
 from ..failures import Failures
@@ -190,7 +191,8 @@ class MemhooksCollector:
             "hook": status.hook_errors,
             "action": self.engine.action_failures.count,
             "panel": self._panel_failures(),
-            "probe": self.engine.probe.failures.count,
+            "probe": self.engine.probe.failure_count(),
+            "predictive": predictive_failures.count,
         }
         watchdog = self._watchdog()
         if watchdog is not None:

@@ -164,6 +164,7 @@ async def test_values_match_status(
         "action": errors["action_failures"],
         "panel": errors["panel_failures"],
         "probe": errors["probe_failures"],
+        "predictive": errors["predictive_failures"],
     }
     assert metrics.value("comfy_memhooks_hook_installed") == int(status["hook"]["installed"])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.settings import AutoSettings, SettingsStore
+from comfy_memhooks.failures import Failures
+from comfy_memhooks.panel import backend as backend_module
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.routes import MAX_BODY_BYTES
 from tests.panel.panel_support import FOREIGN_PID, GIB, RecordingPublisher, container_engine, fake_gpu_engine, panel_app
@@ -72,6 +75,8 @@ async def test_status_reports_ram_engine_hook_and_errors(client: Client) -> None
         "last_panel_error",
         "probe_failures",
         "last_probe_error",
+        "predictive_failures",
+        "last_predictive_error",
         "settings_warning",
     }
     assert data["policy"]["ram_threshold"] == 80.0
@@ -436,3 +441,24 @@ async def test_concurrent_settings_writers_leave_one_valid_file(client: Client, 
     assert on_disk["ram_threshold"] in values
     assert on_disk == settings_store.current.to_json()
     assert list(settings_store.path.parent.glob("*.tmp")) == []
+
+
+async def test_a_predictive_cleanup_failure_is_counted_in_the_status(
+    aiohttp_client: AiohttpClient, engine: Engine, settings_store: SettingsStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from comfy_memhooks.engine import predictive
+    from comfy_memhooks.engine.learned import LearnedPeaks
+
+    failures = Failures(logging.getLogger("comfy_memhooks.engine.predictive"), "predictive cleanup failed: {kind}")
+    monkeypatch.setattr(predictive, "predictive_failures", failures)
+    monkeypatch.setattr(backend_module, "predictive_failures", failures)
+
+    def full_disk() -> None:
+        raise OSError(28, "No space left on device")
+
+    predictor = predictive.PredictiveCleanup(engine, LearnedPeaks(), save=full_disk)
+    predictor.on_prompt_finished("p-1")
+    client, _ = await _client_for(aiohttp_client, engine, settings_store)
+    errors = (await _json(await client.get("/memhooks/status")))["errors"]
+    assert errors["predictive_failures"] == 1
+    assert "saving what was learned" in errors["last_predictive_error"]
