@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from comfy_memhooks import hook
+from comfy_memhooks.engine.comfy_cache import POLL_MARGIN_BYTES
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.drivers import driver_of
 from comfy_memhooks.engine.learned import SAFETY_MARGIN, Driver, LearnedPeaks, Prediction, Sample, fit_line
@@ -217,9 +218,53 @@ def test_when_the_model_free_cleanup_is_not_enough_comfyui_is_asked_for_exactly_
     run(KINDS[0], 800, "again")
 
     [record] = predictive_records(engine)
-    assert [action.name for action in record.actions] == ["gc_collect", "malloc_trim", "comfy_free_memory_ram"]
+    names = [action.name for action in record.actions]
+    assert names == ["gc_collect", "malloc_trim", "comfy_cache_release", "comfy_free_memory_ram"]
+    assert record.actions[2].skipped_reason is not None  # ComfyUI's classic cache has nothing to give back
     missing = prediction.ram_bytes - 25 * MIB  # what was still missing after the garbage went
     assert asked == [(comfy_free + missing, torch.device("cpu"))]
+
+
+def test_comfyuis_output_cache_is_asked_before_any_model_is_unloaded(
+    setup: Setup, engine: Engine, probe: ScriptedProbe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch  # the CPU build: ComfyUI's process has torch loaded
+
+    targets: list[int] = []
+    unloads: list[int] = []
+    comfy_available = 10_000 * MIB  # ComfyUI's own reading of available RAM
+
+    def extra_ram_release(target: int, free_active: bool = False) -> int:
+        targets.append(target)
+        freed = target - comfy_available
+        probe.used -= freed  # its cache gives back what it was asked for
+        return freed
+
+    def free_memory(required: int, device: Any, keep_loaded: Any = ()) -> list[int]:
+        unloads.append(required)
+        return []
+
+    model_management = types.SimpleNamespace(free_memory=free_memory, get_free_memory=lambda device: 0)
+    memory_management = types.SimpleNamespace(extra_ram_release=extra_ram_release)
+    system_memory = types.SimpleNamespace(virtual_memory_available=lambda: comfy_available)
+    monkeypatch.setitem(sys.modules, "comfy.model_management", model_management)
+    monkeypatch.setitem(sys.modules, "comfy.memory_management", memory_management)
+    monkeypatch.setitem(sys.modules, "comfy.system_memory", system_memory)
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    run(KINDS[0], 800, "teach")
+    prediction = setup.table.predict("DecodeFrames", Driver("frame_pixels", 800 * PIXELS))
+    assert prediction is not None and prediction.ram_bytes is not None
+
+    probe.used = LIMIT - 20 * MIB
+    probe.frees_per_action = {"gc_collect": 5 * MIB}
+    run(KINDS[0], 800, "again")
+
+    [record] = predictive_records(engine)
+    assert [action.name for action in record.actions] == ["gc_collect", "malloc_trim", "comfy_cache_release"]
+    missing = prediction.ram_bytes - 25 * MIB
+    # The available RAM to reach, as ComfyUI reads it: what is missing, at least the margin for its own reading.
+    assert targets == [comfy_available + max(missing, POLL_MARGIN_BYTES)]
+    assert unloads == []  # the cache was enough: no model was unloaded
 
 
 def test_a_class_never_seen_is_left_to_the_thresholds(setup: Setup, engine: Engine, probe: ScriptedProbe) -> None:

@@ -98,7 +98,12 @@ def release(ram: RamReading, ram_threshold: float) -> tuple[str | None, str | No
         return None, "RAM usage is unknown"
     if ram.percent < ram_threshold:
         return None, f"RAM is under its {ram_threshold:g}% threshold"
-    target_available = int(ram.total_bytes * (1 - ram_threshold / 100))
+    return release_until(ram, int(ram.total_bytes * (1 - ram_threshold / 100)))
+
+
+def release_until(ram: RamReading, target_available: int) -> tuple[str | None, str | None]:
+    """Asks ComfyUI's cache for RAM until ``target_available`` bytes are free under the limit (the container's,
+    inside one): under a threshold, or, for predictive cleanup, the peak a node is about to take."""
     shortfall = max(target_available - (ram.available_bytes or 0), 0)
     extra = _extra_ram_release()
     if extra is not None:

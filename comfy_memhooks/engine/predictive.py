@@ -24,6 +24,7 @@ from ..probe.backends import loaded_torch
 from ..probe.readings import GIB, MemorySnapshot, RamReading
 from .actions import CUDA_EMPTY_CACHE, GC_COLLECT, MALLOC_TRIM, Action, ActionContext, ActionOutcome
 from .actions import comfy_model_management as _model_management
+from .comfy_cache import release_until
 from .core import Engine
 from .drivers import driver_of
 from .history import OptimizationRecord, Trigger, TriggerKind
@@ -126,6 +127,22 @@ def free_exactly(shortfall: Shortfall, headroom: Callable[[], int | None]) -> Ac
         return ActionOutcome(detail=f"asked ComfyUI for {missing / GIB:.2f} GB more free on {device}: {count} model(s)")
 
     return Action(f"comfy_free_memory_{shortfall.resource.lower()}", "ComfyUI's free_memory(...)", run, True)
+
+
+def release_cache_for(shortfall: Shortfall, read_ram: Callable[[], RamReading]) -> Action:
+    """Asks ComfyUI's output cache for the RAM the node still misses, before any model is unloaded.
+
+    Cached outputs cost a node run again at worst; a model costs a reload. Outputs the running prompt still uses are
+    kept (see :mod:`.comfy_cache`).
+    """
+
+    def run(_: ActionContext) -> ActionOutcome:
+        if _model_management() is None:
+            return ActionOutcome(skipped_reason="ComfyUI is not loaded in this process")
+        detail, skipped = release_until(read_ram(), shortfall.predicted_bytes)
+        return ActionOutcome(detail=detail, skipped_reason=skipped)
+
+    return Action("comfy_cache_release", "ComfyUI's output cache asked for what the node still misses", run)
 
 
 def _describe(shortfall: Shortfall, prediction: Prediction) -> str:
@@ -234,12 +251,17 @@ class PredictiveCleanup:
         return self.engine.make_room(trigger, steps, lambda snapshot: bool(shortfalls(prediction, snapshot, gpu_index)))
 
     def steps(self, short: list[Shortfall]) -> list[tuple[Action, ...]]:
-        """The model-free cleanup first; then, for each resource still short, ComfyUI's unloading of just enough."""
+        """The model-free cleanup first; then, for RAM, ComfyUI's output cache; only then, for each resource still
+        short, ComfyUI's unloading of just enough. Each step runs only while the node still does not fit."""
         model_free: tuple[Action, ...] = (GC_COLLECT, MALLOC_TRIM)
         if any(item.resource == "VRAM" for item in short):
             model_free = (*model_free, CUDA_EMPTY_CACHE)
-        unloads = tuple(free_exactly(item, self._headroom_reader(item)) for item in short)
-        return [model_free, unloads]
+        steps = [model_free]
+        ram_short = [item for item in short if item.gpu_index is None]
+        if ram_short:
+            steps.append((release_cache_for(ram_short[0], self.engine.probe.read_ram),))
+        steps.append(tuple(free_exactly(item, self._headroom_reader(item)) for item in short))
+        return steps
 
     def _headroom_reader(self, shortfall: Shortfall) -> Callable[[], int | None]:
         if shortfall.gpu_index is None:
