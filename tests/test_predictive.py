@@ -193,6 +193,17 @@ def test_a_learned_node_that_does_not_fit_gets_just_the_model_free_cleanup_it_ne
     assert row.actual_ram_bytes is not None and row.actual_ram_bytes > 80 * MIB
 
 
+def teach_then_fill(setup: Setup, probe: ScriptedProbe) -> Prediction:
+    """The decoder run once at 800 frames, then the container left 20 MiB short of its limit with garbage that frees
+    only 5 MiB: the next 800-frame run does not fit. Returns the prediction for it."""
+    run(KINDS[0], 800, "teach")
+    prediction = setup.table.predict("DecodeFrames", Driver("frame_pixels", 800 * PIXELS))
+    assert prediction is not None and prediction.ram_bytes is not None
+    probe.used = LIMIT - 20 * MIB
+    probe.frees_per_action = {"gc_collect": 5 * MIB}
+    return prediction
+
+
 def test_when_the_model_free_cleanup_is_not_enough_comfyui_is_asked_for_exactly_what_is_missing(
     setup: Setup, engine: Engine, probe: ScriptedProbe, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -209,12 +220,7 @@ def test_when_the_model_free_cleanup_is_not_enough_comfyui_is_asked_for_exactly_
     model_management = types.SimpleNamespace(free_memory=free_memory, get_free_memory=lambda device: comfy_free)
     monkeypatch.setitem(sys.modules, "comfy.model_management", model_management)
     monkeypatch.setitem(sys.modules, "torch", torch)
-    run(KINDS[0], 800, "teach")
-    prediction = setup.table.predict("DecodeFrames", Driver("frame_pixels", 800 * PIXELS))
-    assert prediction is not None and prediction.ram_bytes is not None
-
-    probe.used = LIMIT - 20 * MIB
-    probe.frees_per_action = {"gc_collect": 5 * MIB}  # the garbage is not enough
+    prediction = teach_then_fill(setup, probe)
     run(KINDS[0], 800, "again")
 
     [record] = predictive_records(engine)
@@ -251,12 +257,7 @@ def test_comfyuis_output_cache_is_asked_before_any_model_is_unloaded(
     monkeypatch.setitem(sys.modules, "comfy.memory_management", memory_management)
     monkeypatch.setitem(sys.modules, "comfy.system_memory", system_memory)
     monkeypatch.setitem(sys.modules, "torch", torch)
-    run(KINDS[0], 800, "teach")
-    prediction = setup.table.predict("DecodeFrames", Driver("frame_pixels", 800 * PIXELS))
-    assert prediction is not None and prediction.ram_bytes is not None
-
-    probe.used = LIMIT - 20 * MIB
-    probe.frees_per_action = {"gc_collect": 5 * MIB}
+    prediction = teach_then_fill(setup, probe)
     run(KINDS[0], 800, "again")
 
     [record] = predictive_records(engine)
