@@ -166,7 +166,7 @@ def register_routes(
     @_guarded
     async def get_profile(request: web.Request) -> web.StreamResponse:
         prompt_id = parse_prompt_id(request.query.getall("prompt_id", []))
-        answer = backend.profile(prompt_id)
+        answer = await _in_thread(backend.profile, prompt_id)  # up to 2,000 nodes: off ComfyUI's loop
         if answer is None:
             kept = backend.profiles.prompts_kept
             return error_response(404, f"no profile of prompt {prompt_id!r}; the last {kept} are kept", "prompt_id")
