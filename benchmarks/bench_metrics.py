@@ -34,14 +34,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_hook import _arguments, _batch_timer, _module  # noqa: E402
 
-from comfy_memhooks import hook, signals  # noqa: E402
+from comfy_memhooks import hook  # noqa: E402
 from comfy_memhooks.engine.core import Engine  # noqa: E402
 from comfy_memhooks.engine.history import Trigger, TriggerKind  # noqa: E402
 from comfy_memhooks.engine.modes import MANUAL_MODES  # noqa: E402
 from comfy_memhooks.engine.settings import SettingsStore  # noqa: E402
+from comfy_memhooks.hook.runs import NodeRun  # noqa: E402
 from comfy_memhooks.panel.backend import PanelBackend  # noqa: E402
 from comfy_memhooks.panel.node_stats import NodeStats  # noqa: E402
 from comfy_memhooks.panel.routes import register_routes  # noqa: E402
+from comfy_memhooks.pipeline import EndStep, NodeEnding, node_pipeline  # noqa: E402
 
 CLASSES = 100
 
@@ -145,9 +147,9 @@ def receiver_costs(batches: int, calls: int) -> None:
         timed()  # warm up
         for _ in range(batches):
             without.append(timed())
-            signals.node_finished.connect(stats.on_node_finished, weak=False)
+            node_pipeline.set_end(EndStep.METRICS, stats.after_node)
             with_receiver.append(timed())
-            signals.node_finished.disconnect(stats.on_node_finished)
+            node_pipeline.clear(EndStep.METRICS, stats.after_node)
         hook.uninstall()
         base, added = statistics.median(without), statistics.median(with_receiver)
         report(
@@ -157,12 +159,14 @@ def receiver_costs(batches: int, calls: int) -> None:
     observed = sum(histogram.count for _, histogram in stats.read().durations)
     assert observed == 2 * batches * calls, (observed, 2 * batches * calls)  # every node was counted once
     direct = []
+    node = NodeRun("1", "ImageInvert", "p", False, ())
+    ending = NodeEnding(None, False, 0.004, None, None)
     for _ in range(batches):
         started = time.perf_counter_ns()
         for _ in range(calls):
-            stats.on_node_finished("ImageInvert", node_class="ImageInvert", duration_seconds=0.004, cached=False)
+            stats.after_node(node, ending)
         direct.append((time.perf_counter_ns() - started) / calls)
-    report(f"  the receiver alone, called directly: median {statistics.median(direct):.0f} ns per node")
+    report(f"  the step alone, called directly: median {statistics.median(direct):.0f} ns per node")
 
 
 def main() -> None:

@@ -32,6 +32,8 @@ from comfy_memhooks.comfy import auto  # noqa: E402
 from comfy_memhooks.comfy.profiling import recorder_for  # noqa: E402
 from comfy_memhooks.engine.core import Engine  # noqa: E402
 from comfy_memhooks.engine.settings import SettingsStore  # noqa: E402
+from comfy_memhooks.hook.runs import NodeRun  # noqa: E402
+from comfy_memhooks.pipeline import NodeEnding  # noqa: E402
 from comfy_memhooks.profile import NODES_KEPT_PER_PROMPT, PROMPTS_KEPT, ProfileStore  # noqa: E402
 
 NODES_PER_PROMPT = 100
@@ -146,10 +148,9 @@ def store_memory() -> None:
             prompt_id = f"prompt-{number}"
             recorder.on_prompt_started(prompt_id, prompt_id=prompt_id)
             for node_id in node_ids:
-                recorder.on_node_started("ImageInvert", node_id=node_id, node_class="ImageInvert")
-                recorder.on_node_finished(
-                    "ImageInvert", node_id=node_id, prompt_id=prompt_id, result=ExecutionResult.SUCCESS
-                )
+                node = NodeRun(node_id, "ImageInvert", prompt_id, False, ())
+                recorder.before_node(node, False)
+                recorder.after_node(node, NodeEnding(ExecutionResult.SUCCESS, False, 0.001, None, None))
             recorder.on_prompt_finished(prompt_id, prompt_id=prompt_id, success=True, duration_seconds=1.0)
         held, _ = tracemalloc.get_traced_memory()
         tracemalloc.stop()

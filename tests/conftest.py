@@ -16,6 +16,7 @@ from comfy_memhooks.engine import learned_file
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.learned import LearnedPeaks
 from comfy_memhooks.hook import patch as hook_patch
+from comfy_memhooks.pipeline import node_pipeline
 from comfy_memhooks.probe.gpu import GpuProbe
 from comfy_memhooks.probe.memory import MemoryProbe
 from comfy_memhooks.probe.nvml import Nvml
@@ -125,9 +126,19 @@ def comfy_model_management(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.Mo
 def fresh_hook_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A hook registry and failure counter of the test's own, and the hook and subscriber taken out afterwards."""
     monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
-    monkeypatch.setattr(hook_patch, "hook_failures", fresh_hook_failures())
+    fresh_hook_failures(monkeypatch)
     yield
     auto.uninstall()
+
+
+@pytest.fixture(autouse=True)
+def pipeline_steps_restored() -> Iterator[None]:
+    """The per-node pipeline's steps as they were before the test: a step a test left in place affects no other."""
+    start, end = dict(node_pipeline._start), dict(node_pipeline._end)
+    yield
+    with node_pipeline._lock:
+        node_pipeline._start, node_pipeline._end = start, end
+        node_pipeline._rebuild()
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from comfy_memhooks import signals
 from comfy_memhooks.failures import Failures
+from comfy_memhooks.hook import patch as hook_patch
+from comfy_memhooks.pipeline import node_pipeline
 from comfy_memhooks.probe.readings import MemorySnapshot, RamReading, RamSource
 
 SIGNAL_NAMES = ("prompt_started", "node_started", "node_finished", "prompt_finished", "optimization_performed")
@@ -123,6 +127,9 @@ def spy(function: Callable[..., Any], into: list[Any]) -> Callable[..., Any]:
     return spying
 
 
-def fresh_hook_failures() -> Failures:
-    """A new counter for the executor hook's own failures, as the hook module makes at import."""
-    return Failures(logging.getLogger("comfy_memhooks.hook.patch"), "executor hook failed while {kind}")
+def fresh_hook_failures(monkeypatch: pytest.MonkeyPatch) -> Failures:
+    """A new counter for the executor hook's own failures (its pipeline's steps' included), for one test."""
+    failures = Failures(logging.getLogger("comfy_memhooks.pipeline"), "executor hook failed while {kind}")
+    monkeypatch.setattr(hook_patch, "hook_failures", failures)
+    monkeypatch.setattr(node_pipeline, "failures", failures)
+    return failures

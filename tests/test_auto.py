@@ -77,7 +77,7 @@ class Setup:
 @pytest.fixture(autouse=True)
 def fresh_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
-    monkeypatch.setattr(hook_patch, "hook_failures", fresh_hook_failures())
+    fresh_hook_failures(monkeypatch)
     yield
     auto.uninstall()
 
@@ -593,4 +593,4 @@ def test_a_failing_boundary_cleanup_is_counted_and_the_node_runs(
 
     assert setup.executor.success
     assert hook.hook_status().hook_errors == 2
-    assert "cleaning up under memory pressure before a node" in (hook.hook_status().last_hook_error or "")
+    assert "running the pressure step before a node" in (hook.hook_status().last_hook_error or "")

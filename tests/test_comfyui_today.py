@@ -229,7 +229,7 @@ def test_the_cache_is_remembered_weakly() -> None:
 
 def test_the_hook_tells_comfyuis_caches_once_per_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
-    monkeypatch.setattr(hook_patch, "hook_failures", fresh_hook_failures())
+    fresh_hook_failures(monkeypatch)
     module = make_execution_module("async11", {"Const": StandInNode(lambda x: x)})
     seen: list[object] = []
     hook.install(module, heavy=lambda name: False, caches_seen=seen.append)

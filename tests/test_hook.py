@@ -37,7 +37,7 @@ def never_heavy(node_class: str) -> bool:
 def fresh_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test starts with no hook installed and leaves none behind."""
     monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
-    monkeypatch.setattr(hook_patch, "hook_failures", fresh_hook_failures())
+    fresh_hook_failures(monkeypatch)
     yield
     hook.uninstall()
 

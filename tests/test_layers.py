@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "comfy_memhooks"
-BASE = {"errors", "failures", "validation", "signals", "ticker"}
+BASE = {"errors", "failures", "validation", "signals", "pipeline", "ticker"}
 LAYERS = ("base", "probe", "profile", "engine", "hook", "panel", "comfy", "front")
 MAX_CHAIN = 12  # the front door down to errors.py through all seven layers (it was 14 with one flat package)
 MAX_CHAIN_IN_A_LAYER = 5  # counting the subpackage's own __init__

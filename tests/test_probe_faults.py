@@ -124,7 +124,7 @@ async def test_status_answers_and_counts_the_probe_failure(
 @pytest.fixture
 def fresh_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
-    monkeypatch.setattr(hook_patch, "hook_failures", fresh_hook_failures())
+    fresh_hook_failures(monkeypatch)
     yield
     auto.uninstall()
 

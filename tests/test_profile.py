@@ -24,7 +24,7 @@ HELD_BYTES = 64 * MIB
 @pytest.fixture(autouse=True)
 def fresh_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
-    monkeypatch.setattr(hook_patch, "hook_failures", fresh_hook_failures())
+    fresh_hook_failures(monkeypatch)
     yield
     hook.uninstall()
 

@@ -11,6 +11,8 @@ from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.pressure import Thresholds
 from comfy_memhooks.engine.totals import Buckets, OptimizationTotals
 from comfy_memhooks.panel.node_stats import OTHER_CLASSES, NodeStats
+from comfy_memhooks.pipeline import NodeEnding
+from tests.pipeline_support import NodeStub
 
 
 def test_buckets_count_a_value_on_a_bound_in_that_bound() -> None:
@@ -59,12 +61,12 @@ def test_node_classes_beyond_the_bound_are_added_up_as_other() -> None:
     assert counts == {"A": 2, "B": 1, "C": 1, OTHER_CLASSES: 2}
 
 
-def test_the_receiver_skips_cached_nodes_and_counts_rescues() -> None:
+def test_the_step_skips_cached_nodes_and_counts_rescues() -> None:
     stats = NodeStats()
-    stats.on_node_finished("X", node_class="X", duration_seconds=0.5, cached=False, rescued=None, node_id="1")
-    stats.on_node_finished("X", node_class="X", duration_seconds=0.0, cached=True, rescued=None)
-    stats.on_node_finished("R", node_class="R", duration_seconds=3.0, cached=False, rescued=True)
-    stats.on_node_finished("R", node_class="R", duration_seconds=1.0, cached=False, rescued=False)
+    stats.after_node(NodeStub("1", "X", "p", False), NodeEnding(None, False, 0.5, None, None))
+    stats.after_node(NodeStub("2", "X", "p", False), NodeEnding(None, True, 0.0, None, None))
+    stats.after_node(NodeStub("3", "R", "p", False), NodeEnding(None, False, 3.0, None, True))
+    stats.after_node(NodeStub("4", "R", "p", False), NodeEnding(None, False, 1.0, None, False))
     reading = stats.read()
     assert {name: histogram.count for name, histogram in reading.durations} == {"X": 1, "R": 2}
     assert (reading.rescues_succeeded, reading.rescues_failed) == (1, 1)

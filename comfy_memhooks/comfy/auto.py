@@ -1,8 +1,9 @@
 """The built-in subscriber: frees memory around heavy nodes by the settings' rules, under pressure before any node
 and during long ones, and rescues heavy nodes from OOM.
 
-It listens to the executor hook's node signals like any other extension could, and asks the one engine to
-optimize, so the hook's optimizations share the cooldown and the history with the explicit node and the panel.
+Its rules are steps of the per-node pipeline (:mod:`..pipeline`), in a fixed place among comfy_memhooks' other
+steps, and it asks the one engine to optimize, so the hook's optimizations share the cooldown and the history with
+the explicit node and the panel.
 :func:`start` is what ComfyUI's start-up calls: the hook and this subscriber together, or neither.
 """
 
@@ -15,9 +16,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from types import ModuleType
-from typing import Any
 
-from .. import hook, signals
+from .. import hook
 from ..engine.comfy_cache import remember_caches
 from ..engine.core import Engine, Outcome, get_engine
 from ..engine.history import Trigger, TriggerKind
@@ -27,6 +27,7 @@ from ..engine.settings import SettingsStore, When, get_settings_store
 from ..engine.watchdog import PressureWatchdog
 from ..hook.runs import NodeCall
 from ..hook.tracker import RetryReport
+from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, node_pipeline
 from .heavy import HeavyNodeIndex
 
 logger = logging.getLogger(__name__)
@@ -45,9 +46,18 @@ class AutoOptimizer:
         store: the settings, read afresh for every node, so a change applies to the next node.
         watch: start the watchdog's thread on install; tests that drive :meth:`PressureWatchdog.tick` by hand
             pass ``False``.
+        pipeline: where its steps go; the process's per-node pipeline by default.
     """
 
-    def __init__(self, engine: Engine | None = None, store: SettingsStore | None = None, *, watch: bool = True):
+    def __init__(
+        self,
+        engine: Engine | None = None,
+        store: SettingsStore | None = None,
+        *,
+        watch: bool = True,
+        pipeline: NodePipeline = node_pipeline,
+    ):
+        self.pipeline = pipeline
         self.engine = engine if engine is not None else get_engine()
         self.store = store if store is not None else get_settings_store()
         self.index = HeavyNodeIndex(lambda: self.store.current)
@@ -58,28 +68,25 @@ class AutoOptimizer:
         self.watch = watch
 
     def connect(self) -> None:
-        """Subscribes strongly (a bound method held weakly would vanish with a temporary optimizer), and to the
-        heavy-node signals only, so an ordinary node never calls it."""
-        signals.heavy_node_started.connect(self.on_node_started, weak=False)
-        signals.heavy_node_finished.connect(self.on_node_finished, weak=False)
+        """Puts the rules into the per-node pipeline, for heavy nodes only, so an ordinary node never calls them:
+        before a node after the pressure check and before predictive cleanup and the profile's reading; after it
+        once the profile has read what the node left (see :mod:`..pipeline`)."""
+        self.pipeline.set_start(StartStep.RULES, self.before_node, heavy_only=True)
+        self.pipeline.set_end(EndStep.RULES, self.after_node, heavy_only=True)
 
     def disconnect(self) -> None:
-        signals.heavy_node_started.disconnect(self.on_node_started)
-        signals.heavy_node_finished.disconnect(self.on_node_finished)
+        self.pipeline.clear(StartStep.RULES, self.before_node)
+        self.pipeline.clear(EndStep.RULES, self.after_node)
 
-    def on_node_started(
-        self, sender: object, *, heavy: bool = False, cached: bool | None = None, **node: Any
-    ) -> Outcome | None:
-        if not heavy or cached:
+    def before_node(self, run: NodeInfo, cached: bool | None) -> Outcome | None:
+        if not run.heavy or cached:
             return None
-        return self.apply("before", node["node_id"], node["node_class"])
+        return self.apply("before", run.node_id, run.node_class)
 
-    def on_node_finished(
-        self, sender: object, *, heavy: bool = False, cached: bool = False, **node: Any
-    ) -> Outcome | None:
-        if not heavy or cached:
+    def after_node(self, run: NodeInfo, ending: NodeEnding) -> Outcome | None:
+        if not run.heavy or ending.cached:
             return None
-        return self.apply("after", node["node_id"], node["node_class"])
+        return self.apply("after", run.node_id, run.node_class)
 
     def apply(self, phase: str, node_id: str, node_class: str) -> Outcome | None:
         """Runs the rule's mode for ``phase`` ("before" or "after"); ``None`` when the rule asks for nothing."""

@@ -1,21 +1,23 @@
 """Starts the per-node profile inside ComfyUI: the recorder on the hook's signals, fed by the engine's probes,
 and predictive cleanup, which learns from it.
 
-Called by :func:`bootstrap.setup` after the hook and its optimizer are in place, so the recorder's receivers come
-after the optimizer's (see :mod:`profile.recorder`); predictive cleanup connects before the recorder, so what it
-frees before a node is not charged to the node. The ``node_profile`` and ``predictive_cleanup`` settings are read
-at every node, so turning one off in the panel applies to the next node.
+Called by :func:`bootstrap.setup` after the hook and its optimizer are in place. Their steps' order around each
+node is the per-node pipeline's (:mod:`..pipeline`), whatever order they are started in: predictive cleanup makes
+room before the profile's "before" reading, so what it frees is not charged to the node. The ``node_profile`` and
+``predictive_cleanup`` settings are read at every node, so turning one off in the panel applies to the next node.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from ..engine.core import Engine, get_engine
 from ..engine.learned_file import get_learned_file
 from ..engine.predictive import PredictiveCleanup
 from ..engine.settings import SettingsStore, get_settings_store
-from ..profile.recorder import ProfileRecorder
+from ..profile.peaks import ContainerHighWater, ProcessHighWater, RamPeaks, platform_peak
+from ..profile.recorder import ProfileRecorder, profile_failures
 from ..profile.store import ProfileStore, get_profile_store
 
 
@@ -32,8 +34,28 @@ def recorder_for(engine: Engine, settings: SettingsStore, store: ProfileStore) -
         return snapshot.ram.used_bytes, tuple(gpu.used_bytes for gpu in snapshot.gpus)
 
     return ProfileRecorder(
-        store, enabled=lambda: settings.current.node_profile, ram_used=ram_used, heavy_reading=heavy_reading
+        store,
+        enabled=lambda: settings.current.node_profile,
+        ram_used=ram_used,
+        heavy_reading=heavy_reading,
+        peaks=peaks_for(engine),
     )
+
+
+def peaks_for(engine: Engine) -> RamPeaks:
+    """The RAM peak counters this machine has: the process's mark, the container's peak where it can be reset,
+    the RAM probe's readings as samples, and the platform's own peak where the process's mark is missing."""
+    ram_probe = getattr(engine.probe, "ram", None)
+    location = None
+    if ram_probe is not None:
+        try:
+            ram_probe.read()
+            location = ram_probe.cgroup_location()
+        except Exception:  # no RAM reading: no container peak; the process's mark and samples still work.
+            logger.debug("comfy_memhooks: no RAM reading for the container's peak", exc_info=True)
+    container = None if location is None else ContainerHighWater(*location)
+    take_sampled = getattr(ram_probe, "take_rss_high", None)
+    return RamPeaks(ProcessHighWater(profile_failures), container, take_sampled=take_sampled, platform=platform_peak)
 
 
 def predictor_for(engine: Engine, settings: SettingsStore) -> PredictiveCleanup:
@@ -46,6 +68,8 @@ def predictor_for(engine: Engine, settings: SettingsStore) -> PredictiveCleanup:
         save=learned.save,
     )
 
+
+logger = logging.getLogger(__name__)
 
 _recorder: ProfileRecorder | None = None
 _predictor: PredictiveCleanup | None = None

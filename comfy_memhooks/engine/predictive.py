@@ -20,6 +20,7 @@ from typing import Any
 
 from .. import signals
 from ..failures import Failures
+from ..pipeline import NodeInfo, NodePipeline, StartStep, node_pipeline
 from ..probe.backends import loaded_torch
 from ..probe.readings import GIB, MemorySnapshot, RamReading
 from .actions import CUDA_EMPTY_CACHE, GC_COLLECT, MALLOC_TRIM, Action, ActionContext, ActionOutcome
@@ -161,6 +162,7 @@ class PredictiveCleanup:
         enabled: read at each node (the ``predictive_cleanup`` setting); off, nothing is learned or predicted.
         save: called when a prompt finishes, to keep what was learned (``LearnedFile.save``).
         gpu_index: the GPU the nodes use.
+        pipeline: where its step goes; the process's per-node pipeline by default.
     """
 
     def __init__(
@@ -171,7 +173,9 @@ class PredictiveCleanup:
         enabled: Callable[[], bool] = lambda: True,
         save: Callable[[], object] = lambda: None,
         gpu_index: Callable[[], int] = comfy_gpu_index,
+        pipeline: NodePipeline = node_pipeline,
     ):
+        self.pipeline = pipeline
         self.engine = engine
         self.table = table
         self.enabled = enabled
@@ -182,16 +186,17 @@ class PredictiveCleanup:
         self._predicted: dict[str, Prediction] = {}
 
     def connect(self) -> None:
-        """Subscribes strongly; connect it before the profile's recorder, so what it frees is not charged to the
-        node (the recorder reads the node's "before" figures on the same signal)."""
+        """Puts its step into the per-node pipeline, after the heavy-node rules and before the profile's "before"
+        reading (so what it frees is not charged to the node), and subscribes to the prompt signals and to
+        ``node_profiled``, whose order among receivers does not matter to it."""
+        self.pipeline.set_start(StartStep.PREDICTIVE, self.on_node_started)
         signals.prompt_started.connect(self.on_prompt_started, weak=False)
-        signals.node_started.connect(self.on_node_started, weak=False)
         signals.node_profiled.connect(self.on_node_profiled, weak=False)
         signals.prompt_finished.connect(self.on_prompt_finished, weak=False)
 
     def disconnect(self) -> None:
+        self.pipeline.clear(StartStep.PREDICTIVE, self.on_node_started)
         signals.prompt_started.disconnect(self.on_prompt_started)
-        signals.node_started.disconnect(self.on_node_started)
         signals.node_profiled.disconnect(self.on_node_profiled)
         signals.prompt_finished.disconnect(self.on_prompt_finished)
 
@@ -199,15 +204,16 @@ class PredictiveCleanup:
         self._drivers = {}
         self._predicted = {}
 
-    def on_node_started(
-        self, sender: Any, *, node_id: Any, node_class: str, inputs: Any = None, cached: bool | None = None, **_: Any
-    ) -> None:
+    def on_node_started(self, run: NodeInfo, cached: bool | None) -> None:
+        """The pipeline's step before a node: remembers what drives its memory, and makes room for its peak."""
         if not self.enabled():
             return
-        key = str(node_id)
+        key = str(run.node_id)
+        inputs = run.inputs
         driver = driver_of(inputs, self._drivers.get) if inputs is not None else None
         if driver is not None:
             self._drivers[key] = driver
+        node_class = run.node_class
         if cached or node_class not in self.table:
             return
         try:

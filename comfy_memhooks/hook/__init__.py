@@ -8,7 +8,8 @@ one and what to do under pressure are given to :func:`install` by the subscriber
 
 from __future__ import annotations
 
-from .patch import hook_failures, hook_status, install, note_not_installed, running_node, uninstall
+from ..pipeline import hook_failures
+from .patch import hook_status, install, note_not_installed, running_node, uninstall
 from .runs import NodeCall
 from .status import HookStatus
 from .tracker import BoundaryFunction, HeavyTest, PressureFlag, RescueFunction, RetryReport

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from ..failures import Failures
+from ..pipeline import hook_failures
 from ..signals import receiver_failures
 from .introspect import comfyui_version, parameter_positions, sync_or_async
 from .status import HookStatus
@@ -33,8 +33,6 @@ from .wrappers import Patch, find_ours, node_wrapper, prompt_wrapper
 logger = logging.getLogger(__name__)
 
 PROMPT_METHODS = ("execute", "execute_async")
-
-hook_failures = Failures(logger, "executor hook failed while {kind}; the node runs on unchanged")
 
 
 @dataclass

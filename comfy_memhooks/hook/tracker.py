@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from .. import signals
 from ..failures import Failures
+from ..pipeline import NodeEnding, NodePipeline, StartStep, node_pipeline
 from .oom import is_out_of_memory
 from .runs import NodeCall, NodeRun, PromptRun
 
@@ -54,11 +55,6 @@ class PressureFlag(Protocol):
     over: bool
 
 
-class _NeverOver:
-    __slots__ = ()
-    over = False
-
-
 def _argument(args: tuple[Any, ...], kwargs: Mapping[str, Any], position: int, name: str) -> Any:
     return args[position] if position < len(args) else kwargs[name]
 
@@ -73,6 +69,7 @@ class Tracker:
         rescue: frees memory after a heavy node's out-of-memory failure; ``None``: the failure stands.
         failures: where the tracker's own failures are counted.
         results: ComfyUI's ``ExecutionResult`` enum, when it has one.
+        pipeline: comfy_memhooks' own steps at each node's start and end, run before the public signals.
     """
 
     def __init__(
@@ -82,6 +79,7 @@ class Tracker:
         rescue: RescueFunction | None,
         failures: Failures,
         results: Any = None,
+        pipeline: NodePipeline = node_pipeline,
     ):
         self.heavy = heavy
         self.rescue = rescue
@@ -104,15 +102,19 @@ class Tracker:
         self._failure: BaseException | None = None
         self._failed = False
         self._active_prompts: set[Any] = set()
-        self._pressure: PressureFlag = _NeverOver()
-        self._boundary: BoundaryFunction | None = None
+        self.pipeline = pipeline
         # The node that started last and has not finished: what the watchdog names when it cleans up mid-node.
         self.running: NodeRun | None = None
 
     def watch_pressure(self, pressure: PressureFlag, boundary: BoundaryFunction) -> None:
-        """Before each node, while ``pressure.over`` holds, ``boundary`` runs (in ComfyUI's worker thread)."""
-        self._boundary = boundary
-        self._pressure = pressure
+        """Before each node, while ``pressure.over`` holds, ``boundary`` runs (in ComfyUI's worker thread): the
+        pipeline's :attr:`StartStep.PRESSURE` step."""
+
+        def check_pressure(run: NodeRun, cached: bool | None) -> None:
+            if pressure.over:  # the whole cost of the pressure check for a node, when there is no pressure
+                boundary(str(run.node_id), run.node_class)
+
+        self.pipeline.set_start(StartStep.PRESSURE, check_pressure)
 
     def _reset(self, prompt_id: Any) -> None:
         self._prompt_id = prompt_id
@@ -178,13 +180,8 @@ class Tracker:
             return UNCHECKED
 
     def node_started(self, run: NodeRun, cached_output: Any) -> None:
-        if self._pressure.over:  # the whole cost of the pressure check for a node, when there is no pressure
-            self._at_boundary(run)
+        """Runs the pipeline's start steps for ``run`` in their order, then sends the public start signals."""
         self.running = run
-        everyone = signals.node_started.receivers
-        heavy = run.heavy and signals.heavy_node_started.receivers
-        if not (everyone or heavy):
-            return
         cached: bool | None = None
         if cached_output is UNCHECKED:
             pass
@@ -194,6 +191,11 @@ class Tracker:
                 close()
         else:
             cached = cached_output is not None
+        self.pipeline.run_start(run, cached)
+        everyone = signals.node_started.receivers
+        heavy = run.heavy and signals.heavy_node_started.receivers
+        if not (everyone or heavy):
+            return
         try:
             for signal in (signals.node_started, signals.heavy_node_started) if heavy else (signals.node_started,):
                 signals.send_safely(
@@ -208,15 +210,6 @@ class Tracker:
                 )
         except Exception as error:  # send_safely contains receivers; this guards blinker itself.
             self.failures.record("sending node_started", error)
-
-    def _at_boundary(self, run: NodeRun) -> None:
-        boundary = self._boundary
-        if boundary is None:
-            return
-        try:
-            boundary(str(run.node_id), run.node_class)
-        except Exception as error:  # a failed cleanup must not stop the node from running.
-            self.failures.record("cleaning up under memory pressure before a node", error)
 
     def _status(self, status: Any) -> str:
         if status is self._result_success:
@@ -303,6 +296,9 @@ class Tracker:
                 report(run.rescued)
             except Exception as report_error:  # the rescue's bookkeeping only; the node's result is settled.
                 self.failures.record("recording an OOM rescue", report_error)
+        cached = status == "SUCCESS" and run.node_id not in run.executed
+        duration = time.perf_counter() - run.started
+        self.pipeline.run_end(run, NodeEnding(result, cached, duration, error, run.rescued))
         heavy = run.heavy and signals.heavy_node_finished.receivers
         if not (signals.node_finished.receivers or heavy):
             return
@@ -312,8 +308,8 @@ class Tracker:
             "prompt_id": run.prompt_id,
             "heavy": run.heavy,
             "result": result,
-            "cached": status == "SUCCESS" and run.node_id not in run.executed,
-            "duration_seconds": time.perf_counter() - run.started,
+            "cached": cached,
+            "duration_seconds": duration,
             "error": error,
             "rescued": run.rescued,
         }

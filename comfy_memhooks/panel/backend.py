@@ -21,6 +21,7 @@ from ..engine.predictive import predictive_failures
 from ..engine.settings import SettingsStore
 from ..engine.watchdog import PressureWatchdog
 from ..failures import Failures
+from ..pipeline import EndStep, NodePipeline, node_pipeline
 from ..probe.readings import MemorySnapshot
 from ..profile.store import ProfileStore, get_profile_store
 from .manual import ManualAnswer, ManualRequests
@@ -92,7 +93,9 @@ class PanelBackend:
         profiles: ProfileStore | None = None,
         peak_vram_by_class: Callable[[], Mapping[str, int]] | None = None,
         learned: Callable[[], LearnedFile] = get_learned_file,
+        pipeline: NodePipeline = node_pipeline,
     ):
+        self.pipeline = pipeline
         self.engine = engine
         self.profiles = profiles if profiles is not None else get_profile_store()
         self.learned = learned
@@ -106,6 +109,7 @@ class PanelBackend:
             lambda: store.current,
             busy=busy if busy is not None else (lambda: False),
             on_done=self._manual_done,
+            pipeline=pipeline,
         )
         self._interval = interval if interval is not None else (lambda: store.current.sample_interval_seconds)
         self.loop = sample_loop(self.tick, self._interval)
@@ -128,7 +132,7 @@ class PanelBackend:
             signals.prompt_started.connect(self._on_prompt_started, weak=False)
             signals.prompt_finished.connect(self._on_prompt_finished, weak=False)
             # Every node: the metrics' duration histograms (a few additions per node; see node_stats).
-            signals.node_finished.connect(self.node_stats.on_node_finished, weak=False)
+            self.pipeline.set_end(EndStep.METRICS, self.node_stats.after_node)
             self._connected = True
         self.loop.start()
 
@@ -140,7 +144,7 @@ class PanelBackend:
         signals.heavy_node_finished.disconnect(self._on_node_finished)
         signals.prompt_started.disconnect(self._on_prompt_started)
         signals.prompt_finished.disconnect(self._on_prompt_finished)
-        signals.node_finished.disconnect(self.node_stats.on_node_finished)
+        self.pipeline.clear(EndStep.METRICS, self.node_stats.after_node)
         self._connected = False
 
     # What the routes serve ----------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from ..engine.core import Engine
 from ..engine.history import OptimizationRecord, Trigger, TriggerKind
 from ..engine.modes import MODE_STRENGTH, Mode
 from ..engine.settings import AutoSettings
+from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, node_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,9 @@ class ManualRequests:
         busy: Callable[[], bool] = _never_busy,
         on_done: Callable[[ManualAnswer], None] = _ignore,
         prompt_start_wait_seconds: float = PROMPT_START_WAIT_SECONDS,
+        pipeline: NodePipeline = node_pipeline,
     ):
+        self._pipeline = pipeline
         self._engine = engine
         self._settings = settings
         self._busy = busy
@@ -142,11 +145,11 @@ class ManualRequests:
         if listen == self._at_boundaries:
             return
         if listen:
-            signals.node_started.connect(self._on_node_started, weak=False)
-            signals.node_finished.connect(self._on_node_finished, weak=False)
+            self._pipeline.set_start(StartStep.MANUAL, self._before_node)
+            self._pipeline.set_end(EndStep.MANUAL, self._after_node)
         else:
-            signals.node_started.disconnect(self._on_node_started)
-            signals.node_finished.disconnect(self._on_node_finished)
+            self._pipeline.clear(StartStep.MANUAL, self._before_node)
+            self._pipeline.clear(EndStep.MANUAL, self._after_node)
         self._at_boundaries = listen
 
     def request(self, mode: Mode) -> ManualAnswer:
@@ -222,22 +225,15 @@ class ManualRequests:
             self._set_pending(None)
             return mode
 
-    def _carry_out_at_boundary(self, phase: str | None, kwargs: dict[str, Any], reason: str) -> None:
+    def _carry_out_at_boundary(self, phase: str | None, node: NodeInfo | None, reason: str) -> None:
         mode = self._take_pending()
         if mode is None:
             return
-        node_id = kwargs.get("node_id")
-        node_class = kwargs.get("node_class")
-        answer = self._run(
-            mode,
-            reason,
-            None if node_id is None else str(node_id),
-            None if node_class is None else str(node_class),
-            phase,
-        )
+        node_id = None if node is None else str(node.node_id)
+        answer = self._run(mode, reason, node_id, None if node is None else node.node_class, phase)
         self._on_done(answer)
 
-    # Receivers: they run in ComfyUI's worker thread; the node ones only while a request waits.
+    # Receivers and steps: they run in ComfyUI's worker thread; the node steps only while a request waits.
 
     def _on_prompt_started(self, sender: Any, **kwargs: Any) -> None:
         acquired = self._run_lock.acquire(timeout=self._wait)
@@ -255,12 +251,14 @@ class ManualRequests:
             self._running_prompt = None
         if self._pending is not None:
             # The prompt's last node is done and the worker has not taken the next one: a safe moment.
-            self._carry_out_at_boundary(None, {}, "Optimize now (panel), queued until the prompt ended")
+            self._carry_out_at_boundary(None, None, "Optimize now (panel), queued until the prompt ended")
 
-    def _on_node_started(self, sender: Any, **kwargs: Any) -> None:
+    def _before_node(self, run: NodeInfo, cached: bool | None) -> None:
+        """The pipeline's first step before a node, only while a request waits."""
         if self._pending is not None:
-            self._carry_out_at_boundary("before", kwargs, _QUEUED_REASON)
+            self._carry_out_at_boundary("before", run, _QUEUED_REASON)
 
-    def _on_node_finished(self, sender: Any, **kwargs: Any) -> None:
+    def _after_node(self, run: NodeInfo, ending: NodeEnding) -> None:
+        """A step after a node (once the profile has read it), only while a request waits."""
         if self._pending is not None:
-            self._carry_out_at_boundary("after", kwargs, _QUEUED_REASON)
+            self._carry_out_at_boundary("after", run, _QUEUED_REASON)

@@ -1,7 +1,7 @@
-"""What the metrics keep per node, from the hook's ``node_finished`` signal: durations by class, and OOM rescues.
+"""What the metrics keep per node, from the per-node pipeline's last step: durations by class, and OOM rescues.
 
 Neither exists elsewhere: the hook measures each node's duration and forgets it, and a rescue's outcome reaches
-only the history's text. So one receiver adds each executed node's duration to its class's histogram (a binary
+only the history's text. So one step adds each executed node's duration to its class's histogram (a binary
 search and three additions under a lock) and counts rescues by outcome; a scrape reads them.
 
 The number of classes kept is bounded by :data:`MAX_NODE_CLASSES`: a server that runs thousands of different
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 from ..engine.totals import Buckets, HistogramReading
+from ..pipeline import NodeEnding, NodeInfo
 
 NODE_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 """Upper bounds of the node-duration buckets: from an image inversion (milliseconds) to a video diffusion sampler
@@ -60,22 +60,13 @@ class NodeStats:
         self._lock = threading.Lock()
         self._rescues = [0, 0]  # succeeded, failed
 
-    def on_node_finished(
-        self,
-        sender: Any,
-        *,
-        node_class: Any = None,
-        duration_seconds: float | None = None,
-        cached: bool = False,
-        rescued: bool | None = None,
-        **_: Any,
-    ) -> None:
-        if rescued is not None:
+    def after_node(self, run: NodeInfo, ending: NodeEnding) -> None:
+        """The per-node pipeline's last step after every node: its duration, and the outcome of a rescue."""
+        if ending.rescued is not None:
             with self._lock:
-                self._rescues[0 if rescued else 1] += 1
-        if cached or duration_seconds is None:
-            return
-        self.observe(str(node_class), duration_seconds)
+                self._rescues[0 if ending.rescued else 1] += 1
+        if not ending.cached:
+            self.observe(run.node_class, ending.duration_seconds)
 
     def observe(self, node_class: str, duration_seconds: float) -> None:
         with self._lock:

@@ -63,6 +63,7 @@ class RamProbe:
         self.last: RamReading | None = None
         """The latest reading, whoever asked for it (the watchdog every 250 ms while a prompt runs, the panel, the
         engine): what the per-node profile shows as system RAM for ordinary nodes, at no cost of its own."""
+        self._rss_high: int | None = None
         self._rss_failures = Failures(logger, "{kind}; this process's RSS is missing", logging.WARNING, False)
 
     @property
@@ -83,7 +84,26 @@ class RamProbe:
     def read(self) -> RamReading:
         reading = self._read()
         self.last = reading
+        rss = reading.process_rss_bytes
+        if rss is not None and (self._rss_high is None or rss > self._rss_high):
+            self._rss_high = rss
         return reading
+
+    def take_rss_high(self) -> int | None:
+        """The highest resident set among the readings since the last call (``None``: no reading), and a new start.
+
+        The per-node profile's sampled RAM peak where the process's own mark cannot be reset. Readings come from
+        the watchdog's thread too; a reading that lands between this call's read and reset is lost, not wrong.
+        """
+        high, self._rss_high = self._rss_high, None
+        return high
+
+    def cgroup_location(self) -> tuple[RamSource, Path] | None:
+        """The cgroup version and folder the readings come from, when RAM is read against a cgroup's limit."""
+        last = self.last
+        if last is None or last.cgroup_path is None or last.source not in (RamSource.CGROUP_V1, RamSource.CGROUP_V2):
+            return None
+        return last.source, Path(last.cgroup_path)
 
     def _read(self) -> RamReading:
         rss = self.process_rss()

@@ -1,15 +1,15 @@
-"""The recorder: turns the executor hook's public signals into a profile of every node, kept in a store.
+"""The recorder: turns every node into a profile record of its memory before, at its peak and after, in a store.
 
-It listens like any other extension could: ``prompt_started`` opens a prompt, ``node_started`` takes the
-"before" figures, ``node_finished`` the "after" ones and completes the node's record, which goes to the store and
-out on the ``node_profiled`` signal; ``prompt_finished`` closes the prompt. The hook already sends one start and
-one finish per node however often ComfyUI re-enters it (PENDING), so a node is recorded once.
+``prompt_started`` opens a prompt and ``prompt_finished`` closes it (signals, whose order does not matter here).
+The node's figures come from the per-node pipeline (:mod:`..pipeline`), not from signals, because their place is
+fixed: the "before" reading is the last step before a node, after every cleanup that makes room for it, so what
+was freed is not charged to the node, and it resets the RAM peak counters (:mod:`.peaks`) last of all; the "after"
+reading is the first step after it, before the heavy-node rule cleans up, so what the node left behind is seen.
+The completed record goes to the store and out on the ``node_profiled`` signal. The hook makes one start and one
+end per node however often ComfyUI re-enters it (PENDING), so a node is recorded once.
 
-Heavy nodes are sampled from ``heavy_node_started`` instead, which comes right after ``node_started``: the
-automatic optimizer, connected earlier, has then already made room before the node, and what it freed is not
-charged to the node. Their "after" figures are taken at ``node_finished``, before the optimizer cleans up after
-them. Heavy nodes also get the system's RAM read afresh and each GPU's used VRAM; ordinary nodes cost a read of
-``/proc/self/statm`` and, with CUDA, torch's counters.
+Heavy nodes also get the system's RAM read afresh and each GPU's used VRAM; every node costs a read of
+``/proc/self/statm``, a reset and a read of the peak counters and, with CUDA, torch's counters.
 
 Receivers run in ComfyUI's worker thread, each call contained by :func:`signals.send_safely`.
 """
@@ -23,11 +23,16 @@ from typing import Any
 
 from .. import signals
 from ..failures import Failures
+from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, node_pipeline
+from .peaks import PeakSpan, RamPeak, RamPeaks
 from .records import NodeProfile
 from .sampling import ResidentSet, TorchCounters
 from .store import ProfileStore
 
 logger = logging.getLogger(__name__)
+
+profile_failures = Failures(logger, "the node profile failed while {kind}; nodes run without it")
+"""The per-node profile's contained failures, process-wide: shown in ``/memhooks/status`` and the metrics."""
 
 HeavyReading = Callable[[], tuple[int | None, tuple[int | None, ...]]]
 """A fresh reading for a heavy node: the system's (or container's) RAM used, and each GPU's used VRAM."""
@@ -40,7 +45,7 @@ def _unknown_ram() -> int | None:
 class _Before:
     """A node's figures as it started; one is made per node, so a plain slotted class."""
 
-    __slots__ = ("allocated", "cuda", "gpus", "heavy", "node_class", "ram_used", "reserved", "rss", "started")
+    __slots__ = ("allocated", "cuda", "gpus", "heavy", "node_class", "peak", "ram_used", "reserved", "rss", "started")
 
     def __init__(self, node_class: str, heavy: bool, rss: int | None, ram_used: int | None):
         self.node_class = node_class
@@ -52,6 +57,7 @@ class _Before:
         self.allocated: int | None = None
         self.reserved: int | None = None
         self.gpus: tuple[int | None, ...] = ()
+        self.peak: PeakSpan | None = None
 
 
 class ProfileRecorder:
@@ -65,6 +71,8 @@ class ProfileRecorder:
         ram_used: the system's or container's RAM in use, cheaply (the RAM probe's latest reading), every node.
         heavy_reading: a fresh reading for heavy nodes; ``None``: heavy nodes are read as ordinary ones.
         resident_set: this process's resident set reader.
+        peaks: the RAM peak counters; ``None``: only the readings before and after (no peak).
+        pipeline: where its node steps go; the process's per-node pipeline by default.
     """
 
     def __init__(
@@ -75,20 +83,24 @@ class ProfileRecorder:
         ram_used: Callable[[], int | None] = _unknown_ram,
         heavy_reading: HeavyReading | None = None,
         resident_set: ResidentSet | None = None,
+        peaks: RamPeaks | None = None,
+        pipeline: NodePipeline = node_pipeline,
     ):
         self.store = store
         self.enabled = enabled
         self.ram_used = ram_used
         self.heavy_reading = heavy_reading
         self.resident_set = resident_set if resident_set is not None else ResidentSet()
-        self.failures = Failures(logger, "the node profile failed while {kind}; nodes run without it")
+        self.failures = profile_failures
+        self.peaks = peaks
+        self.pipeline = pipeline
         self.torch = TorchCounters(self.failures)
         self._open: dict[Any, _Before] = {}
         self._connected = False
         self._listening = False
 
     def connect(self) -> None:
-        """Subscribes strongly (bound methods); connect it after the automatic optimizer (see the module's note)."""
+        """Subscribes to the prompt signals (strongly: bound methods) and puts its steps into the pipeline."""
         if self._connected:
             return
         signals.prompt_started.connect(self.on_prompt_started, weak=False)
@@ -102,53 +114,50 @@ class ProfileRecorder:
         self._listen_to_nodes(False)
         self._connected = False
         self.resident_set.close()
+        if self.peaks is not None:
+            self.peaks.close()
 
     def _listen_to_nodes(self, listen: bool) -> None:
         if listen == self._listening:
             return
         if listen:
-            signals.node_started.connect(self.on_node_started, weak=False)
-            signals.heavy_node_started.connect(self.on_heavy_node_started, weak=False)
-            signals.node_finished.connect(self.on_node_finished, weak=False)
+            self.pipeline.set_start(StartStep.PROFILE, self.before_node)
+            self.pipeline.set_end(EndStep.PROFILE, self.after_node)
         else:
-            signals.node_started.disconnect(self.on_node_started)
-            signals.heavy_node_started.disconnect(self.on_heavy_node_started)
-            signals.node_finished.disconnect(self.on_node_finished)
+            self.pipeline.clear(StartStep.PROFILE, self.before_node)
+            self.pipeline.clear(EndStep.PROFILE, self.after_node)
         self._listening = listen
 
-    # Receivers -------------------------------------------------------------------------------------------------------
+    # Prompt receivers and node steps ---------------------------------------------------------------------------------
 
     def on_prompt_started(self, sender: Any, *, prompt_id: Any, **_: Any) -> None:
         self._open = {}
+        if self.peaks is not None:
+            self.peaks.clear()
         enabled = self.enabled()
         self._listen_to_nodes(enabled)
         if enabled:
             self.store.begin(str(prompt_id), time.perf_counter())
 
-    def on_node_started(self, sender: Any, *, node_id: Any, node_class: str, heavy: bool = False, **_: Any) -> None:
-        if not heavy and self.enabled():
-            self._open[node_id] = self._before(node_class, False)
-
-    def on_heavy_node_started(self, sender: Any, *, node_id: Any, node_class: str, **_: Any) -> None:
+    def before_node(self, run: NodeInfo, cached: bool | None) -> None:
+        """The pipeline's last step before a node: its "before" figures, and its RAM peak span opened."""
         if self.enabled():
-            self._open[node_id] = self._before(node_class, True)
+            self._open[run.node_id] = self._before(run.node_class, run.heavy)
 
-    def on_node_finished(
-        self,
-        sender: Any,
-        *,
-        node_id: Any,
-        prompt_id: Any,
-        cached: bool = False,
-        result: Any = None,
-        error: BaseException | None = None,
-        duration_seconds: float | None = None,
-        **_: Any,
-    ) -> None:
-        before = self._open.pop(node_id, None)
+    def after_node(self, run: NodeInfo, ending: NodeEnding) -> None:
+        """The pipeline's first step after a node: its "after" figures and peaks; the record to the store."""
+        before = self._open.pop(run.node_id, None)
         if before is None:  # the profile was off when it started, or its start came before the recorder
             return
-        profile = self._profile(before, str(node_id), str(prompt_id), cached, result, error, duration_seconds)
+        profile = self._profile(
+            before,
+            str(run.node_id),
+            str(run.prompt_id),
+            ending.cached,
+            ending.result,
+            ending.error,
+            ending.duration_seconds,
+        )
         self.store.add(profile)
         signals.send_safely(signals.node_profiled, profile.node_class, profile=profile)
 
@@ -156,6 +165,8 @@ class ProfileRecorder:
         self, sender: Any, *, prompt_id: Any, success: bool = False, duration_seconds: float = 0.0, **_: Any
     ) -> None:
         self._open = {}  # nodes still pending when a prompt fails get no finish
+        if self.peaks is not None:
+            self.peaks.clear()
         self.store.end(str(prompt_id), bool(success), float(duration_seconds))
 
     # Sampling --------------------------------------------------------------------------------------------------------
@@ -172,8 +183,26 @@ class ProfileRecorder:
         if cuda is not None:
             before.cuda = cuda
             before.allocated, before.reserved = self.torch.before(cuda)
+        if self.peaks is not None:  # last: the peak counts from here
+            before.peak = self._begin_peak(before.rss)
         before.started = time.perf_counter()
         return before
+
+    def _begin_peak(self, rss: int | None) -> PeakSpan | None:
+        try:
+            return self.peaks.begin(rss) if self.peaks is not None else None
+        except Exception as error:  # a peak counter's bug leaves the node without a peak; its record stays.
+            self.failures.record("resetting the RAM peak counters", error)
+            return None
+
+    def _end_peak(self, span: PeakSpan | None, rss: int | None) -> RamPeak | None:
+        if span is None or self.peaks is None:
+            return None
+        try:
+            return self.peaks.end(span, rss)
+        except Exception as error:  # as in _begin_peak.
+            self.failures.record("reading the RAM peak counters", error)
+            return None
 
     def _heavy_reading(self) -> tuple[int | None, tuple[int | None, ...]]:
         try:
@@ -193,10 +222,11 @@ class ProfileRecorder:
         duration_seconds: float | None,
     ) -> NodeProfile:
         ended = time.perf_counter()
+        rss = self.resident_set.read()
+        ram_peak = self._end_peak(before.peak, rss)  # first: nothing of the profile's own is charged to the node
         allocated = reserved = peak = None
         if before.cuda is not None:
             allocated, reserved, peak = self.torch.after(before.cuda)
-        rss = self.resident_set.read()
         gpus: tuple[int | None, ...] = ()
         if before.heavy and self.heavy_reading is not None:
             ram_used, gpus = self._heavy_reading()
@@ -223,4 +253,8 @@ class ProfileRecorder:
             torch_peak_allocated_bytes=peak,
             gpu_used_before_bytes=before.gpus,
             gpu_used_after_bytes=gpus,
+            rss_peak_bytes=None if ram_peak is None else ram_peak.rss_peak_bytes,
+            ram_peak_method=None if ram_peak is None else ram_peak.method,
+            container_before_bytes=None if ram_peak is None else ram_peak.container_before_bytes,
+            container_peak_bytes=None if ram_peak is None else ram_peak.container_peak_bytes,
         )

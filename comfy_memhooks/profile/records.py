@@ -1,4 +1,4 @@
-"""The per-node profile's records: one node's memory before and after it ran, and one prompt's nodes.
+"""The per-node profile's records: one node's memory before, at its peak and after it ran, and one prompt's nodes.
 
 Frozen and slotted: a record is made in ComfyUI's worker thread and read by the web server's threads, the node's
 report and other extensions (the ``node_profiled`` signal) without copying. A figure that was not read is ``None``.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+
+from .peaks import PeakMethod
 
 
 class VramPeakSource(str, Enum):
@@ -39,6 +41,13 @@ class NodeProfile:
             before the node and read after it).
         gpu_used_before_bytes, gpu_used_after_bytes: each GPU's used VRAM, all processes (``nvidia-smi
             --query-gpu=memory.used``), for heavy nodes only; empty when not read.
+        rss_peak_bytes: this process's resident set at its highest while the node ran (:mod:`.peaks`); ``None``
+            when not measured.
+        ram_peak_method: how ``rss_peak_bytes`` was measured: ``hwm`` (exact), ``sampled`` (the highest reading
+            taken meanwhile, a lower bound); ``None`` when not measured.
+        container_before_bytes, container_peak_bytes: the container's memory usage as its OOM killer counts it
+            (page cache included) as the node started, and at its highest while it ran; ``None`` where the
+            container's peak counter cannot be reset.
     """
 
     node_id: str
@@ -60,6 +69,10 @@ class NodeProfile:
     torch_peak_allocated_bytes: int | None = None
     gpu_used_before_bytes: tuple[int | None, ...] = ()
     gpu_used_after_bytes: tuple[int | None, ...] = ()
+    rss_peak_bytes: int | None = None
+    ram_peak_method: PeakMethod | None = None
+    container_before_bytes: int | None = None
+    container_peak_bytes: int | None = None
 
     @property
     def rss_delta_bytes(self) -> int | None:
@@ -69,13 +82,28 @@ class NodeProfile:
         return self.rss_after_bytes - self.rss_before_bytes
 
     @property
-    def ram_peak_bytes(self) -> int | None:
-        """The RAM the node added, as seen at its end: the resident set's growth, 0 when it shrank.
-
-        RAM has no peak counter to reset, so memory a node allocates and frees again before it ends is not seen.
-        """
+    def ram_left_bytes(self) -> int | None:
+        """The RAM the node left behind: the resident set's growth from its start to its end, 0 when it shrank."""
         delta = self.rss_delta_bytes
         return None if delta is None else max(delta, 0)
+
+    @property
+    def ram_peak_bytes(self) -> int | None:
+        """The RAM the node needed while it ran: its resident set at its highest, above what it was at the start.
+
+        Memory a node takes and gives back before it returns counts here, not in :attr:`ram_left_bytes`. Without
+        a peak reading (``ram_peak_method`` ``None``), what it left behind is all that is known.
+        """
+        if self.rss_peak_bytes is None or self.rss_before_bytes is None:
+            return self.ram_left_bytes
+        return max(self.rss_peak_bytes - self.rss_before_bytes, self.ram_left_bytes or 0, 0)
+
+    @property
+    def container_peak_added_bytes(self) -> int | None:
+        """The container's usage at its highest while the node ran, above its usage at the start (OOM's view)."""
+        if self.container_peak_bytes is None or self.container_before_bytes is None:
+            return None
+        return max(self.container_peak_bytes - self.container_before_bytes, 0)
 
     @property
     def vram_peak_source(self) -> VramPeakSource | None:
@@ -127,7 +155,8 @@ class PromptProfile:
     nodes_dropped: int = 0
 
     def heaviest(self, limit: int = 5) -> tuple[NodeProfile, ...]:
-        """The nodes that added the most memory, RAM and VRAM peaks together; nodes that added none left out."""
+        """The nodes that needed the most memory while they ran, RAM and VRAM peaks together; nodes that needed
+        none left out."""
         weighed = [(_added(node), node) for node in self.nodes]
         weighed.sort(key=lambda pair: pair[0], reverse=True)
         return tuple(node for added, node in weighed[:limit] if added > 0)

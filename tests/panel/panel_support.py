@@ -24,6 +24,7 @@ from comfy_memhooks.probe.gpu import GpuProbe
 from comfy_memhooks.probe.memory import MemoryProbe
 from comfy_memhooks.probe.nvml import Nvml
 from comfy_memhooks.probe.ram import RamProbe
+from tests.pipeline_support import finish_node, start_node
 
 GIB = 1024**3
 # A pid that exists in no pid namespace here: NVML lists host pids of other containers.
@@ -189,29 +190,13 @@ def prompt_finished(prompt_id: str = "p-1") -> None:
 
 
 def node_started(node_id: str, node_class: str, heavy: bool = False, prompt_id: str = "p-1") -> None:
-    """What the hook sends before a node: ``node_started``, then ``heavy_node_started`` for a heavy one."""
-    kwargs = {"node_id": node_id, "node_class": node_class, "prompt_id": prompt_id, "heavy": heavy, "cached": False}
-    signals.send_safely(signals.node_started, node_class, **kwargs)
-    if heavy:
-        signals.send_safely(signals.heavy_node_started, node_class, **kwargs)
+    """What the hook does before a node: the pipeline's steps, ``node_started``, ``heavy_node_started`` if heavy."""
+    start_node(node_id, node_class, heavy=heavy, prompt_id=prompt_id)
 
 
 def node_finished(node_id: str, node_class: str, heavy: bool = False, prompt_id: str = "p-1") -> None:
-    """What the hook sends after a node: ``node_finished``, then ``heavy_node_finished`` for a heavy one."""
-    kwargs = {
-        "node_id": node_id,
-        "node_class": node_class,
-        "prompt_id": prompt_id,
-        "heavy": heavy,
-        "result": None,
-        "cached": False,
-        "duration_seconds": 0.25,
-        "error": None,
-        "rescued": None,
-    }
-    signals.send_safely(signals.node_finished, node_class, **kwargs)
-    if heavy:
-        signals.send_safely(signals.heavy_node_finished, node_class, **kwargs)
+    """What the hook does after a node: the pipeline's steps, ``node_finished``, ``heavy_node_finished`` if heavy."""
+    finish_node(node_id, node_class, heavy=heavy, prompt_id=prompt_id)
 
 
 async def drag_sidebar_wider(page: Any, pixels: int) -> None:

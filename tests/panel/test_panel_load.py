@@ -28,7 +28,7 @@ MAX_GROWTH_BYTES = 5 * 1024 * 1024
 @pytest.fixture(autouse=True)
 def fresh_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
-    monkeypatch.setattr(hook_patch, "hook_failures", fresh_hook_failures())
+    fresh_hook_failures(monkeypatch)
     yield
     auto.uninstall()
 

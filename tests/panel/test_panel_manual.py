@@ -21,6 +21,7 @@ from comfy_memhooks.engine.pressure import Thresholds
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.manual import ManualRequests, ManualState
+from comfy_memhooks.pipeline import EndStep, StartStep, node_pipeline
 from tests.panel.panel_support import (
     RecordingPublisher,
     in_worker,
@@ -226,7 +227,7 @@ def test_node_boundaries_are_listened_to_only_while_a_request_waits(
     manual.connect()
 
     def listening() -> bool:
-        return bool(signals.node_started.receivers) and bool(signals.node_finished.receivers)
+        return node_pipeline.occupied(StartStep.MANUAL) and node_pipeline.occupied(EndStep.MANUAL)
 
     try:
         assert not listening()  # an ordinary node costs the panel nothing

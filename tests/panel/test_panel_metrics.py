@@ -28,6 +28,7 @@ from comfy_memhooks.panel.standalone import build_app
 from tests.hook_support import FakeProbe, chain_prompt
 from tests.panel.metrics_support import FAMILIES, Scrape
 from tests.panel.panel_support import GIB, RecordingPublisher, container_engine, in_worker, panel_app
+from tests.pipeline_support import finish_node
 from tests.standin_executor import KINDS, StandInNode, make_execution_module
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,20 +56,8 @@ async def _json(client: Client, path: str) -> dict[str, Any]:
 
 
 def finished(node_class: str, duration_seconds: float, *, cached: bool = False, rescued: bool | None = None) -> None:
-    """What the hook sends after a node (``node_finished``), from the test's worker thread."""
-    signals.send_safely(
-        signals.node_finished,
-        node_class,
-        node_id="1",
-        node_class=node_class,
-        prompt_id="p-1",
-        heavy=False,
-        result=None,
-        cached=cached,
-        duration_seconds=duration_seconds,
-        error=None,
-        rescued=rescued,
-    )
+    """What the hook does after a node, from the test's worker thread."""
+    finish_node("1", node_class, cached=cached, duration_seconds=duration_seconds, rescued=rescued)
 
 
 @pytest.fixture
