@@ -57,7 +57,10 @@ def test_the_file_is_small_and_bounded(tmp_path: Path) -> None:
     [
         (b"\xff\xfe not utf-8", "utf-8"),
         (b"{not json", "Expecting"),
-        (b'{"version": 2, "classes": {}}', "version"),
+        (b'{"version": 3, "classes": {}}', "version"),
+        (b'{"version": true, "classes": {}}', "version"),
+        (b'{"version": 2, "classes": {"A": {"runs": 1, "samples": [[1, 2, null, null]]}}}', "samples[0]"),
+        (b'{"version": 2, "classes": {"A": {"runs": 1, "samples": [[1, 2, null, null, "max"]]}}}', "samples[0][4]"),
         (b'{"version": 1, "classes": {"A": {"runs": -1}}}', "classes['A'].runs"),
         (b'{"version": 1, "classes": {"A": {"runs": 1, "samples": [[1, 2, "frames", "ten"]]}}}', "samples[0][3]"),
         (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
@@ -105,3 +108,44 @@ def test_the_setting_is_on_by_default_and_validated_like_the_others() -> None:
     with pytest.raises(InvalidSetting) as raised:
         AutoSettings.parse({"predictive_cleanup": "sometimes"})
     assert raised.value.field == "predictive_cleanup"
+
+
+def test_a_file_of_growth_figures_is_read_upgraded_and_its_growth_gives_way_to_the_first_peak(tmp_path: Path) -> None:
+    """A version 1 file (what each run left behind) still predicts; the class's first measured peak replaces it."""
+    path = tmp_path / "learned.json"
+    old = {
+        "version": 1,
+        "classes": {
+            "VAEDecode": {
+                "runs": 2,
+                "samples": [[100 * MIB, None, "frames", 10], [200 * MIB, None, "frames", 20]],
+                "predicted": [None, None],
+                "actual": [200 * MIB, None],
+            },
+            "KSampler": {
+                "runs": 1,
+                "samples": [[5 * MIB, 900 * MIB, None, None]],
+                "predicted": [None, None],
+                "actual": [5 * MIB, 900 * MIB],
+            },
+        },
+    }
+    path.write_text(json.dumps(old))
+    file = LearnedFile(path, LearnedPeaks())
+    table = file.load()
+    assert file.load_warning is None
+    assert not path.with_name("learned.invalid").exists() and len(list(tmp_path.iterdir())) == 1  # kept, not aside
+    before = table.predict("VAEDecode", Driver("frames", 40))
+    assert before is not None and before.ram_bytes == int(400 * MIB * 1.1)  # growth still scales, as before
+
+    table.learn("VAEDecode", Sample(1400 * MIB, None, Driver("frames", 20)))  # its first true peak
+    after = table.predict("VAEDecode", Driver("frames", 20))
+    assert after is not None and after.ram_bytes == int(1400 * MIB * 1.1)  # the growth runs gave way
+
+    assert file.save()
+    saved = json.loads(path.read_text())
+    assert saved["version"] == 2
+    assert saved["classes"]["KSampler"]["samples"] == [[5 * MIB, 900 * MIB, None, None, "growth"]]
+    assert [sample[4] for sample in saved["classes"]["VAEDecode"]["samples"]] == ["peak"]
+    again = LearnedFile(path, LearnedPeaks()).load().predict("KSampler")
+    assert again is not None and again.vram_bytes == int(900 * MIB * 1.1)

@@ -1,9 +1,15 @@
 """What predictive cleanup learned: each node class's recent RAM and VRAM peaks, and what drove them.
 
-A peak is learned per unit of its driver where one is visible (frames x pixels for a video node), so a video twice
-as long predicts twice the peak; without a driver the class's recent maximum stands. Either way a safety margin
-is added. The table is bounded (least recently used classes go first) and turns into, and back from, the small
-JSON object kept on disk (:mod:`.learned_file`).
+The peak is what a node needed while it ran (the profile's RAM peak, :mod:`..profile.peaks`), not what it left
+behind: the node a container dies in is often one that frees its working memory before it returns. It is learned
+per unit of its driver where one is visible (frames x pixels for a video node), so a video twice as long predicts
+twice the peak; without a driver the class's recent maximum stands. Either way a safety margin is added. The table
+is bounded (least recently used classes go first) and turns into, and back from, the small JSON object kept on
+disk (:mod:`.learned_file`).
+
+Files written before peaks were measured (version 1) hold what each run left behind: they are read, their runs
+kept as lower bounds ("growth"), and a class's growth runs give way to its first measured peak. Saving writes
+version 2.
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ MAX_CLASSES = 500
 SAMPLES_PER_CLASS = 8
 """Each class's latest runs that predictions are made from."""
 SAFETY_MARGIN = 1.1
-"""A prediction is the learned peak plus 10%: a peak is seen from its end (RSS growth), so it may be low."""
+"""A prediction is the learned peak plus 10%: runs differ, and a sampled peak (where the process's own mark cannot
+be reset) may miss a spike between readings."""
+FILE_VERSION = 2
+"""The version :meth:`LearnedPeaks.to_json` writes; version 1 (RAM left behind, not peaks) is read and upgraded."""
 MAX_NAME_LENGTH = 200
 NEGLIGIBLE_BYTES = 1024**2
 """Peaks under this are noise (the resident set moves by a few pages around any node)."""
@@ -42,11 +51,16 @@ class Driver:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One run of a class: its RAM and VRAM peaks (``None`` when not measured) and its driver, if any."""
+    """One run of a class: its RAM and VRAM peaks (``None`` when not measured) and its driver, if any.
+
+    ``ram_is_peak`` is ``False`` for a run whose RAM figure is only what it left behind (a version 1 file, or a
+    record without a peak reading): a lower bound of its peak, replaced by the class's first measured peak.
+    """
 
     ram_peak_bytes: int | None
     vram_peak_bytes: int | None
     driver: Driver | None
+    ram_is_peak: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +130,15 @@ class _Entry:
         self.lines: dict[str, tuple[Line | None, Line | None]] = {}
 
     def add(self, sample: Sample) -> None:
+        if sample.ram_is_peak and sample.ram_peak_bytes is not None and any(not s.ram_is_peak for s in self.samples):
+            # A measured peak supersedes what earlier runs left behind (lower bounds of the same thing).
+            kept = [
+                each if each.ram_is_peak else Sample(None, each.vram_peak_bytes, each.driver)
+                for each in self.samples
+                if each.ram_is_peak or each.vram_peak_bytes is not None
+            ]
+            self.samples = deque(kept, maxlen=SAMPLES_PER_CLASS)
+            self.peaks = (None, None)
         self.samples.append(sample)
         if _negligible(sample.ram_peak_bytes, sample.vram_peak_bytes) and _negligible(*self.peaks):
             return  # a class that never took memory (most nodes): nothing to work out again, on every node
@@ -211,15 +234,20 @@ class LearnedPeaks:
     # The file's JSON ----------------------------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, object]:
-        """``{"version": 1, "classes": {name: {...}}}``, least recently seen first (the order is the LRU's)."""
+        """``{"version": 2, "classes": {name: {...}}}``, least recently seen first (the order is the LRU's)."""
         with self._lock:
             classes = {name: _entry_json(entry) for name, entry in self._entries.items()}
-        return {"version": 1, "classes": classes}
+        return {"version": FILE_VERSION, "classes": classes}
 
     def load_json(self, raw: object) -> None:
-        """Replaces the table with a file's JSON object; raises :class:`InvalidSetting` naming the bad field."""
-        if not isinstance(raw, Mapping) or raw.get("version") != 1:
-            raise InvalidSetting("version", "expected a JSON object with version 1")
+        """Replaces the table with a file's JSON object; raises :class:`InvalidSetting` naming the bad field.
+
+        A version 1 object is upgraded: its RAM figures are read as what each run left behind. The table is then
+        marked changed, so the next save writes version 2.
+        """
+        version = raw.get("version") if isinstance(raw, Mapping) else None
+        if not isinstance(raw, Mapping) or isinstance(version, bool) or version not in (1, FILE_VERSION):
+            raise InvalidSetting("version", f"expected a JSON object with version 1 or {FILE_VERSION}")
         classes = raw.get("classes")
         if not isinstance(classes, Mapping):
             raise InvalidSetting("classes", "expected an object of node classes")
@@ -227,10 +255,10 @@ class LearnedPeaks:
         for name, value in list(classes.items())[-self.max_classes :]:
             if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
                 raise InvalidSetting("classes", f"a class name must be 1 to {MAX_NAME_LENGTH} characters")
-            entries[name] = _parse_entry(value, f"classes[{name!r}]")
+            entries[name] = _parse_entry(value, f"classes[{name!r}]", upgrading=version == 1)
         with self._lock:
             self._entries = entries
-            self.changed = False
+            self.changed = version == 1
 
 
 def _pair(
@@ -248,6 +276,7 @@ def _entry_json(entry: _Entry) -> dict[str, object]:
                 sample.vram_peak_bytes,
                 None if sample.driver is None else sample.driver.kind,
                 None if sample.driver is None else sample.driver.units,
+                "peak" if sample.ram_is_peak else "growth",
             ]
             for sample in entry.samples
         ],
@@ -270,20 +299,28 @@ def _two(value: object, field_name: str) -> tuple[int | None, int | None]:
     return _bytes(value[0], f"{field_name}[0]"), _bytes(value[1], f"{field_name}[1]")
 
 
-def _parse_sample(value: object, field_name: str) -> Sample:
-    if not isinstance(value, list) or len(value) != 4:
-        raise InvalidSetting(field_name, "expected [ram_bytes, vram_bytes, driver_kind, driver_units]")
+def _parse_sample(value: object, field_name: str, upgrading: bool) -> Sample:
+    if upgrading:
+        if not isinstance(value, list) or len(value) != 4:
+            raise InvalidSetting(field_name, "expected [ram_bytes, vram_bytes, driver_kind, driver_units]")
+        ram_is_peak = False
+    else:
+        if not isinstance(value, list) or len(value) != 5:
+            raise InvalidSetting(field_name, "expected [ram_bytes, vram_bytes, driver_kind, driver_units, measured]")
+        if value[4] not in ("peak", "growth"):
+            raise InvalidSetting(f"{field_name}[4]", "expected 'peak' or 'growth'")
+        ram_is_peak = value[4] == "peak"
     ram, vram = _two(value[:2], field_name)
     kind, units = value[2], value[3]
     if kind is None and units is None:
-        return Sample(ram, vram, None)
+        return Sample(ram, vram, None, ram_is_peak)
     if not isinstance(kind, str) or not 0 < len(kind) <= 40:
         raise InvalidSetting(f"{field_name}[2]", "expected a driver kind such as 'frames' or null")
     count = _bytes(units, f"{field_name}[3]")
-    return Sample(ram, vram, None if count is None else Driver(kind, count))
+    return Sample(ram, vram, None if count is None else Driver(kind, count), ram_is_peak)
 
 
-def _parse_entry(value: object, field_name: str) -> _Entry:
+def _parse_entry(value: object, field_name: str, upgrading: bool) -> _Entry:
     if not isinstance(value, Mapping):
         raise InvalidSetting(field_name, "expected an object with runs, samples, predicted and actual")
     entry = _Entry()
@@ -295,7 +332,7 @@ def _parse_entry(value: object, field_name: str) -> _Entry:
     if not isinstance(samples, list):
         raise InvalidSetting(f"{field_name}.samples", "expected a list")
     for index, sample in enumerate(samples[-SAMPLES_PER_CLASS:]):
-        entry.add(_parse_sample(sample, f"{field_name}.samples[{index}]"))
+        entry.add(_parse_sample(sample, f"{field_name}.samples[{index}]", upgrading))
     entry.predicted = _two(value.get("predicted"), f"{field_name}.predicted")
     entry.actual = _two(value.get("actual"), f"{field_name}.actual")
     return entry

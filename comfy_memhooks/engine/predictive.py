@@ -1,8 +1,9 @@
 """Predictive cleanup: before a node whose class was seen, free just enough for its learned peak to fit.
 
 Thresholds act once memory is already short; a node that needs more than the room left is killed before a
-threshold is crossed, or while it allocates. Here each class's peak RAM and VRAM are learned from the per-node
-profile (``node_profiled``; cached and failed nodes teach nothing), scaled by what drives them where that is
+threshold is crossed, or while it allocates. Here each class's peak RAM and VRAM while it runs (not what it leaves
+behind: a decoder may take gigabytes and give them back before it returns) are learned from the per-node profile
+(``node_profiled``; cached and failed nodes teach nothing), scaled by what drives them where that is
 visible (:mod:`.drivers`). Before a node of a learned class starts, its predicted peak is compared with what is
 free under the limit (the container's, inside one; each GPU's); when it does not fit, the weakest cleanup that
 may make room runs first (garbage collection, the heap back to the system, torch's cache), and only if that left
@@ -279,7 +280,8 @@ class PredictiveCleanup:
         predicted = self._predicted.pop(profile.node_id, None)
         if profile.cached or not profile.success or not self.enabled():
             return
-        sample = Sample(profile.ram_peak_bytes, profile.vram_peak_bytes, self._drivers.get(profile.node_id))
+        measured = profile.ram_peak_method is not None  # else only what it left behind is known
+        sample = Sample(profile.ram_peak_bytes, profile.vram_peak_bytes, self._drivers.get(profile.node_id), measured)
         if sample.ram_peak_bytes is None and sample.vram_peak_bytes is None:
             return
         self.table.learn(profile.node_class, sample, predicted)
