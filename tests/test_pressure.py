@@ -6,6 +6,7 @@ tested is the decision, not this machine's memory.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +31,14 @@ from comfy_memhooks.engine.pressure import (
     effectiveness_floor_bytes,
 )
 from comfy_memhooks.engine.settings import SettingsStore
-from comfy_memhooks.engine.watchdog import PressureWatchdog
+from comfy_memhooks.engine.watchdog import (
+    FAST_SECONDS,
+    IDLE_SECONDS,
+    LIMIT_SECONDS,
+    NEAR_SECONDS,
+    PressureWatchdog,
+    poll_interval,
+)
 from comfy_memhooks.probe.readings import GIB, MIB, MemorySnapshot, RamReading, RamSource
 from tests.conftest import FakeClock
 
@@ -272,16 +280,91 @@ def test_the_node_is_held_back_by_the_guard_and_says_why(engine: Engine, probe: 
 # --- the watchdog ------------------------------------------------------------------------------------------------
 
 
-def make_watchdog(engine: Engine, tmp_path: Path, **settings: Any) -> tuple[PressureWatchdog, PressureGauge]:
+def make_watchdog(
+    engine: Engine, tmp_path: Path, *, fast_seconds: float = 0.01, **settings: Any
+) -> tuple[PressureWatchdog, PressureGauge]:
     store = SettingsStore(tmp_path / "settings.json")
     store.load()
     if settings:
         store.update(settings)
     gauge = PressureGauge()
     watchdog = PressureWatchdog(
-        engine, lambda: store.current, gauge, running_node=lambda: ("12", "VHS_LoadVideo"), fast_seconds=0.01
+        engine, lambda: store.current, gauge, running_node=lambda: ("12", "VHS_LoadVideo"), fast_seconds=fast_seconds
     )
     return watchdog, gauge
+
+
+def test_the_reading_interval_is_250_ms_under_the_threshold_and_25_ms_in_the_last_tenth() -> None:
+    assert poll_interval(None, 80) == FAST_SECONDS  # no reading yet
+    assert poll_interval(float("nan"), 80) == FAST_SECONDS
+    assert poll_interval(10, 80) == poll_interval(79.9, 80) == FAST_SECONDS
+    assert poll_interval(80, 80) == pytest.approx(FAST_SECONDS)  # the ramp starts at the threshold
+    assert poll_interval(85, 80) == pytest.approx((FAST_SECONDS + NEAR_SECONDS) / 2)
+    assert poll_interval(89.99, 80) == pytest.approx(NEAR_SECONDS, abs=0.001)
+    assert poll_interval(90, 80) == poll_interval(100, 80) == poll_interval(120, 80) == LIMIT_SECONDS
+    assert (FAST_SECONDS, NEAR_SECONDS, LIMIT_SECONDS) == (0.25, 0.1, 0.025)
+
+
+def test_the_last_tenth_is_watched_closely_even_under_a_threshold_set_in_it() -> None:
+    assert poll_interval(89, 95) == FAST_SECONDS
+    assert poll_interval(92, 95) == poll_interval(97, 95) == LIMIT_SECONDS
+    assert poll_interval(92, 90) == LIMIT_SECONDS  # an empty ramp
+    assert poll_interval(45, 0) == pytest.approx(FAST_SECONDS - (FAST_SECONDS - NEAR_SECONDS) / 2)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 50.0, 80.0, 89.5, 90.0, 95.0, 100.0])
+def test_the_reading_interval_never_grows_as_usage_does(threshold: float) -> None:
+    intervals = [poll_interval(tenth / 10, threshold) for tenth in range(1101)]
+    assert all(later <= earlier for earlier, later in itertools.pairwise(intervals))
+    assert all(LIMIT_SECONDS <= interval <= FAST_SECONDS for interval in intervals)
+
+
+def test_the_watchdog_reads_at_the_interval_of_its_last_reading(
+    engine: Engine, probe: ScriptedProbe, tmp_path: Path
+) -> None:
+    watchdog, _ = make_watchdog(engine, tmp_path, fast_seconds=FAST_SECONDS)
+    assert watchdog.thread._interval == watchdog.interval  # the ticker asks it before each wait
+    probe.percent(95)
+    watchdog.tick()
+    assert watchdog.interval() == IDLE_SECONDS  # between prompts, whatever the reading
+    watchdog._on_prompt_started("p", prompt_id="p")
+    for percent in (50, 80, 85, 89, 91, 95, 99):
+        probe.percent(percent)
+        watchdog.tick()
+        assert watchdog.interval() == pytest.approx(poll_interval(percent, 80), abs=1e-6), percent
+    assert watchdog.interval() == LIMIT_SECONDS
+    probe.frees_per_action = {"gc_collect": int(LIMIT * 0.3)}
+    probe.used += 100 * MIB
+    watchdog.tick()  # a cleanup down to about 72%: the interval follows the reading after it
+    assert watchdog.interval() == FAST_SECONDS
+    watchdog._on_prompt_finished("p", prompt_id="p", success=True, duration_seconds=0.0, error=None)
+    assert watchdog.interval() == IDLE_SECONDS
+
+
+@pytest.mark.parametrize("setting", [{"pressure_watchdog": False}, {"enabled": False}])
+def test_a_watchdog_turned_off_reads_no_faster_near_the_limit(
+    engine: Engine, probe: ScriptedProbe, tmp_path: Path, setting: dict[str, bool]
+) -> None:
+    watchdog, _ = make_watchdog(engine, tmp_path, fast_seconds=FAST_SECONDS, **setting)
+    watchdog._on_prompt_started("p", prompt_id="p")
+    probe.percent(95)
+    watchdog.tick()
+    assert watchdog.interval() == FAST_SECONDS
+
+
+def test_the_watchdog_thread_reads_about_forty_times_a_second_near_the_limit(
+    engine: Engine, probe: ScriptedProbe, tmp_path: Path
+) -> None:
+    watchdog, _ = make_watchdog(engine, tmp_path, fast_seconds=FAST_SECONDS)
+    probe.percent(95)  # the first tick cleans up, the guard holds back the next ones: nothing new arrives
+    watchdog._on_prompt_started("p", prompt_id="p")
+    watchdog.start()
+    try:
+        time.sleep(1.0)
+    finally:
+        watchdog.stop()
+        watchdog._on_prompt_finished("p", prompt_id="p", success=True, duration_seconds=0.0, error=None)
+    assert probe.ram_reads >= 12  # about 40 at 25 ms; 4 at the old 250 ms (a shared CI machine may be slow)
 
 
 def test_the_watchdog_reads_ram_only_and_cleans_up_only_while_a_prompt_runs(
