@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from enum import IntEnum
+from enum import Enum
 from typing import Any, Protocol
 
 from .failures import Failures
@@ -71,8 +71,8 @@ EndFunction = Callable[[Any, NodeEnding], object]
 """An end step: told the node (:class:`NodeInfo`) and how it ended."""
 
 
-class StartStep(IntEnum):
-    """What runs as a node starts, in this order (the values' order)."""
+class StartStep(Enum):
+    """What runs as a node starts, in the order of the values (members of the two enums never compare equal)."""
 
     MANUAL = 10
     """A cleanup the panel queued while the prompt ran: the user asked for it first."""
@@ -87,7 +87,7 @@ class StartStep(IntEnum):
     node is charged to it, and nothing between the reading and the node itself is."""
 
 
-class EndStep(IntEnum):
+class EndStep(Enum):
     """What runs as a node ends, in this order."""
 
     PROFILE = 10
@@ -144,8 +144,8 @@ class NodePipeline:
         return slot in (self._start if isinstance(slot, StartStep) else self._end)
 
     def _rebuild(self) -> None:
-        start = sorted(self._start.items())
-        end = sorted(self._end.items())
+        start = sorted(self._start.items(), key=lambda item: item[0].value)
+        end = sorted(self._end.items(), key=lambda item: item[0].value)
         self.start_steps = tuple((slot, step) for slot, (step, heavy_only) in start if not heavy_only)
         self.heavy_start_steps = tuple((slot, step) for slot, (step, _) in start)
         self.end_steps = tuple((slot, step) for slot, (step, heavy_only) in end if not heavy_only)
