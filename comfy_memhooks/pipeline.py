@@ -92,6 +92,8 @@ class EndStep(Enum):
 
     PROFILE = 10
     """The profile's "after" reading: first, before any cleanup changes what the node left behind."""
+    PREDICTIVE = 15
+    """The node is no longer the one running (what predictive cleanup keeps in case ComfyUI is killed)."""
     RULES = 20
     """The heavy-node rule's mode after the node (heavy nodes only)."""
     MANUAL = 30

@@ -173,12 +173,14 @@ def test_the_cleanup_before_a_heavy_node_is_not_charged_to_it_whatever_connects_
 
 
 def make_garbage(x: Any) -> Any:
-    """Leaves 200 MiB in reference cycles, which only the cyclic collector frees."""
-    gc.disable()
+    """Leaves 200 MiB in reference cycles in the oldest generation, which only a full collection frees."""
+    alive = []
     for _ in range(200):
-        cycle: list[Any] = [bytearray(MIB)]
+        cycle: list[Any] = [bytearray(b"\1" * MIB)]
         cycle.append(cycle)
-    gc.enable()
+        alive.append(cycle)
+    gc.collect(1)  # survivors of a young collection move to the oldest generation
+    alive.clear()
     return x
 
 

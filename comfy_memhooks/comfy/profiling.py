@@ -9,10 +9,12 @@ room before the profile's "before" reading, so what it frees is not charged to t
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 
 from ..engine.core import Engine, get_engine
+from ..engine.last_node import RUNNING_FILE_NAME, RunningNodeFile
 from ..engine.learned_file import get_learned_file
 from ..engine.predictive import PredictiveCleanup
 from ..engine.settings import SettingsStore, get_settings_store
@@ -59,14 +61,23 @@ def peaks_for(engine: Engine) -> RamPeaks:
 
 
 def predictor_for(engine: Engine, settings: SettingsStore) -> PredictiveCleanup:
-    """Predictive cleanup on the process's learned peaks, saved to their file after each prompt."""
+    """Predictive cleanup on the process's learned peaks, saved to their file after each prompt; the node that was
+    running when the previous ComfyUI stopped without warning (:mod:`..engine.last_node`) is learned first."""
     learned = get_learned_file()
-    return PredictiveCleanup(
+    running = RunningNodeFile(learned.path.with_name(RUNNING_FILE_NAME))
+    predictor = PredictiveCleanup(
         engine,
         learned.table,
         enabled=lambda: settings.current.enabled and settings.current.predictive_cleanup,
         save=learned.save,
+        running=running,
     )
+    left = running.open()
+    atexit.register(running.close)  # a clean exit leaves no node behind
+    if left is not None:
+        predictor.learn_from_crash(left)
+        learned.save()
+    return predictor
 
 
 logger = logging.getLogger(__name__)

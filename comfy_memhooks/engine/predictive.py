@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import signals
 from ..failures import Failures
-from ..pipeline import NodeInfo, NodePipeline, StartStep, node_pipeline
+from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, node_pipeline
 from ..probe.backends import loaded_torch
 from ..probe.readings import GIB, MemorySnapshot, RamReading
 from .actions import CUDA_EMPTY_CACHE, GC_COLLECT, MALLOC_TRIM, Action, ActionContext, ActionOutcome
@@ -30,6 +30,7 @@ from .comfy_cache import release_until
 from .core import Engine
 from .drivers import driver_of
 from .history import OptimizationRecord, Trigger, TriggerKind
+from .last_node import RunningNode, RunningNodeFile
 from .learned import Driver, LearnedPeaks, Prediction, Sample
 
 logger = logging.getLogger(__name__)
@@ -164,6 +165,7 @@ class PredictiveCleanup:
         save: called when a prompt finishes, to keep what was learned (``LearnedFile.save``).
         gpu_index: the GPU the nodes use.
         pipeline: where its step goes; the process's per-node pipeline by default.
+        running: where the node running now is kept, so that a ComfyUI killed in it learns it (:mod:`.last_node`).
     """
 
     def __init__(
@@ -175,8 +177,10 @@ class PredictiveCleanup:
         save: Callable[[], object] = lambda: None,
         gpu_index: Callable[[], int] = comfy_gpu_index,
         pipeline: NodePipeline = node_pipeline,
+        running: RunningNodeFile | None = None,
     ):
         self.pipeline = pipeline
+        self.running = running
         self.engine = engine
         self.table = table
         self.enabled = enabled
@@ -191,12 +195,14 @@ class PredictiveCleanup:
         reading (so what it frees is not charged to the node), and subscribes to the prompt signals and to
         ``node_profiled``, whose order among receivers does not matter to it."""
         self.pipeline.set_start(StartStep.PREDICTIVE, self.on_node_started)
+        self.pipeline.set_end(EndStep.PREDICTIVE, self.after_node)
         signals.prompt_started.connect(self.on_prompt_started, weak=False)
         signals.node_profiled.connect(self.on_node_profiled, weak=False)
         signals.prompt_finished.connect(self.on_prompt_finished, weak=False)
 
     def disconnect(self) -> None:
         self.pipeline.clear(StartStep.PREDICTIVE, self.on_node_started)
+        self.pipeline.clear(EndStep.PREDICTIVE, self.after_node)
         signals.prompt_started.disconnect(self.on_prompt_started)
         signals.node_profiled.disconnect(self.on_node_profiled)
         signals.prompt_finished.disconnect(self.on_prompt_finished)
@@ -215,12 +221,43 @@ class PredictiveCleanup:
         if driver is not None:
             self._drivers[key] = driver
         node_class = run.node_class
-        if cached or node_class not in self.table:
+        if not cached and node_class in self.table:
+            try:
+                self.before_node(key, node_class, driver)
+            except Exception as error:  # a failed prediction or cleanup must not stop the node from running.
+                self.failures.record("making room before a node", error)
+        running = self.running
+        if running is not None and not cached:
+            # The RAM probe's latest reading (the watchdog's, every 250 ms or faster in a prompt): no probe here.
+            last = getattr(getattr(self.engine.probe, "ram", None), "last", None)
+            free = None if last is None else last.available_bytes
+            running.started(node_class, key, free, *((driver.kind, driver.units) if driver else (None, None)))
+
+    def after_node(self, run: NodeInfo, ending: NodeEnding) -> None:
+        """The pipeline's step after a node: it is no longer the node a crash would stop in."""
+        if self.running is not None:
+            self.running.finished()
+
+    def learn_from_crash(self, left: RunningNode) -> None:
+        """The previous ComfyUI stopped while ``left`` ran: it needed more than the room it had then.
+
+        Learned as a lower bound of the class's peak (like a run that only showed what it left behind), so the
+        next run of that class gets room made before it and its first measured peak replaces the guess.
+        """
+        free = "unknown" if left.free_bytes is None else f"{left.free_bytes / GIB:.2f} GB"
+        logger.warning(
+            "comfy_memhooks: ComfyUI last stopped while %s #%s ran (%s of RAM free as it started; an OOM kill "
+            "stops it so); predictive cleanup makes room before that node from now on",
+            left.node_class,
+            left.node_id,
+            free,
+        )
+        if left.free_bytes is None or not self.enabled():
             return
-        try:
-            self.before_node(key, node_class, driver)
-        except Exception as error:  # a failed prediction or cleanup must not stop the node from running.
-            self.failures.record("making room before a node", error)
+        driver = None
+        if left.driver_kind is not None and left.driver_units:
+            driver = Driver(left.driver_kind, left.driver_units)
+        self.table.learn(left.node_class, Sample(left.free_bytes, None, driver, ram_is_peak=False))
 
     def before_node(self, node_id: str, node_class: str, driver: Driver | None) -> OptimizationRecord | None:
         """Frees just enough for the node's predicted peak to fit; ``None`` when it fits or nothing ran."""
@@ -289,6 +326,8 @@ class PredictiveCleanup:
     def on_prompt_finished(self, sender: Any, **_: Any) -> None:
         self._drivers = {}
         self._predicted = {}
+        if self.running is not None:  # nodes still pending when a prompt fails get no end
+            self.running.finished()
         try:
             self.save()
         except Exception as error:  # keeping what was learned is best effort; the prompt has finished either way.
