@@ -4,10 +4,12 @@
 
 It installs the executor hook with the built-in subscriber on an ``execute`` with ComfyUI's real signature that
 does only ComfyUI's own bookkeeping, connects the profile's recorder as ComfyUI's start-up does, and runs prompts
-of 100 nodes in interleaved batches in three states: the recorder not connected, connected with the
-``node_profile`` setting off, and on. It prints the median cost per node of each, the profile's added cost
-(on minus off) and the ratio, for an ordinary node (the target: under 50 µs without a GPU) and for a heavy node
-(which also gets a fresh RAM and GPU reading). Then it measures what the store holds in memory when full.
+of 100 nodes in interleaved batches in four states: the recorder not connected, connected with the
+``node_profile`` setting off, on without the RAM peak counters (the profile before they were added: readings
+before and after only), and on. It prints the median cost per node of each, the profile's added cost (on minus
+off), the peak counters' (a reset of ``VmHWM`` before the node, a read after it, the container's peak where it can
+be reset; target: 10 µs at most) and the ratio, for an ordinary node (the target: under 50 µs without a GPU) and
+for a heavy node (which also gets a fresh RAM and GPU reading). Then it measures what the store holds when full.
 """
 
 from __future__ import annotations
@@ -106,30 +108,33 @@ def per_node_costs(batches: int) -> None:
     module = _module()
     auto.install(module, auto.AutoOptimizer(engine, settings, watch=False))
     recorder = recorder_for(engine, settings, ProfileStore())
+    without_peaks = recorder_for(engine, settings, ProfileStore())
+    without_peaks.peaks = None  # the profile as it was before RAM peaks: readings before and after only
     report(f"per node, median of {batches} prompts of {NODES_PER_PROMPT} nodes in each state, interleaved")
     try:
         for label, class_type in (("ordinary node", "ImageInvert"), ("heavy node (Monitor Only)", "ReActorFaceSwap")):
             run = _prompt_runner(module.execute, class_type)
-            costs: dict[str, list[float]] = {"not connected": [], "off": [], "on": []}
+            costs: dict[str, list[float]] = {"not connected": [], "off": [], "no peaks": [], "on": []}
             for batch in range(batches + 1):  # the first round warms up
                 for state, results in costs.items():
-                    if state == "not connected":
-                        recorder.disconnect()
-                    else:
-                        recorder.connect()
-                        settings.update({"node_profile": state == "on"})
+                    recorder.disconnect()
+                    without_peaks.disconnect()
+                    if state != "not connected":
+                        (without_peaks if state == "no peaks" else recorder).connect()
+                        settings.update({"node_profile": state != "off"})
                     cost = run(f"{class_type}-{state}-{batch}")
                     if batch:
                         results.append(cost)
             medians = {state: statistics.median(results) for state, results in costs.items()}
+            on, off, plain = medians["on"] / 1000, medians["off"] / 1000, medians["no peaks"] / 1000
             report(
-                f"{label:27}  hook, no recorder {medians['not connected'] / 1000:6.2f} µs   "
-                f"profile off {medians['off'] / 1000:6.2f} µs   on {medians['on'] / 1000:6.2f} µs   "
-                f"added by the profile {(medians['on'] - medians['off']) / 1000:6.2f} µs   "
-                f"ratio on/off {medians['on'] / medians['off']:.2f}"
+                f"{label:27}  hook, no recorder {medians['not connected'] / 1000:6.2f} µs   profile off {off:6.2f} µs"
+                f"   on without RAM peaks {plain:6.2f} µs   on {on:6.2f} µs   added by the profile {on - off:6.2f} µs"
+                f"   added by the RAM peaks {on - plain:6.2f} µs   ratio on/without peaks {on / plain:.2f}"
             )
     finally:
         recorder.disconnect()
+        without_peaks.disconnect()
         auto.uninstall()
 
 

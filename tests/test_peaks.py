@@ -66,6 +66,8 @@ def test_the_real_mark_sees_a_block_taken_and_given_back() -> None:
     assert start is not None and peak is not None
     assert peak - start >= 190 * MIB
     assert mark.reset() and (mark.read() or 0) < peak - 150 * MIB  # the reset brings it down to the resident set
+    mark.close()
+    assert mark.reset() and mark.read() is not None  # a closed mark opens again on its next use
 
 
 @pytest.mark.parametrize(

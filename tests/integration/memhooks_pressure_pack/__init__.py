@@ -182,6 +182,32 @@ class MemhooksPredictFrames:
         return (value + 1, bytes([value % 251 + 1]) * (frames * width * height * 4))
 
 
+class MemhooksSpike:
+    """A node whose working memory peaks while it runs and is given back before it returns, as a VAE decode of a
+    video batch, an upscaler or a video encoder does: ``megabytes`` taken in one ``bytes`` repetition (which holds
+    the GIL, so no watchdog runs meanwhile), read, and dropped. What it leaves behind is nothing; what it needs is
+    all of it at once. No heavy-node rule matches its class."""
+
+    CATEGORY = "memhooks_pressure_test"
+    FUNCTION = "run"
+    RETURN_TYPES = ("INT",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "value": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                "megabytes": ("INT", {"default": 100, "min": 1, "max": 65536}),
+            }
+        }
+
+    def run(self, value: int, megabytes: int) -> tuple[int]:
+        block = bytes([value % 251 + 1]) * (megabytes * MIB)
+        last = block[-1]
+        del block
+        return (value + last,)
+
+
 class MemhooksPressureSink:
     """The output node that ends a chain."""
 
@@ -205,5 +231,6 @@ NODE_CLASS_MAPPINGS = {
     "MemhooksPressureHold": MemhooksPressureHold,
     "MemhooksPredictGarbage": MemhooksPredictGarbage,
     "MemhooksPredictFrames": MemhooksPredictFrames,
+    "MemhooksSpike": MemhooksSpike,
     "MemhooksPressureSink": MemhooksPressureSink,
 }
