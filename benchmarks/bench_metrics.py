@@ -4,10 +4,10 @@ Run by hand: ``PYTHONPATH=. python benchmarks/bench_metrics.py``.
 
 Part one serves the panel's routes on a real aiohttp server on loopback (as ComfyUI mounts them), with 100 node
 classes in the duration histogram (each observed 20 times, so every bucket line is there), 100 classes of per-node
-peaks, and optimizations of every mode in the history's totals. It then asks for ``/memhooks/status`` and
-``/memhooks/metrics`` in turn, from one client, and prints each one's median and p99 response time and the ratio of
-the medians: the status route is the baseline, measured in the same run. Both read memory (RAM, and VRAM where
-NVML answers) once per request; the metrics add the text of about 2,000 samples.
+peaks of VRAM and of RAM, and optimizations of every mode in the history's totals. It then asks for
+``/memhooks/status`` and ``/memhooks/metrics`` in turn, from one client, and prints each one's median and p99
+response time and the ratio of the medians: the status route is the baseline, measured in the same run. Both read
+memory (RAM, and VRAM where NVML answers) once per request; the metrics add the text of about 2,100 samples.
 
 Part two measures the executor hook's added cost per node with the duration receiver connected to
 ``node_finished``, against the same hook with no receiver, in interleaved batches (an ``execute`` that does only
@@ -73,7 +73,14 @@ def _filled_backend() -> PanelBackend:
     store.load()
     engine = Engine()
     peaks = {f"NodeClass{index:03d}": (index + 1) * 1024**2 for index in range(CLASSES)}
-    backend = PanelBackend(engine, store, NoBrowser(), interval=lambda: 3600.0, peak_vram_by_class=lambda: peaks)
+    backend = PanelBackend(
+        engine,
+        store,
+        NoBrowser(),
+        interval=lambda: 3600.0,
+        peak_vram_by_class=lambda: peaks,
+        peak_ram_by_class=lambda: peaks,
+    )
     for index in range(CLASSES):
         for sample in range(20):
             backend.node_stats.observe(f"NodeClass{index:03d}", 0.002 * 1.6**sample)  # 2 ms to 15 min

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from comfy_memhooks.profile import NodeProfile, ProfileStore
+from comfy_memhooks.profile.peaks import PeakMethod
 
 MIB = 1024**2
 
@@ -15,8 +16,13 @@ def node(
     *,
     prompt_id: str = "prompt-1",
     cached: bool = False,
+    ram_peak: int | None = None,
+    method: PeakMethod = PeakMethod.HWM,
+    container_peak: int | None = None,
 ) -> NodeProfile:
-    """A node that added ``ram_added`` bytes of RSS and, with torch, peaked ``vram_added`` above its start."""
+    """A node that left ``ram_added`` bytes of RSS behind, needed ``ram_peak`` above its start while it ran (no
+    peak reading when ``None``), measured by ``method``, took the container ``container_peak`` above its usage at
+    the start (its counter not resettable when ``None``) and, with torch, peaked ``vram_added`` above its start."""
     rss = 2000 * MIB
     allocated = None if vram_added is None else 1000 * MIB
     return NodeProfile(
@@ -37,6 +43,10 @@ def node(
         torch_reserved_before_bytes=allocated,
         torch_reserved_after_bytes=allocated,
         torch_peak_allocated_bytes=None if allocated is None or vram_added is None else allocated + vram_added,
+        rss_peak_bytes=None if ram_peak is None else rss + ram_peak,
+        ram_peak_method=None if ram_peak is None else method,
+        container_before_bytes=None if container_peak is None else 9000 * MIB,
+        container_peak_bytes=None if container_peak is None else 9000 * MIB + container_peak,
     )
 
 
@@ -49,12 +59,15 @@ def record(store: ProfileStore, prompt_id: str, *nodes: NodeProfile, success: bo
 
 
 def sample_prompt(store: ProfileStore, prompt_id: str = "prompt-1") -> None:
-    """Four nodes: a loader heavy in VRAM, a decoder heaviest in RAM, a small one and a cached one."""
+    """Four nodes: a loader heavy in VRAM that keeps what it loads, a decoder that needs the most RAM while it runs
+    and gives nearly all of it back, a small one whose peak was only sampled, and a cached one without a peak."""
     record(
         store,
         prompt_id,
-        node("1", "CheckpointLoaderSimple", 300 * MIB, 2000 * MIB, prompt_id=prompt_id),
-        node("2", "VAEDecode", 900 * MIB, 500 * MIB, prompt_id=prompt_id),
-        node("3", "ImageInvert", 5 * MIB, 0, prompt_id=prompt_id),
+        node("1", "CheckpointLoaderSimple", 300 * MIB, 2000 * MIB, prompt_id=prompt_id, ram_peak=300 * MIB),
+        node(
+            "2", "VAEDecode", 10 * MIB, 500 * MIB, prompt_id=prompt_id, ram_peak=1400 * MIB, container_peak=1500 * MIB
+        ),
+        node("3", "ImageInvert", 5 * MIB, 0, prompt_id=prompt_id, ram_peak=600 * MIB, method=PeakMethod.SAMPLED),
         node("4", "SaveImage", 0, None, prompt_id=prompt_id, cached=True),
     )

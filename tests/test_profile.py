@@ -333,5 +333,6 @@ def test_the_nodes_detailed_report_lists_the_heaviest_nodes_of_the_prompt_so_far
 
     lines = reports[0].splitlines()
     title = lines.index("Heaviest nodes of prompt p1 so far, of 2:")
-    assert lines[title + 1].startswith("  Hold #2: RAM +6")  # 64 MiB, give or take the allocator's rounding
+    assert lines[title + 1].startswith("  Hold #2: RAM peak +6")  # 64 MiB, give or take the allocator's rounding
+    assert "(left +6" in lines[title + 1]  # and it kept them
     assert "VRAM peak +n/a" in lines[title + 1]

@@ -12,7 +12,8 @@ from ..probe.readings import (
     RamReading,
     RamSource,
 )
-from ..profile.records import PromptProfile
+from ..profile.peaks import PeakMethod
+from ..profile.records import NodeProfile, PromptProfile
 from .history import ActionReport, OptimizationRecord
 
 
@@ -177,18 +178,34 @@ def record_lines(record: OptimizationRecord) -> list[str]:
 HEAVIEST_SHOWN = 5
 
 
+def ram_peak_text(node: NodeProfile) -> str:
+    """``+1.37GB``, or ``≥ +600MB (sampled)`` for a peak that is the highest reading taken while the node ran (a
+    lower bound: a spike between readings is missed)."""
+    size = f"+{format_size(node.ram_peak_bytes)}"
+    if node.ram_peak_method is PeakMethod.SAMPLED and node.ram_peak_bytes is not None:
+        return f"≥ {size} (sampled)"
+    return size
+
+
+def heaviest_node_line(node: NodeProfile) -> str:
+    """``VAEDecode #8: RAM peak +1.37GB (left +0MB), VRAM peak +120MB, 2.10 s``: what the node needed while it
+    ran, beside what it left behind."""
+    return (
+        f"  {node.node_class} #{node.node_id}: RAM peak {ram_peak_text(node)} "
+        f"(left +{format_size(node.ram_left_bytes)}), VRAM peak +{format_size(node.vram_peak_bytes)}, "
+        f"{node.duration_seconds:.2f} s"
+    )
+
+
 def heaviest_node_lines(profile: PromptProfile, limit: int = HEAVIEST_SHOWN) -> list[str]:
-    """The prompt's nodes that added the most memory so far, each with its RAM and VRAM peak and its time."""
+    """The prompt's nodes that needed the most memory while they ran so far, each with its RAM peak, what it left
+    behind, its VRAM peak and its time."""
     state = "so far" if not profile.finished else "(finished)"
     heaviest = profile.heaviest(limit)
     if not heaviest:
-        return [f"Heaviest nodes of prompt {profile.prompt_id} {state}: none added memory ({len(profile.nodes)} ran)"]
+        return [f"Heaviest nodes of prompt {profile.prompt_id} {state}: none needed memory ({len(profile.nodes)} ran)"]
     lines = [f"Heaviest nodes of prompt {profile.prompt_id} {state}, of {len(profile.nodes)}:"]
-    lines.extend(
-        f"  {node.node_class} #{node.node_id}: RAM +{format_size(node.ram_peak_bytes)}, "
-        f"VRAM peak +{format_size(node.vram_peak_bytes)}, {node.duration_seconds:.2f} s"
-        for node in heaviest
-    )
+    lines.extend(heaviest_node_line(node) for node in heaviest)
     return lines
 
 

@@ -77,6 +77,7 @@ class PanelBackend:
         profiles: the per-node profile; the process's store by default (empty outside ComfyUI).
         peak_vram_by_class: the last prompt's per-node peak VRAM by node class, for the metrics; the profile's
             by default.
+        peak_ram_by_class: the same for the RAM each node needed while it ran; the profile's by default.
         learned: predictive cleanup's learned peaks; the process's file by default, read when first asked for.
     """
 
@@ -92,6 +93,7 @@ class PanelBackend:
         watchdog: Callable[[], PressureWatchdog | None] | None = None,
         profiles: ProfileStore | None = None,
         peak_vram_by_class: Callable[[], Mapping[str, int]] | None = None,
+        peak_ram_by_class: Callable[[], Mapping[str, int]] | None = None,
         learned: Callable[[], LearnedFile] = get_learned_file,
         pipeline: NodePipeline = node_pipeline,
     ):
@@ -115,6 +117,7 @@ class PanelBackend:
         self.loop = sample_loop(self.tick, self._interval)
         self.node_stats = NodeStats()
         self._peak_vram_by_class = peak_vram_by_class or self.profiles.peak_vram_by_class
+        self._peak_ram_by_class = peak_ram_by_class or self.profiles.peak_ram_by_class
         self._exporter: MetricsExporter | None = None  # the metrics' registry, made on the first scrape
         self._exporter_lock = threading.Lock()
         self._connected = False
@@ -207,6 +210,7 @@ class PanelBackend:
                         panel_failures=self.panel_failure_count,
                         watchdog=self._watchdog,
                         peak_vram_by_class=self._peak_vram_by_class,
+                        peak_ram_by_class=self._peak_ram_by_class,
                         failures=self.failures,
                     )
                 )

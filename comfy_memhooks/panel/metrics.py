@@ -28,7 +28,7 @@ from .node_stats import MAX_NODE_CLASSES, NodeStats
 
 PREFIX = "comfy_memhooks_"
 PeakProvider = Callable[[], Mapping[str, int]]
-"""Per-node peak VRAM of the last prompt, by node class (bytes): the per-node profile's store gives it."""
+"""Per-node peak RAM or VRAM of the last prompt, by node class (bytes): the per-node profile's store gives it."""
 
 
 @functools.cache
@@ -50,6 +50,7 @@ class MemhooksCollector:
         panel_failures: the panel's contained failures, as ``/memhooks/status`` counts them.
         watchdog: the pressure watchdog, when the host runs one.
         peak_vram_by_class: the last prompt's per-node peak VRAM by class; no such metric without it.
+        peak_ram_by_class: the same for the RAM each node needed while it ran (its peak, not what it left).
         failures: where a failing provider is counted (the panel's own).
     """
 
@@ -61,6 +62,7 @@ class MemhooksCollector:
         panel_failures: Callable[[], int],
         watchdog: Callable[[], PressureWatchdog | None],
         peak_vram_by_class: PeakProvider | None,
+        peak_ram_by_class: PeakProvider | None,
         failures: Failures,
     ):
         self.engine = engine
@@ -68,6 +70,7 @@ class MemhooksCollector:
         self._panel_failures = panel_failures
         self._watchdog = watchdog
         self._peak_vram_by_class = peak_vram_by_class
+        self._peak_ram_by_class = peak_ram_by_class
         self._failures = failures
 
     def describe(self) -> Iterable[Metric]:
@@ -156,26 +159,28 @@ class MemhooksCollector:
         for node_class, histogram in reading.durations:
             durations.add_metric([node_class], _buckets(histogram), histogram.total)
         yield from (rescues, durations)
-        peaks = self._peaks()
-        if peaks is not None:
-            family = GaugeMetricFamily(
-                f"{PREFIX}node_peak_vram_bytes",
-                "The last prompt's peak VRAM during a node, by class.",
-                labels=["node_class"],
-            )
-            for node_class, peak in peaks:
-                family.add_metric([node_class], peak)
-            yield family
+        yield from self._peaks(
+            "node_peak_vram_bytes", "The last prompt's peak VRAM during a node, by class.", self._peak_vram_by_class
+        )
+        yield from self._peaks(
+            "node_peak_ram_bytes",
+            "The last prompt's peak RAM during a node (what it needed while it ran, above its start), by class.",
+            self._peak_ram_by_class,
+        )
 
-    def _peaks(self) -> list[tuple[str, int]] | None:
-        if self._peak_vram_by_class is None:
-            return None
+    def _peaks(self, name: str, documentation: str, provider: PeakProvider | None) -> Iterator[Metric]:
+        """One family of per-class peaks; none without a provider, or when it failed."""
+        if provider is None:
+            return
         try:
-            peaks = self._peak_vram_by_class()
-            return [(str(node_class), int(peak)) for node_class, peak in list(peaks.items())[:MAX_NODE_CLASSES]]
+            peaks = [(str(node_class), int(peak)) for node_class, peak in list(provider().items())[:MAX_NODE_CLASSES]]
         except Exception as error:  # another part's store: the other metrics are still served, and it is counted.
             self._failures.record("reading the per-node peaks for the metrics", error)
-            return None
+            return
+        family = GaugeMetricFamily(f"{PREFIX}{name}", documentation, labels=["node_class"])
+        for node_class, peak in peaks:
+            family.add_metric([node_class], peak)
+        yield family
 
     def _errors(self) -> Iterator[Metric]:
         status = hook.hook_status()

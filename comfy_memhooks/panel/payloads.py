@@ -186,10 +186,13 @@ def prompt_event_json(phase: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def node_profile_json(node: NodeProfile) -> dict[str, Any]:
-    """One node's profile with what the user reads first: its deltas and peaks, and where the VRAM peak came from."""
+    """One node's profile with what the user reads first: what it needed while it ran (its RAM peak, and how that
+    was measured) beside what it left behind, the container's peak, and its VRAM peak and where that came from."""
     data: dict[str, Any] = to_plain(node)
     data["rss_delta_bytes"] = node.rss_delta_bytes
     data["ram_peak_bytes"] = node.ram_peak_bytes
+    data["ram_left_bytes"] = node.ram_left_bytes
+    data["container_peak_added_bytes"] = node.container_peak_added_bytes
     data["vram_peak_bytes"] = node.vram_peak_bytes
     source = node.vram_peak_source
     data["vram_peak_source"] = None if source is None else source.value

@@ -19,6 +19,7 @@ FAMILIES = {
     "comfy_memhooks_oom_rescues": "counter",
     "comfy_memhooks_node_duration_seconds": "histogram",
     "comfy_memhooks_node_peak_vram_bytes": "gauge",
+    "comfy_memhooks_node_peak_ram_bytes": "gauge",
     "comfy_memhooks_hook_installed": "gauge",
     "comfy_memhooks_errors": "counter",
 }

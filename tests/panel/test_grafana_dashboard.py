@@ -43,6 +43,7 @@ async def _exposed_names(aiohttp_client: AiohttpClient, tmp_path: Path, store: S
         RecordingPublisher(),
         interval=lambda: 3600.0,
         peak_vram_by_class=lambda: {"KSampler": 6 * GIB},
+        peak_ram_by_class=lambda: {"VAEDecode": 2 * GIB},
     )
     backend.start()
     try:
@@ -79,6 +80,7 @@ def test_the_promised_panels_are_there() -> None:
     wanted = {
         "Pods closest to their memory limit": ("comfy_memhooks_ram_used_bytes", "comfy_memhooks_ram_total_bytes"),
         "Node classes that peak highest (VRAM, last prompt)": ("comfy_memhooks_node_peak_vram_bytes",),
+        "Node classes that peak highest (RAM, last prompt)": ("comfy_memhooks_node_peak_ram_bytes",),
         "RAM used and limit": ("comfy_memhooks_ram_used_bytes",),
         "VRAM used per GPU": ("comfy_memhooks_vram_used_bytes",),
         "Optimizations per minute, by mode and trigger": ("comfy_memhooks_optimizations_total",),

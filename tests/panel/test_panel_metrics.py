@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pytest_aiohttp import AiohttpClient
 
-from comfy_memhooks import signals
+from comfy_memhooks import hook, signals
 from comfy_memhooks.comfy import auto
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import TriggerKind
@@ -25,6 +25,9 @@ from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.node_stats import NODE_BUCKETS_SECONDS
 from comfy_memhooks.panel.standalone import build_app
+from comfy_memhooks.profile import ProfileRecorder, ProfileStore
+from comfy_memhooks.profile.peaks import ProcessHighWater, RamPeaks
+from comfy_memhooks.profile.recorder import profile_failures
 from tests.hook_support import FakeProbe, chain_prompt
 from tests.panel.metrics_support import FAMILIES, Scrape
 from tests.panel.panel_support import GIB, RecordingPublisher, container_engine, in_worker, panel_app
@@ -34,6 +37,8 @@ from tests.standin_executor import KINDS, StandInNode, make_execution_module
 ROOT = Path(__file__).resolve().parents[2]
 Client = TestClient[web.Request, web.Application]
 PEAKS = {"KSampler": 6 * GIB, "VAEDecode": 2 * GIB}
+RAM_PEAKS = {"VAEDecode": 3 * GIB, "UpscaleModelLoader": GIB // 2}
+MIB = 1024**2
 
 
 def steady(tmp_path: Path) -> Engine:
@@ -81,7 +86,12 @@ async def test_every_metric_is_exposed_and_parses_back(
     aiohttp_client: AiohttpClient, tmp_path: Path, settings_store: SettingsStore, backends: list[PanelBackend]
 ) -> None:
     client, _ = await _serve(
-        aiohttp_client, steady(tmp_path), settings_store, backends, peak_vram_by_class=lambda: PEAKS
+        aiohttp_client,
+        steady(tmp_path),
+        settings_store,
+        backends,
+        peak_vram_by_class=lambda: PEAKS,
+        peak_ram_by_class=lambda: RAM_PEAKS,
     )
     assert (await client.post("/memhooks/optimize", json={"mode": "Balanced"})).status == 200
     await asyncio.to_thread(in_worker, lambda: finished("KSampler", 3.0))
@@ -95,6 +105,7 @@ async def test_every_metric_is_exposed_and_parses_back(
     assert metrics.value("comfy_memhooks_optimization_duration_seconds_count", mode="Balanced") == 1
     assert metrics.value("comfy_memhooks_node_duration_seconds_count", node_class="KSampler") == 1
     assert metrics.by("comfy_memhooks_node_peak_vram_bytes", "node_class") == PEAKS
+    assert metrics.by("comfy_memhooks_node_peak_ram_bytes", "node_class") == RAM_PEAKS
     assert metrics.by("comfy_memhooks_oom_rescues_total", "outcome") == {"succeeded": 0, "failed": 0}
     assert metrics.value("comfy_memhooks_hook_installed") in (0, 1)
 
@@ -216,6 +227,8 @@ async def test_without_a_gpu_or_a_profiled_prompt_those_have_no_samples(client: 
     assert metrics.all("comfy_memhooks_vram_total_bytes") == metrics.all("comfy_memhooks_vram_used_bytes") == []
     assert "comfy_memhooks_vram_used_bytes" in metrics.families  # declared, with no GPU to report
     assert metrics.all("comfy_memhooks_node_peak_vram_bytes") == []  # the profile holds no prompt yet
+    assert metrics.all("comfy_memhooks_node_peak_ram_bytes") == []
+    assert "comfy_memhooks_node_peak_ram_bytes" in metrics.families  # declared all the same, as the VRAM one
     status = await _json(client, "/memhooks/status")
     ram = status["snapshot"]["ram"]
     assert metrics.value("comfy_memhooks_ram_total_bytes", source=ram["source"]) == ram["total_bytes"]
@@ -230,6 +243,7 @@ async def test_a_failing_peak_provider_is_counted_and_the_rest_served(
     client, _ = await _serve(aiohttp_client, steady(tmp_path), settings_store, backends, peak_vram_by_class=provider)
     metrics = await scrape(client)
     assert "comfy_memhooks_node_peak_vram_bytes" not in metrics.families
+    assert "comfy_memhooks_node_peak_ram_bytes" in metrics.families  # the RAM peaks' own provider still answers
     assert metrics.value("comfy_memhooks_ram_total_bytes", source="cgroup v2") == 8 * GIB
     status = await _json(client, "/memhooks/status")
     assert status["errors"]["panel_failures"] == metrics.value("comfy_memhooks_errors_total", part="panel") == 1
@@ -345,3 +359,47 @@ async def test_a_prompt_through_the_hook_shows_in_the_metrics(
     )
     assert metrics.value("comfy_memhooks_hook_installed") == 1 == int(status["hook"]["installed"])
     assert metrics.value("comfy_memhooks_errors_total", part="hook") == status["hook"]["hook_errors"] == 0
+
+
+async def test_the_peak_ram_by_class_is_what_the_profile_route_says_each_node_needed(
+    aiohttp_client: AiohttpClient,
+    settings_store: SettingsStore,
+    backends: list[PanelBackend],
+    fresh_hook_state: None,
+) -> None:
+    """A node that takes 96 MiB while it runs and gives them back, and one that keeps 32 MiB, recorded with the
+    process's peak counter as in ComfyUI: the metric is each class's largest peak in ``/memhooks/profile``, and
+    the spike is there, though it left nothing behind."""
+    spike, held = 96 * MIB, 32 * MIB
+    nodes = {
+        "Const": StandInNode(lambda x: x),
+        "Spike": StandInNode(lambda x: len(b"\x01" * spike)),  # every page written, all freed before it returns
+        "Hold": StandInNode(lambda x: b"\x01" * held),  # kept in the output
+    }
+    store = ProfileStore()
+    engine = Engine(probe=FakeProbe(ram_percent=50.0))
+    client, _ = await _serve(aiohttp_client, engine, settings_store, backends, profiles=store)
+    recorder = ProfileRecorder(store, peaks=RamPeaks(ProcessHighWater(profile_failures)))
+    recorder.connect()
+    module = make_execution_module("sync9", nodes)
+    hook.install(module, heavy=lambda name: False)
+    try:
+        prompt, order = chain_prompt("Const", "Spike", "Hold", "Spike")
+        await asyncio.to_thread(in_worker, lambda: module.PromptExecutor().execute(prompt, "p-1", {}, order))
+    finally:
+        hook.uninstall()
+        recorder.disconnect()
+
+    metrics = await scrape(client)
+    answer = await _json(client, "/memhooks/profile")
+    profiled = answer["profile"]["nodes"]
+    expected: dict[str, int] = {}
+    for each in profiled:
+        expected[each["node_class"]] = max(expected.get(each["node_class"], 0), each["ram_peak_bytes"])
+    assert metrics.by("comfy_memhooks_node_peak_ram_bytes", "node_class") == expected
+    spikes = [each for each in profiled if each["node_class"] == "Spike"]
+    assert len(spikes) == 2 and {each["ram_peak_method"] for each in spikes} == {"hwm"}
+    assert all(0.9 * spike <= each["ram_peak_bytes"] <= 1.1 * spike for each in spikes)
+    assert all(each["ram_left_bytes"] < 0.1 * spike for each in spikes)
+    (hold,) = [each for each in profiled if each["node_class"] == "Hold"]
+    assert 0.9 * held <= hold["ram_left_bytes"] <= hold["ram_peak_bytes"] <= 1.1 * held

@@ -84,10 +84,28 @@ async def test_nodes_sorted_by_peak_with_titles_the_heaviest_marked_and_a_click_
     await page.evaluate(FRONTEND)
     await page.wait_for_selector('[data-role="profile-row"]')
 
-    assert await rows(page) == [("2", "true"), ("1", "false"), ("3", "false"), ("4", "false")]  # by RAM peak
+    # By the RAM each node needed while it ran, by default: the decoder first, though it left almost nothing.
+    assert await page.locator('[data-role="profile-order"]').input_value() == "ram_peak_bytes"
+    assert await rows(page) == [("2", "true"), ("3", "false"), ("1", "false"), ("4", "false")]
+    headers = await page.eval_on_selector_all('[data-role="profile"] th', "cells => cells.map(c => c.textContent)")
+    assert headers == ["Node", "RAM peak", "Left behind", "VRAM peak", "Took"]
     first = page.locator('[data-role="profile-row"]').first
     assert (await first.locator("td").first.inner_text()).startswith("VAE Decode #2\nVAEDecode")
-    assert await first.locator("td").nth(1).text_content() == "900 MB"
+    assert await first.locator("td").nth(1).text_content() == "1.37 GB"
+    assert await first.locator("td").nth(2).text_content() == "10 MB"  # left behind, beside the peak
+    exact = first.locator('[data-role="profile-peak"]')
+    assert await exact.get_attribute("data-method") == "hwm"
+    assert (await exact.get_attribute("title") or "").startswith("exact: ")
+    assert "the container: +1.46 GB at its peak" in (await exact.get_attribute("title") or "")
+    sampled = page.locator('[data-role="profile-row"][data-node-id="3"] [data-role="profile-peak"]')
+    assert await sampled.text_content() == "≥ 600 MB"
+    assert await sampled.get_attribute("title") == (
+        "sampled: the highest reading while it ran; a spike between readings is missed"
+    )
+    left = await page.eval_on_selector_all('[data-role="profile-left"]', "cells => cells.map(c => c.textContent)")
+    assert left == ["10 MB", "5 MB", "300 MB", "0 MB"]
+    unmeasured = page.locator('[data-role="profile-row"][data-node-id="4"] [data-role="profile-peak"]')
+    assert await unmeasured.get_attribute("title") == "no peak reading: what it left behind"
     assert "cached" in await page.locator('[data-role="profile-row"][data-node-id="4"]').inner_text()
     assert await page.locator('[data-role="profile-row"][data-node-id="4"] td').first.inner_text() == (
         "SaveImage #4\ncached"  # no node on the canvas: the class names it
@@ -98,7 +116,15 @@ async def test_nodes_sorted_by_peak_with_titles_the_heaviest_marked_and_a_click_
     widths = await page.eval_on_selector_all(
         '[data-role="profile-bar"] .memhooks-profile-fill', "fills => fills.map(fill => fill.style.width)"
     )
-    assert [float(width.rstrip("%")) for width in widths[:2]] == [100.0, round(300 / 900 * 100, 1)]
+    assert [float(width.rstrip("%")) for width in widths[:2]] == [100.0, round(600 / 1400 * 100, 1)]
+    numbers = await page.eval_on_selector_all(
+        '[data-role="profile-bar"] .memhooks-number', "cells => cells.map(c => c.textContent)"
+    )
+    assert numbers[:2] == ["1.37 GB", "≥ 600 MB"]
+
+    await page.select_option('[data-role="profile-order"]', "ram_left_bytes")
+    await page.wait_for_function("() => document.querySelector('[data-role=profile-row]').dataset.nodeId === '1'")
+    assert await rows(page) == [("1", "true"), ("2", "false"), ("3", "false"), ("4", "false")]  # what stayed
 
     await page.select_option('[data-role="profile-order"]', "vram_peak_bytes")
     await page.wait_for_function("() => document.querySelector('[data-role=profile-row]').dataset.nodeId === '1'")
@@ -128,8 +154,22 @@ async def test_it_exports_csv_and_json(serve: Callable[..., Awaitable[Served]], 
         ("3", "Invert", "ImageInvert"),
         ("4", "", "SaveImage"),
     ]
-    assert int(table[1]["ram_peak_bytes"]) == 900 * MIB and int(table[0]["vram_peak_bytes"]) == 2000 * MIB
-    assert table[3]["cached"] == "true" and table[3]["vram_peak_bytes"] == ""
+    assert int(table[0]["vram_peak_bytes"]) == 2000 * MIB
+    decode, invert = table[1], table[2]
+    assert (int(decode["ram_peak_bytes"]), decode["ram_peak_method"], int(decode["ram_left_bytes"])) == (
+        1400 * MIB,
+        "hwm",
+        10 * MIB,
+    )
+    assert int(decode["rss_peak_bytes"]) == int(decode["rss_before_bytes"]) + 1400 * MIB
+    assert int(decode["container_peak_added_bytes"]) == 1500 * MIB
+    assert (invert["ram_peak_method"], int(invert["ram_peak_bytes"]), int(invert["ram_left_bytes"])) == (
+        "sampled",
+        600 * MIB,
+        5 * MIB,
+    )
+    assert table[0]["container_peak_added_bytes"] == ""  # not measured: empty, not 0
+    assert table[3]["cached"] == "true" and table[3]["vram_peak_bytes"] == "" and table[3]["ram_peak_method"] == ""
 
     async with page.expect_download() as info:
         await page.click('[data-role="profile-json"]')
@@ -143,6 +183,13 @@ async def test_it_exports_csv_and_json(serve: Callable[..., Awaitable[Served]], 
     assert [{k: v for k, v in each.items() if k != "title"} for each in exported["nodes"]] == served_profile["profile"][
         "nodes"
     ]
+    decode_json = exported["nodes"][1]
+    assert (decode_json["ram_peak_bytes"], decode_json["ram_peak_method"], decode_json["ram_left_bytes"]) == (
+        1400 * MIB,
+        "hwm",
+        10 * MIB,
+    )
+    assert exported["nodes"][2]["ram_peak_method"] == "sampled"
 
 
 async def test_it_redraws_only_when_the_profile_changed(serve: Callable[..., Awaitable[Served]]) -> None:  # noqa: F811

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.integration.comfyui_server import ComfyUI, running_comfyui
-from tests.integration.test_comfyui_profile import workflow
+from tests.integration.test_comfyui_profile import HELD_MIB, workflow
 from tests.panel.panel_support import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -65,6 +65,13 @@ async def test_the_heaviest_node_is_listed_first_by_its_title_and_a_click_select
             label = await first.locator("td").first.inner_text()
             assert label.startswith(f"{TITLE} #2\nMemhooksTestHold"), label
             assert (await first.locator("td").nth(1).text_content() or "").endswith("MB")
+            headers = await page.eval_on_selector_all(
+                f'{PANEL} [data-role="profile"] th', "cells => cells.map((cell) => cell.textContent)"
+            )
+            assert headers == ["Node", "RAM peak", "Left behind", "VRAM peak", "Took"]
+            assert await first.locator('[data-role="profile-peak"]').get_attribute("data-method") == "hwm"
+            left = await first.locator('[data-role="profile-left"]').text_content() or ""
+            assert left.endswith(" MB") and int(left.removesuffix(" MB")) >= 0.9 * HELD_MIB  # it keeps what it holds
 
             await first.click()
             selected: Any = await page.evaluate(

@@ -73,12 +73,37 @@ async def test_the_latest_prompt_with_each_node_its_deltas_and_peaks(
         "ImageInvert",
         "SaveImage",
     ]
-    decode = profile["nodes"][1]
-    assert decode["ram_peak_bytes"] == decode["rss_delta_bytes"] == 900 * MIB
+    loader, decode, invert, save = profile["nodes"]
+    # What each node needed while it ran, how that was measured, and what it left behind.
+    assert (decode["ram_peak_bytes"], decode["ram_peak_method"], decode["ram_left_bytes"]) == (
+        1400 * MIB,
+        "hwm",
+        10 * MIB,
+    )
+    assert decode["rss_peak_bytes"] == decode["rss_before_bytes"] + 1400 * MIB
+    assert decode["rss_delta_bytes"] == 10 * MIB
+    assert decode["container_peak_added_bytes"] == 1500 * MIB
     assert (decode["vram_peak_bytes"], decode["vram_peak_source"]) == (500 * MIB, "torch")
-    assert profile["nodes"][3]["cached"] is True
-    assert profile["nodes"][3]["vram_peak_bytes"] is None
-    assert profile["heaviest_node_id"] == "1"  # 300 MiB of RAM and 2000 MiB of VRAM added
+    assert (loader["ram_peak_bytes"], loader["ram_left_bytes"], loader["container_peak_added_bytes"]) == (
+        300 * MIB,
+        300 * MIB,
+        None,  # the container's counter could not be reset: no container peak, not 0
+    )
+    assert (invert["ram_peak_bytes"], invert["ram_peak_method"], invert["ram_left_bytes"]) == (
+        600 * MIB,
+        "sampled",
+        5 * MIB,
+    )
+    # No peak reading: the peak is what it left behind, and the method says nothing was measured.
+    assert save["cached"] is True
+    assert (save["ram_peak_bytes"], save["ram_peak_method"], save["rss_peak_bytes"], save["ram_left_bytes"]) == (
+        0,
+        None,
+        None,
+        0,
+    )
+    assert save["vram_peak_bytes"] is None
+    assert profile["heaviest_node_id"] == "1"  # 300 MiB of RAM and 2000 MiB of VRAM at their peaks
 
 
 async def test_a_prompt_by_id_and_an_unknown_id(profile_client: Client, profiles: ProfileStore) -> None:

@@ -1,16 +1,26 @@
-// The Memory panel's "Per-node profile": the last prompt's nodes as a bar chart and a table, sorted by their RAM
-// or VRAM peak, the heaviest highlighted, each named by its title on the canvas; clicking a row selects the node
-// where the frontend allows it; the profile downloads as CSV or JSON. Redrawn only when the profile or the order
-// changed. A library module: importing it does nothing.
+// The Memory panel's "Per-node profile": the last prompt's nodes as a bar chart and a table, sorted by the RAM
+// each needed while it ran (its peak) by default, or by what it left behind or its VRAM peak; the heaviest
+// highlighted, each named by its title on the canvas; a peak that was only sampled is marked "≥"; clicking a row
+// selects the node where the frontend allows it; the profile downloads as CSV or JSON. Redrawn only when the
+// profile or the order changed. A library module: importing it does nothing.
 
 import { element, section, setText } from "../dom.js";
 import { formatDuration, formatSize } from "../format.js";
 
 const ORDERS = [
   ["ram_peak_bytes", "RAM peak"],
+  ["ram_left_bytes", "Left behind"],
   ["vram_peak_bytes", "VRAM peak"],
 ];
-const COLUMNS = ["Node", "RAM peak", "VRAM peak", "Took"];
+const COLUMNS = ["Node", "RAM peak", "Left behind", "VRAM peak", "Took"];
+// How a RAM peak was measured (the record's ram_peak_method), as the peak's tooltip says it.
+const PEAK_METHODS = {
+  hwm: "exact: this process's peak resident set while it ran (its high-water mark, reset before the node)",
+  cgroup: "exact: the container's peak usage while it ran (its counter, reset before the node)",
+  sampled: "sampled: the highest reading while it ran; a spike between readings is missed",
+};
+const NO_PEAK = "no peak reading: what it left behind";
+const LEFT_TITLE = "left behind: what its resident set grew by from its start to its end";
 const BARS = 8;
 export const CSV_FIELDS = [
   "node_id",
@@ -21,6 +31,10 @@ export const CSV_FIELDS = [
   "started_seconds",
   "duration_seconds",
   "ram_peak_bytes",
+  "ram_peak_method",
+  "ram_left_bytes",
+  "rss_peak_bytes",
+  "container_peak_added_bytes",
   "vram_peak_bytes",
   "vram_peak_source",
   "rss_before_bytes",
@@ -45,6 +59,25 @@ export function profileCsv(profile, titleOf) {
     return CSV_FIELDS.map((name) => csvCell(values[name])).join(",");
   });
   return [CSV_FIELDS.join(","), ...rows].join("\n") + "\n";
+}
+
+/** A node's RAM peak as shown: "≥ 600 MB" when it was sampled (a lower bound), else "1.37 GB". */
+export function peakText(node) {
+  const size = formatSize(node.ram_peak_bytes);
+  return node.ram_peak_method === "sampled" && Number.isFinite(node.ram_peak_bytes) ? `≥ ${size}` : size;
+}
+
+/** What the peak's tooltip says: how it was measured, and the container's peak where it could be read. */
+export function peakTitle(node) {
+  const method = PEAK_METHODS[node.ram_peak_method] ?? NO_PEAK;
+  const container = node.container_peak_added_bytes;
+  if (!Number.isFinite(container)) return method;
+  return `${method}; the container: ${formatSize(container, true)} at its peak, as its OOM killer counts`;
+}
+
+/** `figure` of a node as the bars and the table show it. */
+function figureText(node, figure) {
+  return figure === "ram_peak_bytes" ? peakText(node) : formatSize(node[figure]);
 }
 
 /** The nodes sorted by `figure`, largest first; nodes without it last, in the order they ran. */
@@ -169,7 +202,7 @@ export class ProfileSection {
           },
           element(doc, "span", { class: "memhooks-profile-label", text: this._label(node) }),
           element(doc, "div", { class: "memhooks-bar" }, fill),
-          element(doc, "span", { class: "memhooks-number", text: formatSize(node[this.order]) }),
+          element(doc, "span", { class: "memhooks-number", text: figureText(node, this.order) }),
         );
       }),
     );
@@ -194,7 +227,19 @@ export class ProfileSection {
         onclick: () => this.panel.canvas?.select(node.node_id),
       },
       name,
-      element(doc, "td", { class: "memhooks-number", text: formatSize(node.ram_peak_bytes) }),
+      element(doc, "td", {
+        class: "memhooks-number",
+        role: "profile-peak",
+        "data-method": node.ram_peak_method ?? "",
+        title: peakTitle(node),
+        text: peakText(node),
+      }),
+      element(doc, "td", {
+        class: "memhooks-number",
+        role: "profile-left",
+        title: LEFT_TITLE,
+        text: formatSize(node.ram_left_bytes),
+      }),
       element(doc, "td", { class: "memhooks-number", text: formatSize(node.vram_peak_bytes) }),
       element(doc, "td", { class: "memhooks-number", text: formatDuration(node.duration_seconds) }),
     );
