@@ -171,3 +171,19 @@ def test_a_read_only_container_counter_is_left_out_silently(tmp_path: Path) -> N
     folder.mkdir()  # memory.peak absent, as on a kernel before 6.12 or a read-only mount
     assert not ContainerHighWater(RamSource.CGROUP_V2, folder).available
     assert RamPeaks(None, ContainerHighWater(RamSource.CGROUP_V2, folder)).container is None
+
+
+def test_without_the_process_mark_a_resettable_container_counter_gives_the_peak(tmp_path: Path) -> None:
+    """seccomp or gVisor refuse clear_refs; a container of one's own still counts its peak: method ``cgroup``."""
+    with limited_v1_group(2 * 1024**3) as group:
+        if group is None:
+            pytest.skip("needs root and a writable cgroup v1 memory hierarchy")
+        refused = ProcessHighWater(failures(), fake_proc(tmp_path, clear_refs=False))
+        peaks = RamPeaks(refused, ContainerHighWater(RamSource.CGROUP_V1, group))
+        span = peaks.begin(500 * MIB)
+        spike = "b = bytearray(300 * 1024**2); b[::4096] = b'\\1' * len(b[::4096])"
+        subprocess.run([*enter_group_launcher(group), sys.executable, "-c", spike], check=True, timeout=60)
+        measured = peaks.end(span, 500 * MIB)
+        peaks.close()
+    assert measured.method is PeakMethod.CGROUP
+    assert measured.rss_peak_bytes is not None and measured.rss_peak_bytes - 500 * MIB >= 300 * MIB

@@ -333,13 +333,14 @@ class RamPeaks:
         method: PeakMethod | None = PeakMethod.HWM if span.exact else PeakMethod.SAMPLED
         if not span.exact:
             peak = _higher(peak, span.sampled)
-            platform_after = self._platform() if self._platform is not None else None
-            if (
-                platform_after is not None
-                and span.platform_before is not None
-                and platform_after > span.platform_before
-            ):
-                peak, method = _higher(peak, platform_after), PeakMethod.HWM
+            after = self._platform() if self._platform is not None else None
+            if after is not None and span.platform_before is not None and after > span.platform_before:
+                peak, method = _higher(peak, after), PeakMethod.HWM
+            elif span.container_before is not None and span.container_peak is not None and span.rss_peak is not None:
+                # The container's exact counter where the process's own mark is refused: what the container grew
+                # by at its peak, ComfyUI being what runs in it (more, if something else in it allocated too).
+                grown = max(span.container_peak - span.container_before, 0)
+                peak, method = _higher(peak, span.rss_peak + grown), PeakMethod.CGROUP
         if peak is None:
             method = None
         return RamPeak(peak, method, span.container_before, span.container_peak)

@@ -43,8 +43,9 @@ class NodeProfile:
             --query-gpu=memory.used``), for heavy nodes only; empty when not read.
         rss_peak_bytes: this process's resident set at its highest while the node ran (:mod:`.peaks`); ``None``
             when not measured.
-        ram_peak_method: how ``rss_peak_bytes`` was measured: ``hwm`` (exact), ``sampled`` (the highest reading
-            taken meanwhile, a lower bound); ``None`` when not measured.
+        ram_peak_method: how ``rss_peak_bytes`` was measured: ``hwm`` (exact), ``cgroup`` (the container's exact
+            peak counter, where the process's mark is refused), ``sampled`` (the highest reading taken meanwhile, a
+            lower bound); ``None`` when not measured.
         container_before_bytes, container_peak_bytes: the container's memory usage as its OOM killer counts it
             (page cache included) as the node started, and at its highest while it ran; ``None`` where the
             container's peak counter cannot be reset.

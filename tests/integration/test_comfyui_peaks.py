@@ -146,7 +146,7 @@ def test_the_profile_shows_the_peak_while_running_and_nothing_left_behind() -> N
         prompt_id, entry = server.run(chain([("MemhooksSpike", {"megabytes": megabytes})]))
         assert entry["status"]["status_str"] == "success", server.log_tail()
         profile = server.get(f"/memhooks/profile?prompt_id={prompt_id}")
-        [node] = [node for node in profile["nodes"] if node["node_class"] == "MemhooksSpike"]
+        [node] = [node for node in profile["profile"]["nodes"] if node["node_class"] == "MemhooksSpike"]
     finally:
         server.stop()
     taken = megabytes * MIB
