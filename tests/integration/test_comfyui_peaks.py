@@ -124,6 +124,7 @@ def test_with_default_settings_the_second_run_makes_room_before_the_spike(scenar
     volume = tmp_path / "user"
     first = run_in_container(scenario, with_memhooks=True, keep_user_in=volume)
     assert first.tracebacks == []
+    print(f"first run: completed {first.completed}, OOM kills {first.oom_kills}")  # noqa: T201 - which path ran
     second = run_in_container(scenario, with_memhooks=True, user=volume)
 
     assert second.completed and second.oom_kills == 0, f"{scenario}\n{second.log[-4000:]}"
