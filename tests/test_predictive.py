@@ -19,8 +19,8 @@ from comfy_memhooks.engine.comfy_cache import POLL_MARGIN_BYTES
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.drivers import driver_of
 from comfy_memhooks.engine.learned import SAFETY_MARGIN, Driver, LearnedPeaks, Prediction, Sample, fit_line
-from comfy_memhooks.engine.predictive import PredictiveCleanup, Shortfall, shortfalls
-from comfy_memhooks.probe.readings import GIB, GpuReading, GpuSource, MemorySnapshot
+from comfy_memhooks.engine.predictive import PredictiveCleanup, Shortfall, free_exactly, shortfalls
+from comfy_memhooks.probe.readings import GIB, GpuBackend, GpuReading, GpuSource, MemorySnapshot
 from comfy_memhooks.profile import ProfileRecorder, ProfileStore
 from tests.conftest import FakeClock
 from tests.standin_executor import KINDS, StandInNode, make_execution_module
@@ -329,7 +329,32 @@ def test_vram_is_compared_with_the_free_memory_of_the_gpu_the_nodes_run_on() -> 
     prediction = Prediction("KSampler", 100 * MIB, 5 * GIB, "recent maximum")
 
     assert shortfalls(prediction, snapshot, gpu_index=1) == []
-    assert shortfalls(prediction, snapshot, gpu_index=0) == [Shortfall("VRAM", 5 * GIB, 1 * GIB, 0)]
+    assert shortfalls(prediction, snapshot, gpu_index=0) == [Shortfall("VRAM", 5 * GIB, 1 * GIB, 0, "cuda")]
     assert shortfalls(prediction, snapshot, gpu_index=7) == []  # a GPU not read: nothing known, nothing done
     tight = MemorySnapshot(0.0, ram_at(LIMIT - 50 * MIB), gpus, GpuSource.NVML)
     assert [item.resource for item in shortfalls(prediction, tight, gpu_index=0)] == ["RAM", "VRAM"]
+
+
+def test_models_are_unloaded_from_the_gpu_the_node_needs_on_its_own_device_type(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An Intel GPU is an ``xpu`` device to torch and ComfyUI: asking ComfyUI to free ``cuda:0`` would free nothing."""
+    import torch
+
+    asked: list[str] = []
+
+    def free_memory(required: int, device: Any, keep_loaded: Any = ()) -> list[int]:
+        asked.append(str(device))
+        return []
+
+    model_management = types.SimpleNamespace(free_memory=free_memory, get_free_memory=lambda device: 0)
+    monkeypatch.setitem(sys.modules, "comfy.model_management", model_management)
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    gpus = (GpuReading(0, "Arc A770", 16 * GIB, 15 * GIB, 1 * GIB, backend=GpuBackend.XPU),)
+    snapshot = MemorySnapshot(0.0, ram_at(LIMIT // 2), gpus, GpuSource.TORCH)
+    [short] = shortfalls(Prediction("KSampler", None, 5 * GIB, "recent maximum"), snapshot, gpu_index=0)
+    assert short.device_type == "xpu"
+
+    outcome = free_exactly(short, lambda: 1 * GIB).run(types.SimpleNamespace())  # type: ignore[arg-type]
+
+    assert asked == ["xpu:0"], outcome

@@ -23,7 +23,7 @@ from .. import signals
 from ..failures import Failures
 from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, node_pipeline
 from ..probe.backends import loaded_torch
-from ..probe.readings import GIB, MemorySnapshot, RamReading
+from ..probe.readings import GIB, GpuBackend, MemorySnapshot, RamReading
 from .actions import CUDA_EMPTY_CACHE, GC_COLLECT, MALLOC_TRIM, Action, ActionContext, ActionOutcome
 from .actions import comfy_model_management as _model_management
 from .comfy_cache import release_until
@@ -51,12 +51,14 @@ class Shortfall:
         predicted_bytes: the node's predicted peak, margin included.
         headroom_bytes: what is free under the limit now (the container's, or the GPU's).
         gpu_index: the GPU, for VRAM.
+        device_type: the GPU's device type to torch (``cuda`` for CUDA and ROCm, ``xpu``), for VRAM.
     """
 
     resource: str
     predicted_bytes: int
     headroom_bytes: int
     gpu_index: int | None = None
+    device_type: str | None = None
 
     @property
     def missing_bytes(self) -> int:
@@ -70,6 +72,13 @@ def _ram_headroom(ram: RamReading) -> int | None:
     if ram.total_bytes is None or ram.used_bytes is None:
         return None
     return ram.total_bytes - ram.used_bytes
+
+
+def _device_type(snapshot: MemorySnapshot, gpu_index: int) -> str:
+    for gpu in snapshot.gpus:
+        if gpu.index == gpu_index:
+            return (gpu.backend or GpuBackend.CUDA).torch_device_type
+    return GpuBackend.CUDA.torch_device_type
 
 
 def _vram_headroom(snapshot: MemorySnapshot, gpu_index: int) -> int | None:
@@ -90,7 +99,7 @@ def shortfalls(prediction: Prediction, snapshot: MemorySnapshot, gpu_index: int 
         found.append(Shortfall("RAM", prediction.ram_bytes, ram))
     vram = _vram_headroom(snapshot, gpu_index)
     if prediction.vram_bytes is not None and vram is not None and prediction.vram_bytes > vram:
-        found.append(Shortfall("VRAM", prediction.vram_bytes, vram, gpu_index))
+        found.append(Shortfall("VRAM", prediction.vram_bytes, vram, gpu_index, _device_type(snapshot, gpu_index)))
     return found
 
 
@@ -123,7 +132,10 @@ def free_exactly(shortfall: Shortfall, headroom: Callable[[], int | None]) -> Ac
         missing = shortfall.predicted_bytes - free_now
         if missing <= 0:
             return ActionOutcome(skipped_reason="it fits already")
-        device = torch.device("cpu") if shortfall.gpu_index is None else torch.device("cuda", shortfall.gpu_index)
+        if shortfall.gpu_index is None:
+            device = torch.device("cpu")
+        else:  # the backend's own device type, as the actions use it: an XPU is no cuda device
+            device = torch.device(shortfall.device_type or "cuda", shortfall.gpu_index)
         required = int(model_management.get_free_memory(device)) + missing
         unloaded = model_management.free_memory(required, device)
         count = len(unloaded) if isinstance(unloaded, list) else 0
