@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
-import time
 from pathlib import Path
 
-from .files import remove_stale_temporaries, write_atomically
+from .files import load_json_file, write_atomically
 from .learned import LearnedPeaks
 from .settings import default_settings_path
 
@@ -27,16 +25,6 @@ LEARNED_FILE_NAME = "comfy_memhooks_learned.json"
 def default_learned_path() -> Path:
     """Beside the settings file: ComfyUI's user directory inside ComfyUI."""
     return default_settings_path().with_name(LEARNED_FILE_NAME)
-
-
-def _set_aside(path: Path) -> Path:
-    aside = path.with_name(f"{path.stem}.invalid-{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
-    counter = 1
-    while aside.exists():
-        aside = aside.with_name(f"{aside.stem}-{counter}{aside.suffix}")
-        counter += 1
-    os.replace(path, aside)
-    return aside
 
 
 class LearnedFile:
@@ -55,26 +43,14 @@ class LearnedFile:
     def load(self) -> LearnedPeaks:
         """Fills the table from the file; a missing file is an empty table, a bad one is set aside."""
         self.load_warning = None
-        remove_stale_temporaries(self.path)
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return self.table
-        except OSError as error:
-            self._writable = False  # it may hold what was learned, unreadable only now: never overwritten
-            self._warn(f"{self.path} could not be read ({error.strerror or error}); learning starts afresh")
-            return self.table
-        try:
-            self.table.load_json(json.loads(data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")))
-        except (ValueError, RecursionError) as error:  # bad UTF-8 or JSON, a bad field, nested too deeply
-            problem = "nested too deeply" if isinstance(error, RecursionError) else str(error)[:200]
-            try:
-                aside = _set_aside(self.path)
-            except OSError as aside_error:
-                self._writable = False
-                self._warn(f"{self.path} is not valid ({problem}) and could not be set aside ({aside_error})")
-                return self.table
-            self._warn(f"{self.path} is not valid ({problem}); it was kept as {aside}, learning starts afresh")
+        loaded = load_json_file(self.path, self._fill)
+        if loaded.problem is not None:
+            self._writable = loaded.writable  # unreadable only now, or not set aside: never overwritten
+            self._warn(f"{loaded.problem}; learning starts afresh")
+        return self.table
+
+    def _fill(self, raw: object) -> LearnedPeaks:
+        self.table.load_json(raw)
         return self.table
 
     def save(self) -> bool:

@@ -18,7 +18,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 
 from ..errors import InvalidSetting, SettingsFileProtected
 from ..validation import parse_bool, parse_choice, parse_seconds
-from .files import remove_stale_temporaries, write_atomically
+from .files import load_json_file, write_atomically
 from .modes import Mode
 from .pressure import DEFAULT_THRESHOLDS, Thresholds
 
@@ -242,31 +241,18 @@ class SettingsStore:
         be set aside, it is protected: defaults are used in memory, and :meth:`update` refuses to overwrite it.
         """
         with self._lock:
-            remove_stale_temporaries(self.path)
             self._current = AutoSettings()
             self._protected = None
             self._unknown = {}
             self.load_warning = None
-            try:
-                data = self.path.read_bytes()
-            except FileNotFoundError:
-                return self._current
-            except OSError as error:
-                self._protect(f"{self.path} could not be read ({error.strerror or error})")
-                return self._current
-            try:
-                self._current = AutoSettings.parse(self._set_unknown_aside(_decode(data)))
-            except (ValueError, RecursionError) as error:  # InvalidSetting, bad JSON or UTF-8, too deep, too long
-                problem = "nested too deeply" if isinstance(error, RecursionError) else _brief(error)
-                try:
-                    aside = self._keep_aside()
-                except OSError as aside_error:
-                    self._protect(
-                        f"{self.path} is not valid ({problem}) and could not be set aside "
-                        f"({aside_error.strerror or aside_error})"
-                    )
-                    return self._current
-                self._warn(f"{self.path} is not valid ({problem}); it was kept as {aside}, defaults are used")
+            loaded = load_json_file(self.path, lambda raw: AutoSettings.parse(self._set_unknown_aside(raw)))
+            if loaded.value is not None:
+                self._current = loaded.value
+            elif loaded.problem is not None:
+                if not loaded.writable:
+                    self._protect(loaded.problem)
+                else:
+                    self._warn(f"{loaded.problem}, defaults are used")
                 return self._current
             if self._unknown:
                 names = ", ".join(sorted(self._unknown))
@@ -306,32 +292,8 @@ class SettingsStore:
             self._current = updated
             return updated
 
-    def _keep_aside(self) -> Path:
-        aside = self.path.with_name(f"{self.path.stem}.invalid-{time.strftime('%Y%m%d-%H%M%S')}{self.path.suffix}")
-        counter = 1
-        while aside.exists():
-            aside = aside.with_name(f"{aside.stem}-{counter}{aside.suffix}")
-            counter += 1
-        os.replace(self.path, aside)
-        return aside
-
     def _write(self, settings: AutoSettings) -> None:
         write_atomically(self.path, json.dumps({**settings.to_json(), **self._unknown}, indent=2) + "\n")
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _decode(data: bytes) -> object:
-    """The file's JSON value; raises ``ValueError`` (bad UTF-8, bad JSON, an integer past the digit limit)."""
-    # Notepad and PowerShell 5 start UTF-8 files with a byte-order mark; it is no reason to set one aside.
-    return json.loads(data.removeprefix(b"\xef\xbb\xbf").decode("utf-8"), parse_constant=_reject_constant)
-
-
-def _brief(error: BaseException) -> str:
-    text = str(error)
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 _store: SettingsStore | None = None
