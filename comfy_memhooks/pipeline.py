@@ -170,7 +170,7 @@ class NodePipeline:
                 self.failures.record(f"running the {slot.name.lower()} step after a node", error)
 
 
-hook_failures = Failures(logger, "executor hook failed while {kind}; the node runs on unchanged")
+hook_failures = Failures(logger, "executor hook failed while {kind}; the node runs on unchanged", part="hook")
 """The executor hook's contained failures, its pipeline's steps' included (those the steps did not contain
 themselves): shown in ``/memhooks/status`` and the metrics."""
 

@@ -76,7 +76,7 @@ memory_pressure: NamedSignal = memhooks_signals.signal(
 )
 
 
-receiver_failures = Failures(logger, "receiver {kind}; ComfyUI goes on")
+receiver_failures = Failures(logger, "receiver {kind}; ComfyUI goes on", part="receiver")
 """Receivers' failures, each receiver (and signal) logged once: shown in ``/memhooks/status`` and the panel."""
 
 

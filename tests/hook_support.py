@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from comfy_memhooks import signals
-from comfy_memhooks.failures import Failures
+from comfy_memhooks.failures import Failures, failure_registry
 from comfy_memhooks.hook import patch as hook_patch
 from comfy_memhooks.pipeline import node_pipeline
 from comfy_memhooks.probe.readings import MemorySnapshot, RamReading, RamSource
@@ -130,6 +130,7 @@ def spy(function: Callable[..., Any], into: list[Any]) -> Callable[..., Any]:
 def fresh_hook_failures(monkeypatch: pytest.MonkeyPatch) -> Failures:
     """A new counter for the executor hook's own failures (its pipeline's steps' included), for one test."""
     failures = Failures(logging.getLogger("comfy_memhooks.pipeline"), "executor hook failed while {kind}")
+    monkeypatch.setitem(failure_registry._parts, "hook", failures)
     monkeypatch.setattr(hook_patch, "hook_failures", failures)
     monkeypatch.setattr(node_pipeline, "failures", failures)
     return failures

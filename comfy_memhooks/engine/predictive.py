@@ -35,7 +35,9 @@ from .learned import Driver, LearnedPeaks, Prediction, Sample
 
 logger = logging.getLogger(__name__)
 
-predictive_failures = Failures(logger, "predictive cleanup failed while {kind}; the node runs without it")
+predictive_failures = Failures(
+    logger, "predictive cleanup failed while {kind}; the node runs without it", part="predictive"
+)
 """Predictive cleanup's contained failures, process-wide: shown in ``/memhooks/status`` and the metrics."""
 
 MIN_PREDICTED_BYTES = 64 * 1024**2

@@ -17,14 +17,14 @@ from ..engine.core import Engine
 from ..engine.history import OptimizationRecord
 from ..engine.learned_file import LearnedFile, get_learned_file
 from ..engine.modes import Mode
-from ..engine.predictive import predictive_failures
 from ..engine.settings import SettingsStore
 from ..engine.watchdog import PressureWatchdog
 from ..failures import Failures
 from ..pipeline import EndStep, NodePipeline, node_pipeline
 from ..probe.readings import MemorySnapshot
 from ..profile.store import ProfileStore, get_profile_store
-from .manual import ManualAnswer, ManualRequests
+from .manual import ManualRequests
+from .manual_answer import ManualAnswer
 from .node_stats import NodeStats
 from .payloads import (
     EVENT_HOOK,
@@ -43,6 +43,7 @@ from .payloads import (
     profile_answer_json,
     prompt_event_json,
     record_json,
+    registered_failures_json,
     sample_json,
     settings_json,
     snapshot_json,
@@ -176,21 +177,23 @@ class PanelBackend:
             "hook": hook_json(hook_status),
             "comfyui": comfyui_json(snapshot),
             "errors": {
-                "receiver_failures": hook_status.receiver_errors,
-                "last_receiver_error": hook_status.last_error,
+                **registered_failures_json(),
                 "action_failures": self.engine.action_failures.count,
                 "last_action_error": self.engine.action_failures.last_error,
                 "panel_failures": self.panel_failure_count(),
                 "last_panel_error": self.failures.last_error or self.loop.failures.last_error,
                 "probe_failures": self.engine.probe.failure_count(),
                 "last_probe_error": self.engine.probe.last_failure(),
-                "predictive_failures": predictive_failures.count,
-                "last_predictive_error": predictive_failures.last_error,
                 "settings_warning": self.store.load_warning,
             },
         }
 
+    def _watchdog_failures(self) -> Failures | None:
+        watchdog = self._watchdog()
+        return None if watchdog is None else watchdog.failures
+
     def panel_failure_count(self) -> int:
+        """The panel's own failures: its requests' and pushes', and its sample loop's."""
         return self.failures.count + self.loop.failures.count
 
     def metrics(self) -> tuple[bytes, str]:
@@ -208,7 +211,7 @@ class PanelBackend:
                         self.engine,
                         self.node_stats,
                         panel_failures=self.panel_failure_count,
-                        watchdog=self._watchdog,
+                        watchdog_failures=self._watchdog_failures,
                         peak_vram_by_class=self._peak_vram_by_class,
                         peak_ram_by_class=self._peak_ram_by_class,
                         failures=self.failures,

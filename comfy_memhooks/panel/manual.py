@@ -11,19 +11,18 @@ in a row would only meet the cooldown).
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from .. import signals
 from ..engine.core import Engine
-from ..engine.history import OptimizationRecord, Trigger, TriggerKind
+from ..engine.history import Trigger, TriggerKind
 from ..engine.modes import MODE_STRENGTH, Mode
 from ..engine.settings import AutoSettings
 from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, node_pipeline
+from .manual_answer import ManualAnswer, ManualState
 
 logger = logging.getLogger(__name__)
 
@@ -31,34 +30,6 @@ logger = logging.getLogger(__name__)
 # second); past that the prompt goes on rather than hang ComfyUI's worker.
 PROMPT_START_WAIT_SECONDS = 30.0
 _QUEUED_REASON = "Optimize now (panel), queued during a run"
-
-
-class ManualState(str, enum.Enum):
-    """What became of a manual request."""
-
-    PERFORMED = "performed"
-    QUEUED = "queued"
-    COOLDOWN = "cooldown"
-    NOT_PERFORMED = "not performed"
-
-
-@dataclass(frozen=True, slots=True)
-class ManualAnswer:
-    """The answer to one manual request, sent back to the browser.
-
-    Attributes:
-        state: see :class:`ManualState`.
-        mode: the mode that ran, or that will run when queued.
-        reason: what happened, in words for the user.
-        record: the history record, when the optimization ran.
-        cooldown_remaining_seconds: how long the cooldown still holds, when it is what stopped the request.
-    """
-
-    state: ManualState
-    mode: Mode
-    reason: str
-    record: OptimizationRecord | None = None
-    cooldown_remaining_seconds: float | None = None
 
 
 def _stronger(current: Mode | None, requested: Mode) -> Mode:

@@ -20,10 +20,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from .. import hook
 from ..engine.core import Engine
-from ..engine.predictive import predictive_failures
 from ..engine.totals import HistogramReading
-from ..engine.watchdog import PressureWatchdog
-from ..failures import Failures
+from ..failures import Failures, failure_registry
 from .node_stats import MAX_NODE_CLASSES, NodeStats
 
 PREFIX = "comfy_memhooks_"
@@ -48,7 +46,7 @@ class MemhooksCollector:
         engine: the engine whose readings, history totals and failures are shown.
         nodes: node durations by class and OOM rescues.
         panel_failures: the panel's contained failures, as ``/memhooks/status`` counts them.
-        watchdog: the pressure watchdog, when the host runs one.
+        watchdog_failures: the pressure watchdog's failures, when the host runs one.
         peak_vram_by_class: the last prompt's per-node peak VRAM by class; no such metric without it.
         peak_ram_by_class: the same for the RAM each node needed while it ran (its peak, not what it left).
         failures: where a failing provider is counted (the panel's own).
@@ -60,7 +58,7 @@ class MemhooksCollector:
         nodes: NodeStats,
         *,
         panel_failures: Callable[[], int],
-        watchdog: Callable[[], PressureWatchdog | None],
+        watchdog_failures: Callable[[], Failures | None],
         peak_vram_by_class: PeakProvider | None,
         peak_ram_by_class: PeakProvider | None,
         failures: Failures,
@@ -68,7 +66,7 @@ class MemhooksCollector:
         self.engine = engine
         self.nodes = nodes
         self._panel_failures = panel_failures
-        self._watchdog = watchdog
+        self._watchdog_failures = watchdog_failures
         self._peak_vram_by_class = peak_vram_by_class
         self._peak_ram_by_class = peak_ram_by_class
         self._failures = failures
@@ -191,17 +189,15 @@ class MemhooksCollector:
             "Failures contained since start-up, by part (the errors /memhooks/status shows).",
             labels=["part"],
         )
-        counts = {
-            "receiver": status.receiver_errors,
-            "hook": status.hook_errors,
-            "action": self.engine.action_failures.count,
-            "panel": self._panel_failures(),
-            "probe": self.engine.probe.failure_count(),
-            "predictive": predictive_failures.count,
-        }
-        watchdog = self._watchdog()
+        counts = {part: failures.count for part, failures in failure_registry.items()}
+        counts.update(
+            action=self.engine.action_failures.count,
+            panel=self._panel_failures(),
+            probe=self.engine.probe.failure_count(),
+        )
+        watchdog = self._watchdog_failures()
         if watchdog is not None:
-            counts["watchdog"] = watchdog.failures.count
+            counts["watchdog"] = watchdog.count
         for part, count in counts.items():
             errors.add_metric([part], count)
         yield from (installed, errors)

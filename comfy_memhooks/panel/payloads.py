@@ -22,10 +22,11 @@ from ..engine.learned_file import LearnedFile
 from ..engine.modes import MANUAL_MODES, Mode
 from ..engine.report import action_summary, dynamic_vram_label, process_label
 from ..engine.settings import AutoSettings, HeavyNodeRule, When, rule_json
+from ..failures import failure_registry
 from ..hook.status import HookStatus
 from ..probe.readings import GpuProcess, MemorySnapshot, RamSource
 from ..profile.records import NodeProfile, PromptProfile
-from .manual import ManualAnswer
+from .manual_answer import ManualAnswer
 from .sampler import Sample
 
 # Event names: every event the panel receives is namespaced, as ComfyUI's own websocket carries them all.
@@ -57,6 +58,17 @@ def to_plain(value: Any) -> Any:
         # JSON has no NaN or infinity; the browser's JSON.parse rejects the whole message if one slips in.
         return number if math.isfinite(number) else None
     return str(value)
+
+
+def registered_failures_json() -> dict[str, Any]:
+    """Each process-wide part's failures (``failures.failure_registry``) as ``<part>_failures`` and
+    ``last_<part>_error``: the receivers', the hook's (its pipeline's steps included), predictive cleanup's, the
+    per-node profile's."""
+    data: dict[str, Any] = {}
+    for part, failures in failure_registry.items():
+        data[f"{part}_failures"] = failures.count
+        data[f"last_{part}_error"] = failures.last_error
+    return data
 
 
 def serialize(data: dict[str, Any]) -> str:

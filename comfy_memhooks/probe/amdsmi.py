@@ -1,23 +1,21 @@
 """The one place that talks to the AMD GPU driver, through AMD SMI's Python package (``amdsmi``, shipped with ROCm).
 
-``amdsmi`` is optional and usually absent (it is never a dependency). Like NVML it is loaded and initialised on the
-first query, not at import, and only once torch shows that this process uses ROCm. Every call goes through
-:meth:`AmdSmi.query`, which turns an ``AmdSmiException`` (and, defensively, any other exception: the bindings wrap a
-C library whose errors vary between ROCm releases) into ``None``, counted and logged once per kind.
+``amdsmi`` is optional and usually absent (it is never a dependency). Like NVML it is a :class:`session.DriverSession`,
+loaded and initialised on the first query, not at import, and only once torch shows that this process uses ROCm.
+Every call goes through :meth:`AmdSmi.query`, which turns an ``AmdSmiException`` (and any other exception: the
+bindings wrap a C library whose errors vary between ROCm releases) into ``None``, counted and logged once per kind.
 """
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
 
-from ..failures import Failures
+from .session import DriverSession
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +52,7 @@ def _bytes(value: object) -> int | None:
     return int(value)
 
 
-class AmdSmi:
+class AmdSmi(DriverSession):
     """A lazily initialised AMD SMI session.
 
     Args:
@@ -62,67 +60,15 @@ class AmdSmi:
     """
 
     def __init__(self, loader: Callable[[], ModuleType] = _import_amdsmi):
-        self._loader = loader
-        self._lock = threading.Lock()
-        self._module: ModuleType | None = None
-        self._initialised = False
-        self._unavailable_reason: str | None = None
-        self.failures = Failures(logger, "AMD SMI {kind}", level=logging.WARNING, traceback=False)
-
-    @property
-    def unavailable_reason(self) -> str | None:
-        """Why AMD SMI cannot be used, once a query has tried; ``None`` while it works or before the first try."""
-        return self._unavailable_reason
-
-    def module(self) -> ModuleType | None:
-        """The initialised ``amdsmi`` module, or ``None`` when the package or the driver is missing."""
-        if self._initialised:
-            return self._module
-        with self._lock:
-            if not self._initialised:
-                self._module = self._initialise()
-                self._initialised = True
-        return self._module
-
-    def _initialise(self) -> ModuleType | None:
-        try:
-            module = self._loader()
-        except ImportError:
-            self._unavailable_reason = "amdsmi is not installed"
-            logger.debug("AMD SMI unavailable: %s", self._unavailable_reason)
-            return None
-        try:
-            module.amdsmi_init()
-        except Exception as error:  # AmdSmiException, or whatever a broken ROCm install raises: either way, none.
-            self._unavailable_reason = f"AMD SMI could not start: {error}"
-            logger.info("AMD SMI unavailable: %s", self._unavailable_reason)
-            return None
-        atexit.register(self._shutdown, module)
-        return module
-
-    @staticmethod
-    def _shutdown(module: ModuleType) -> None:
-        try:
-            module.amdsmi_shut_down()
-        except Exception:  # at exit nothing is left to tell; the debug line is for whoever looks.
-            logger.debug("amdsmi_shut_down failed at exit", exc_info=True)
-
-    def query(self, function: Callable[..., T], *args: Any) -> T | None:
-        """Calls an ``amdsmi`` function; any exception becomes ``None``, counted and logged once per kind.
-
-        Args:
-            function: an ``amdsmi`` function, passed as the callable itself (never its name as a string).
-            args: its arguments.
-        """
-        module = self.module()
-        if module is None:
-            return None
-        try:
-            return function(*args)
-        except Exception as error:  # AmdSmiException (AmdSmiLibraryException...) above all; nothing may escape.
-            name = getattr(function, "__name__", repr(function))
-            self.failures.record(f"{name} failed: {type(error).__name__}: {error}", error)
-            return None
+        super().__init__(
+            "AMD SMI",
+            loader,
+            start=lambda module: module.amdsmi_init(),
+            stop=lambda module: module.amdsmi_shut_down(),
+            missing="amdsmi is not installed",
+            log=logging.getLogger(__name__),
+            missing_level=logging.DEBUG,
+        )
 
     def _handles(self, module: ModuleType) -> list[Any]:
         return list(self.query(module.amdsmi_get_processor_handles) or ())

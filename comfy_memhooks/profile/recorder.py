@@ -31,7 +31,7 @@ from .store import ProfileStore
 
 logger = logging.getLogger(__name__)
 
-profile_failures = Failures(logger, "the node profile failed while {kind}; nodes run without it")
+profile_failures = Failures(logger, "the node profile failed while {kind}; nodes run without it", part="profile")
 """The per-node profile's contained failures, process-wide: shown in ``/memhooks/status`` and the metrics."""
 
 HeavyReading = Callable[[], tuple[int | None, tuple[int | None, ...]]]

@@ -20,7 +20,8 @@ from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.pressure import Thresholds
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
-from comfy_memhooks.panel.manual import ManualRequests, ManualState
+from comfy_memhooks.panel.manual import ManualRequests
+from comfy_memhooks.panel.manual_answer import ManualState
 from comfy_memhooks.pipeline import EndStep, StartStep, node_pipeline
 from tests.panel.panel_support import (
     RecordingPublisher,

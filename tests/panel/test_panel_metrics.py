@@ -165,7 +165,9 @@ async def test_values_match_status(
         "panel": errors["panel_failures"],
         "probe": errors["probe_failures"],
         "predictive": errors["predictive_failures"],
+        "profile": errors["profile_failures"],  # every registered part: the per-node profile's too
     }
+    assert errors["hook_failures"] == status["hook"]["hook_errors"]
     assert metrics.value("comfy_memhooks_hook_installed") == int(status["hook"]["installed"])
 
 

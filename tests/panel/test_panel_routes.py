@@ -17,8 +17,7 @@ from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.settings import AutoSettings, SettingsStore
-from comfy_memhooks.failures import Failures
-from comfy_memhooks.panel import backend as backend_module
+from comfy_memhooks.failures import Failures, failure_registry
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.routes import MAX_BODY_BYTES
 from tests.panel.panel_support import FOREIGN_PID, GIB, RecordingPublisher, container_engine, fake_gpu_engine, panel_app
@@ -77,6 +76,10 @@ async def test_status_reports_ram_engine_hook_and_errors(client: Client) -> None
         "last_probe_error",
         "predictive_failures",
         "last_predictive_error",
+        "hook_failures",
+        "last_hook_error",
+        "profile_failures",
+        "last_profile_error",
         "settings_warning",
     }
     assert data["policy"]["ram_threshold"] == 80.0
@@ -451,7 +454,7 @@ async def test_a_predictive_cleanup_failure_is_counted_in_the_status(
 
     failures = Failures(logging.getLogger("comfy_memhooks.engine.predictive"), "predictive cleanup failed: {kind}")
     monkeypatch.setattr(predictive, "predictive_failures", failures)
-    monkeypatch.setattr(backend_module, "predictive_failures", failures)
+    monkeypatch.setitem(failure_registry._parts, "predictive", failures)  # the status reads the registry
 
     def full_disk() -> None:
         raise OSError(28, "No space left on device")

@@ -44,9 +44,15 @@ export class EngineSection {
     let run = engine.prompt_running ? "prompt running" : "idle";
     if (engine.pending_manual_mode) run += ` · ${engine.pending_manual_mode} queued`;
     setText(this.runText, run);
-    const count = errors.receiver_failures + errors.action_failures + errors.panel_failures;
+    // Every part's contained failures: the receivers', the hook's, the actions', the panel's, predictive cleanup's
+    // and the profile's (the probes' are shown with their readings).
+    const parts = ["receiver", "hook", "action", "panel", "predictive", "profile"];
+    const count = parts.reduce((total, part) => total + (errors[`${part}_failures`] ?? 0), 0);
     setText(this.errorsText, count ? `${count} error${count === 1 ? "" : "s"}` : "no errors");
-    this.errorsText.title = [errors.last_receiver_error, errors.last_panel_error].filter(Boolean).join("\n");
+    this.errorsText.title = parts
+      .map((part) => errors[`last_${part}_error`])
+      .filter(Boolean)
+      .join("\n");
     setData(this.errorsText, "count", count);
     setText(this.warningText, errors.settings_warning ?? "");
     this.warningText.hidden = !errors.settings_warning;
