@@ -313,7 +313,7 @@ def test_an_oom_failure_is_rescued_and_the_result_reaches_the_consumer(
     assert nodes["ReActorFaceBoost"].calls == 2
     rescue = setup.records()[0]
     assert rescue.mode is Mode.AGGRESSIVE
-    assert rescue.trigger.kind is TriggerKind.HOOK
+    assert rescue.trigger.kind is TriggerKind.RESCUE  # its own kind: neither a rule's "before" nor "after"
     assert (rescue.trigger.node_id, rescue.trigger.node_class, rescue.trigger.phase) == (
         "2",
         "ReActorFaceBoost",

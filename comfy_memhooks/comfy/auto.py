@@ -144,7 +144,7 @@ class AutoOptimizer:
         logger.warning("comfy_memhooks: %s; freeing memory (Aggressive) and running the node once more", reason)
         outcome = self.engine.optimize(
             Mode.AGGRESSIVE,
-            Trigger(TriggerKind.HOOK, reason, call.node_id, call.node_class, "rescue"),
+            Trigger(TriggerKind.RESCUE, reason, call.node_id, call.node_class, "rescue"),
             thresholds=replace(settings.thresholds, cooldown_seconds=0.0),
             routine=True,
         )

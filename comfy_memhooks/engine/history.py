@@ -25,6 +25,7 @@ class TriggerKind(str, enum.Enum):
     BOUNDARY = "boundary"  # RAM at or above its threshold when a node was about to start (model-free cleanup)
     WATCHDOG = "watchdog"  # RAM at or above its threshold while a node ran (model-free cleanup, own thread)
     PREDICTIVE = "predictive"  # a node's learned peak would not fit the free memory: freed just enough before it
+    RESCUE = "rescue"  # a heavy node ran out of memory: Aggressive, then the node once more
 
 
 @dataclass(frozen=True, slots=True)
