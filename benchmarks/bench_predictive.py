@@ -4,7 +4,7 @@
 
 The hook with the built-in subscriber and the profile's recorder run on an ``execute`` with ComfyUI's real
 signature that does only ComfyUI's bookkeeping (as in ``bench_profile.py``); each node has a frame-count and size
-widget and a link to the node before it, so the driver is read on every node. Prompts of 100 nodes run in
+widget and a link to the node before it, so the workload is read on every node. Prompts of 100 nodes run in
 interleaved batches in four states: the profile alone; with predictive cleanup connected but its setting off; on,
 with the class never seen (left to the thresholds); on, with the class learned small (a prediction, no reading);
 and on, learned large enough to be checked against a fresh RAM reading that finds room (no cleanup runs). It
@@ -27,7 +27,7 @@ from bench_profile import NODES_PER_PROMPT, _module, _prompt_runner, report  # n
 from comfy_memhooks.comfy import auto  # noqa: E402
 from comfy_memhooks.comfy.profiling import recorder_for  # noqa: E402
 from comfy_memhooks.engine.core import Engine  # noqa: E402
-from comfy_memhooks.engine.learned import Driver, LearnedPeaks, Sample  # noqa: E402
+from comfy_memhooks.engine.learned import LearnedPeaks, Sample, Workload  # noqa: E402
 from comfy_memhooks.engine.predictive import PredictiveCleanup  # noqa: E402
 from comfy_memhooks.engine.settings import SettingsStore  # noqa: E402
 from comfy_memhooks.profile import ProfileStore  # noqa: E402
@@ -61,9 +61,9 @@ def per_node_costs(batches: int) -> None:
     module = _module()
     auto.install(module, auto.AutoOptimizer(engine, settings, watch=False))
     table = LearnedPeaks()
-    driver = Driver("frame_pixels", 16 * 512 * 512)
-    table.learn("SmallNode", Sample(MIB, None, driver))
-    table.learn("LargeNode", Sample(128 * MIB, None, driver))  # checked against RAM; this machine has room
+    workload = Workload("frame_pixels", 16 * 512 * 512)
+    table.learn("SmallNode", Sample(MIB, None, workload))
+    table.learn("LargeNode", Sample(128 * MIB, None, workload))  # checked against RAM; this machine has room
     predictor = PredictiveCleanup(engine, table, enabled=lambda: settings.current.predictive_cleanup)
     recorder = recorder_for(engine, settings, ProfileStore())
     states = {

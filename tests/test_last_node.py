@@ -13,7 +13,7 @@ import pytest
 
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.last_node import SIZE, RunningNode, RunningNodeFile, parse
-from comfy_memhooks.engine.learned import Driver, LearnedPeaks, Sample
+from comfy_memhooks.engine.learned import LearnedPeaks, Sample, Workload
 from comfy_memhooks.engine.predictive import PredictiveCleanup
 from tests.hook_support import FakeProbe
 
@@ -75,12 +75,12 @@ def test_a_class_comfyui_died_in_gets_room_made_before_it_and_its_first_peak_rep
     engine = Engine(probe=FakeProbe(ram_percent=50.0))
     table = LearnedPeaks()
     predictor = PredictiveCleanup(engine, table)
-    driver = Driver("frame_pixels", 1000)
+    workload = Workload("frame_pixels", 1000)
     predictor.learn_from_crash(RunningNode("VAEDecode", "8", 900 * MIB, "frame_pixels", 1000))
-    prediction = table.predict("VAEDecode", driver)
+    prediction = table.predict("VAEDecode", workload)
     assert prediction is not None and prediction.ram_bytes == int(900 * MIB * 1.1)  # more than it had
-    table.learn("VAEDecode", Sample(1400 * MIB, None, driver))
-    prediction = table.predict("VAEDecode", driver)
+    table.learn("VAEDecode", Sample(1400 * MIB, None, workload))
+    prediction = table.predict("VAEDecode", workload)
     assert prediction is not None and prediction.ram_bytes == int(1400 * MIB * 1.1)
 
 

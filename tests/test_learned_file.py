@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_memhooks.engine.learned import MAX_CLASSES, Driver, LearnedPeaks, Prediction, Sample
+from comfy_memhooks.engine.learned import MAX_CLASSES, LearnedPeaks, Prediction, Sample, Workload
 from comfy_memhooks.engine.learned_file import LEARNED_FILE_NAME, LearnedFile, default_learned_path
 from comfy_memhooks.engine.settings import AutoSettings
 from comfy_memhooks.errors import InvalidSetting
@@ -18,7 +18,7 @@ MIB = 1024**2
 
 def taught() -> LearnedPeaks:
     table = LearnedPeaks()
-    table.learn("VHS_LoadVideo", Sample(900 * MIB, None, Driver("frame_pixels", 48 * 640 * 360)))
+    table.learn("VHS_LoadVideo", Sample(900 * MIB, None, Workload("frame_pixels", 48 * 640 * 360)))
     table.learn("KSampler", Sample(20 * MIB, 3000 * MIB, None), Prediction("KSampler", 10 * MIB, 2800 * MIB, "x"))
     return table
 
@@ -30,8 +30,8 @@ def test_what_was_learned_survives_a_restart(tmp_path: Path) -> None:
     restarted = LearnedFile(path, LearnedPeaks()).load()
 
     assert restarted.summary() == taught().summary()
-    assert restarted.predict("VHS_LoadVideo", Driver("frame_pixels", 96 * 640 * 360)) == taught().predict(
-        "VHS_LoadVideo", Driver("frame_pixels", 96 * 640 * 360)
+    assert restarted.predict("VHS_LoadVideo", Workload("frame_pixels", 96 * 640 * 360)) == taught().predict(
+        "VHS_LoadVideo", Workload("frame_pixels", 96 * 640 * 360)
     )
     assert not LearnedFile(path, restarted).save()  # nothing new: no write
 
@@ -44,7 +44,7 @@ def test_the_file_lives_beside_the_settings_file(monkeypatch: pytest.MonkeyPatch
 def test_the_file_is_small_and_bounded(tmp_path: Path) -> None:
     table = LearnedPeaks()
     for index in range(MAX_CLASSES + 50):
-        table.learn(f"Class{index}", Sample(index * MIB, None, Driver("frames", 10)))
+        table.learn(f"Class{index}", Sample(index * MIB, None, Workload("frames", 10)))
     path = tmp_path / LEARNED_FILE_NAME
     LearnedFile(path, table).save()
 
@@ -135,11 +135,11 @@ def test_a_file_of_growth_figures_is_read_upgraded_and_its_growth_gives_way_to_t
     table = file.load()
     assert file.load_warning is None
     assert not path.with_name("learned.invalid").exists() and len(list(tmp_path.iterdir())) == 1  # kept, not aside
-    before = table.predict("VAEDecode", Driver("frames", 40))
+    before = table.predict("VAEDecode", Workload("frames", 40))
     assert before is not None and before.ram_bytes == int(400 * MIB * 1.1)  # growth still scales, as before
 
-    table.learn("VAEDecode", Sample(1400 * MIB, None, Driver("frames", 20)))  # its first true peak
-    after = table.predict("VAEDecode", Driver("frames", 20))
+    table.learn("VAEDecode", Sample(1400 * MIB, None, Workload("frames", 20)))  # its first true peak
+    after = table.predict("VAEDecode", Workload("frames", 20))
     assert after is not None and after.ram_bytes == int(1400 * MIB * 1.1)  # the growth runs gave way
 
     assert file.save()

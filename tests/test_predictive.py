@@ -1,4 +1,4 @@
-"""Predictive cleanup: peaks learned from the profile around the stand-in executor, scaled by their driver, and
+"""Predictive cleanup: peaks learned from the profile around the stand-in executor, scaled by their workload, and
 just enough freed before a node whose predicted peak does not fit.
 
 The node's memory is real (a stand-in node holds bytes it wrote, and the profile reads this process's RSS); the
@@ -17,9 +17,9 @@ import pytest
 from comfy_memhooks import hook
 from comfy_memhooks.engine.comfy_cache import POLL_MARGIN_BYTES
 from comfy_memhooks.engine.core import Engine
-from comfy_memhooks.engine.drivers import driver_of
-from comfy_memhooks.engine.learned import SAFETY_MARGIN, Driver, LearnedPeaks, Prediction, Sample, fit_line
+from comfy_memhooks.engine.learned import SAFETY_MARGIN, LearnedPeaks, Prediction, Sample, Workload, fit_line
 from comfy_memhooks.engine.predictive import PredictiveCleanup, Shortfall, free_exactly, shortfalls
+from comfy_memhooks.engine.workload import workload_of
 from comfy_memhooks.probe.readings import GIB, GpuBackend, GpuReading, GpuSource, MemorySnapshot
 from comfy_memhooks.profile import ProfileRecorder, ProfileStore
 from tests.conftest import FakeClock
@@ -77,7 +77,7 @@ def video_nodes() -> dict[str, StandInNode]:
 
 
 def video_prompt(frames: int) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """A loader with frame-count and size widgets, a decoder fed by it (no widget: it inherits the driver)."""
+    """A loader with frame-count and size widgets, a decoder fed by it (no widget: it inherits the workload)."""
     prompt = {
         "1": {"class_type": "LoadFrames", "inputs": {"frames": frames, "width": 64, "height": 64}},
         "2": {"class_type": "DecodeFrames", "inputs": {"video": ["1", 0]}},
@@ -104,9 +104,9 @@ def predictive_records(engine: Engine) -> list[Any]:
 
 def test_a_peak_is_learned_per_unit_of_its_driver_so_twice_the_frames_predicts_twice_the_peak() -> None:
     table = LearnedPeaks()
-    table.learn("Decode", Sample(100 * MIB, 40 * MIB, Driver("frame_pixels", 1000)))
+    table.learn("Decode", Sample(100 * MIB, 40 * MIB, Workload("frame_pixels", 1000)))
 
-    doubled = table.predict("Decode", Driver("frame_pixels", 2000))
+    doubled = table.predict("Decode", Workload("frame_pixels", 2000))
 
     assert doubled is not None
     assert doubled.ram_bytes == int(200 * MIB * SAFETY_MARGIN)
@@ -117,11 +117,11 @@ def test_a_peak_is_learned_per_unit_of_its_driver_so_twice_the_frames_predicts_t
 def test_a_fixed_part_is_not_scaled_once_runs_of_two_sizes_were_seen() -> None:
     table = LearnedPeaks()
     # A node that loads a 2000 MB model, then takes 10 MB a frame.
-    table.learn("Upscale", Sample((2000 + 10 * 10) * MIB, None, Driver("frames", 10)))
-    assert table.predict("Upscale", Driver("frames", 100)) is not None  # one size: proportional, for now
-    table.learn("Upscale", Sample((2000 + 10 * 20) * MIB, None, Driver("frames", 20)))
+    table.learn("Upscale", Sample((2000 + 10 * 10) * MIB, None, Workload("frames", 10)))
+    assert table.predict("Upscale", Workload("frames", 100)) is not None  # one size: proportional, for now
+    table.learn("Upscale", Sample((2000 + 10 * 20) * MIB, None, Workload("frames", 20)))
 
-    prediction = table.predict("Upscale", Driver("frames", 100))
+    prediction = table.predict("Upscale", Workload("frames", 100))
 
     assert prediction is not None and prediction.ram_bytes is not None
     assert prediction.ram_bytes == pytest.approx((2000 + 10 * 100) * MIB * SAFETY_MARGIN, rel=1e-6)
@@ -133,7 +133,7 @@ def test_without_a_driver_the_recent_maximum_with_a_margin_stands() -> None:
     for peak in (50, 300, 120):
         table.learn("KSampler", Sample(peak * MIB, None, None))
 
-    prediction = table.predict("KSampler", Driver("frames", 10))  # no run of that kind to scale from
+    prediction = table.predict("KSampler", Workload("frames", 10))  # no run of that kind to scale from
 
     assert prediction is not None
     assert (prediction.ram_bytes, prediction.vram_bytes) == (int(300 * MIB * SAFETY_MARGIN), None)
@@ -154,14 +154,14 @@ def test_the_table_is_bounded_and_forgets_the_least_recently_seen_class() -> Non
 
 def test_drivers_come_from_widgets_or_from_the_node_that_feeds_it() -> None:
     vhs = {"video": "clip.mp4", "force_rate": 0, "frame_load_cap": 48, "custom_width": 640, "custom_height": 360}
-    assert driver_of(vhs, lambda _: None) == Driver("frame_pixels", 48 * 640 * 360)
+    assert workload_of(vhs, lambda _: None) == Workload("frame_pixels", 48 * 640 * 360)
     # VideoHelperSuite's cap 0 is "every frame", unknown before the video is read; the size still counts.
-    assert driver_of({**vhs, "frame_load_cap": 0}, lambda _: None) == Driver("pixels", 640 * 360)
-    assert driver_of({"batch_size": 4}, lambda _: None) == Driver("frames", 4)
-    assert driver_of({"seed": 5, "enabled": True}, lambda _: None) is None
-    upstream = {"1": Driver("frames", 10), "2": Driver("frames", 30)}
-    assert driver_of({"a": ["1", 0], "b": ["2", 0], "c": 1.5}, upstream.get) == Driver("frames", 30)
-    assert driver_of(None, upstream.get) is None
+    assert workload_of({**vhs, "frame_load_cap": 0}, lambda _: None) == Workload("pixels", 640 * 360)
+    assert workload_of({"batch_size": 4}, lambda _: None) == Workload("frames", 4)
+    assert workload_of({"seed": 5, "enabled": True}, lambda _: None) is None
+    upstream = {"1": Workload("frames", 10), "2": Workload("frames", 30)}
+    assert workload_of({"a": ["1", 0], "b": ["2", 0], "c": 1.5}, upstream.get) == Workload("frames", 30)
+    assert workload_of(None, upstream.get) is None
 
 
 # --- before a node ------------------------------------------------------------------------------------------------
@@ -172,7 +172,7 @@ def test_a_learned_node_that_does_not_fit_gets_just_the_model_free_cleanup_it_ne
     kind: str, setup: Setup, engine: Engine, probe: ScriptedProbe
 ) -> None:
     run(kind, 400, "teach")  # 400 frames of 128 KiB: 50 MiB held by the decoder
-    learned = setup.table.predict("DecodeFrames", Driver("frame_pixels", 800 * PIXELS))
+    learned = setup.table.predict("DecodeFrames", Workload("frame_pixels", 800 * PIXELS))
     assert learned is not None and learned.ram_bytes is not None
     expected = 800 * FRAME_BYTES * SAFETY_MARGIN
     assert 0.9 * expected <= learned.ram_bytes <= 1.25 * expected  # the real RSS growth, scaled to 800 frames
@@ -197,7 +197,7 @@ def teach_then_fill(setup: Setup, probe: ScriptedProbe) -> Prediction:
     """The decoder run once at 800 frames, then the container left 20 MiB short of its limit with garbage that frees
     only 5 MiB: the next 800-frame run does not fit. Returns the prediction for it."""
     run(KINDS[0], 800, "teach")
-    prediction = setup.table.predict("DecodeFrames", Driver("frame_pixels", 800 * PIXELS))
+    prediction = setup.table.predict("DecodeFrames", Workload("frame_pixels", 800 * PIXELS))
     assert prediction is not None and prediction.ram_bytes is not None
     probe.used = LIMIT - 20 * MIB
     probe.frees_per_action = {"gc_collect": 5 * MIB}

@@ -2,7 +2,7 @@
 
 The OOM killer ends ComfyUI with SIGKILL, so nothing can be written when it happens, and the node it died in was
 never profiled: predictive cleanup would never learn the one class it most needs to. So as each node starts, its
-class, id, driver and the RAM free under the limit at that moment are copied into a small file mapped into
+class, id, workload and the RAM free under the limit at that moment are copied into a small file mapped into
 memory (a copy into the page cache, no system call), and one byte clears it when the node ends. Pages of a shared
 mapping reach the file even after the process is killed, so a ComfyUI that starts and finds the file naming a node
 knows which node the last one died in, and how much room that node had: more than that is what it needs.
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 RUNNING_FILE_NAME = "comfy_memhooks_running.bin"
 SIZE = 1024
-"""Bytes mapped: a class name of at most 200 characters, an id, a driver and a number fit with room to spare."""
+"""Bytes mapped: a class name of at most 200 characters, an id, a workload and a number fit with room to spare."""
 _FIELDS = 6
 _EMPTY = b"\0"
 
@@ -36,14 +36,14 @@ class RunningNode:
     Attributes:
         node_class, node_id: which node.
         free_bytes: the RAM free under the limit (the container's, inside one) as it started; ``None`` unknown.
-        driver_kind, driver_units: what drove its memory, as predictive cleanup read it; ``None`` without one.
+        workload_kind, workload_units: what drove its memory, as predictive cleanup read it; ``None`` without one.
     """
 
     node_class: str
     node_id: str
     free_bytes: int | None
-    driver_kind: str | None
-    driver_units: int | None
+    workload_kind: str | None
+    workload_units: int | None
 
 
 def _number(text: str) -> int | None:
@@ -107,14 +107,19 @@ class RunningNodeFile:
         return left
 
     def started(
-        self, node_class: str, node_id: str, free_bytes: int | None, driver_kind: str | None, driver_units: int | None
+        self,
+        node_class: str,
+        node_id: str,
+        free_bytes: int | None,
+        workload_kind: str | None,
+        workload_units: int | None,
     ) -> None:
         mapped = self._map
         if mapped is None:
             return
         line = (
-            f"1\t{node_class}\t{node_id}\t{'' if free_bytes is None else free_bytes}\t{driver_kind or ''}\t"
-            f"{'' if driver_units is None else driver_units}\n"
+            f"1\t{node_class}\t{node_id}\t{'' if free_bytes is None else free_bytes}\t{workload_kind or ''}\t"
+            f"{'' if workload_units is None else workload_units}\n"
         ).encode("utf-8", "replace")
         if len(line) > SIZE or "\t" in node_class or "\n" in node_class:
             return  # a name that does not fit the format: that node is not kept

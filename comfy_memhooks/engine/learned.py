@@ -2,8 +2,8 @@
 
 The peak is what a node needed while it ran (the profile's RAM peak, :mod:`..profile.peaks`), not what it left
 behind: the node a container dies in is often one that frees its working memory before it returns. It is learned
-per unit of its driver where one is visible (frames x pixels for a video node), so a video twice as long predicts
-twice the peak; without a driver the class's recent maximum stands. Either way a safety margin is added. The table
+per unit of its workload where one is visible (frames x pixels for a video node), so a video twice as long predicts
+twice the peak; without a workload the class's recent maximum stands. Either way a safety margin is added. The table
 is bounded (least recently used classes go first) and turns into, and back from, the small JSON object kept on
 disk (:mod:`.learned_file`).
 
@@ -36,8 +36,8 @@ NEGLIGIBLE_BYTES = 1024**2
 
 
 @dataclass(frozen=True, slots=True)
-class Driver:
-    """What drives a node's memory, as visible before it runs.
+class Workload:
+    """A node's workload: what its memory grows with (frames x pixels), as visible before it runs.
 
     Attributes:
         kind: what is counted: ``frame_pixels``, ``frames`` or ``pixels``; per-unit figures are only compared
@@ -51,7 +51,7 @@ class Driver:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One run of a class: its RAM and VRAM peaks (``None`` when not measured) and its driver, if any.
+    """One run of a class: its RAM and VRAM peaks (``None`` when not measured) and its workload, if any.
 
     ``ram_is_peak`` is ``False`` for a run whose RAM figure is only what it left behind (a version 1 file, or a
     record without a peak reading): a lower bound of its peak, replaced by the class's first measured peak.
@@ -59,7 +59,7 @@ class Sample:
 
     ram_peak_bytes: int | None
     vram_peak_bytes: int | None
-    driver: Driver | None
+    workload: Workload | None
     ram_is_peak: bool = True
 
 
@@ -85,7 +85,7 @@ class ClassSummary:
 
     node_class: str
     runs: int
-    driver_kind: str | None
+    workload_kind: str | None
     predicted_ram_bytes: int | None
     actual_ram_bytes: int | None
     predicted_vram_bytes: int | None
@@ -93,13 +93,13 @@ class ClassSummary:
 
 
 Line = tuple[float, float]
-"""A peak as ``fixed + per_unit * units``: what a class's runs of one driver kind say of one resource."""
+"""A peak as ``fixed + per_unit * units``: what a class's runs of one workload kind say of one resource."""
 
 
 def fit_line(points: list[tuple[int, int]]) -> Line | None:
     """The line through ``(units, peak)`` points that no seen run exceeds, ``None`` without points.
 
-    With runs of one size only, the peak is taken as proportional to the driver (a video twice as long, twice the
+    With runs of one size only, the peak is taken as proportional to the workload (a video twice as long, twice the
     frames). With several sizes, the least-squares slope (never negative) is kept and the fixed part raised until
     every run lies on or under the line: a node that loads a model and then decodes frames is not predicted to
     need ten models for ten times the frames.
@@ -133,7 +133,7 @@ class _Entry:
         if sample.ram_is_peak and sample.ram_peak_bytes is not None and any(not s.ram_is_peak for s in self.samples):
             # A measured peak supersedes what earlier runs left behind (lower bounds of the same thing).
             kept = [
-                each if each.ram_is_peak else Sample(None, each.vram_peak_bytes, each.driver)
+                each if each.ram_is_peak else Sample(None, each.vram_peak_bytes, each.workload)
                 for each in self.samples
                 if each.ram_is_peak or each.vram_peak_bytes is not None
             ]
@@ -149,8 +149,8 @@ class _Entry:
                 if peak is None:
                     continue
                 peaks[resource] = max(peak, peaks[resource] or 0)
-                if each.driver is not None and each.driver.units > 0:
-                    points.setdefault(each.driver.kind, ([], []))[resource].append((each.driver.units, peak))
+                if each.workload is not None and each.workload.units > 0:
+                    points.setdefault(each.workload.kind, ([], []))[resource].append((each.workload.units, peak))
         self.peaks = (peaks[0], peaks[1])
         self.lines = {kind: (fit_line(ram), fit_line(vram)) for kind, (ram, vram) in points.items()}
 
@@ -159,9 +159,9 @@ def _negligible(ram: int | None, vram: int | None) -> bool:
     return (ram or 0) < NEGLIGIBLE_BYTES and (vram or 0) < NEGLIGIBLE_BYTES
 
 
-def _scale(peak: int | None, line: Line | None, driver: Driver | None) -> tuple[int | None, bool]:
-    if line is not None and driver is not None:
-        return int(line[0] + line[1] * driver.units), True
+def _scale(peak: int | None, line: Line | None, workload: Workload | None) -> tuple[int | None, bool]:
+    if line is not None and workload is not None:
+        return int(line[0] + line[1] * workload.units), True
     return peak, False
 
 
@@ -198,22 +198,22 @@ class LearnedPeaks:
             self._entries.popitem(last=False)
         return entry
 
-    def predict(self, node_class: str, driver: Driver | None = None) -> Prediction | None:
-        """The class's predicted peaks for a run with ``driver``; ``None`` for a class never seen."""
+    def predict(self, node_class: str, workload: Workload | None = None) -> Prediction | None:
+        """The class's predicted peaks for a run with ``workload``; ``None`` for a class never seen."""
         entry = self._entries.get(node_class)
         if entry is None:
             return None
         ram_peak, vram_peak = entry.peaks
         ram_line: Line | None = None
         vram_line: Line | None = None
-        if driver is not None and driver.units > 0:
-            ram_line, vram_line = entry.lines.get(driver.kind, (None, None))
-        ram, ram_scaled = _scale(ram_peak, ram_line, driver)
-        vram, vram_scaled = _scale(vram_peak, vram_line, driver)
+        if workload is not None and workload.units > 0:
+            ram_line, vram_line = entry.lines.get(workload.kind, (None, None))
+        ram, ram_scaled = _scale(ram_peak, ram_line, workload)
+        vram, vram_scaled = _scale(vram_peak, vram_line, workload)
         if ram is None and vram is None:
             return None
-        scaled = (ram_scaled or vram_scaled) and driver is not None
-        basis = f"scaled to {driver.units} {driver.kind}" if scaled and driver else "recent maximum"
+        scaled = (ram_scaled or vram_scaled) and workload is not None
+        basis = f"scaled to {workload.units} {workload.kind}" if scaled and workload else "recent maximum"
         return Prediction(node_class, self._with_margin(ram), self._with_margin(vram), basis)
 
     def _with_margin(self, peak: int | None) -> int | None:
@@ -225,9 +225,11 @@ class LearnedPeaks:
             entries = list(self._entries.items())
         rows = []
         for name, entry in reversed(entries):
-            drivers = [sample.driver.kind for sample in entry.samples if sample.driver is not None]
+            workloads = [sample.workload.kind for sample in entry.samples if sample.workload is not None]
             rows.append(
-                ClassSummary(name, entry.runs, drivers[-1] if drivers else None, *_pair(entry.predicted, entry.actual))
+                ClassSummary(
+                    name, entry.runs, workloads[-1] if workloads else None, *_pair(entry.predicted, entry.actual)
+                )
             )
         return rows
 
@@ -274,8 +276,8 @@ def _entry_json(entry: _Entry) -> dict[str, object]:
             [
                 sample.ram_peak_bytes,
                 sample.vram_peak_bytes,
-                None if sample.driver is None else sample.driver.kind,
-                None if sample.driver is None else sample.driver.units,
+                None if sample.workload is None else sample.workload.kind,
+                None if sample.workload is None else sample.workload.units,
                 "peak" if sample.ram_is_peak else "growth",
             ]
             for sample in entry.samples
@@ -302,11 +304,13 @@ def _two(value: object, field_name: str) -> tuple[int | None, int | None]:
 def _parse_sample(value: object, field_name: str, upgrading: bool) -> Sample:
     if upgrading:
         if not isinstance(value, list) or len(value) != 4:
-            raise InvalidSetting(field_name, "expected [ram_bytes, vram_bytes, driver_kind, driver_units]")
+            raise InvalidSetting(field_name, "expected [ram_bytes, vram_bytes, workload_kind, workload_units]")
         ram_is_peak = False
     else:
         if not isinstance(value, list) or len(value) != 5:
-            raise InvalidSetting(field_name, "expected [ram_bytes, vram_bytes, driver_kind, driver_units, measured]")
+            raise InvalidSetting(
+                field_name, "expected [ram_bytes, vram_bytes, workload_kind, workload_units, measured]"
+            )
         if value[4] not in ("peak", "growth"):
             raise InvalidSetting(f"{field_name}[4]", "expected 'peak' or 'growth'")
         ram_is_peak = value[4] == "peak"
@@ -315,9 +319,9 @@ def _parse_sample(value: object, field_name: str, upgrading: bool) -> Sample:
     if kind is None and units is None:
         return Sample(ram, vram, None, ram_is_peak)
     if not isinstance(kind, str) or not 0 < len(kind) <= 40:
-        raise InvalidSetting(f"{field_name}[2]", "expected a driver kind such as 'frames' or null")
+        raise InvalidSetting(f"{field_name}[2]", "expected a workload kind such as 'frames' or null")
     count = _bytes(units, f"{field_name}[3]")
-    return Sample(ram, vram, None if count is None else Driver(kind, count), ram_is_peak)
+    return Sample(ram, vram, None if count is None else Workload(kind, count), ram_is_peak)
 
 
 def _parse_entry(value: object, field_name: str, upgrading: bool) -> _Entry:

@@ -3,8 +3,8 @@
 Thresholds act once memory is already short; a node that needs more than the room left is killed before a
 threshold is crossed, or while it allocates. Here each class's peak RAM and VRAM while it runs (not what it leaves
 behind: a decoder may take gigabytes and give them back before it returns) are learned from the per-node profile
-(``node_profiled``; cached and failed nodes teach nothing), scaled by what drives them where that is
-visible (:mod:`.drivers`). Before a node of a learned class starts, its predicted peak is compared with what is
+(``node_profiled``; cached and failed nodes teach nothing), scaled by what sets them where that is
+visible (:mod:`.workloads`). Before a node of a learned class starts, its predicted peak is compared with what is
 free under the limit (the container's, inside one; each GPU's); when it does not fit, the weakest cleanup that
 may make room runs first (garbage collection, the heap back to the system, torch's cache), and only if that left
 it short, ComfyUI is asked to unload models for exactly what is still missing (``free_memory``). A class never
@@ -28,10 +28,10 @@ from .actions import CUDA_EMPTY_CACHE, GC_COLLECT, MALLOC_TRIM, Action, ActionCo
 from .actions import comfy_model_management as _model_management
 from .comfy_cache import release_until
 from .core import Engine
-from .drivers import driver_of
 from .history import OptimizationRecord, Trigger, TriggerKind
 from .last_node import RunningNode, RunningNodeFile
-from .learned import Driver, LearnedPeaks, Prediction, Sample
+from .learned import LearnedPeaks, Prediction, Sample, Workload
+from .workload import workload_of
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class PredictiveCleanup:
         self.save = save
         self.gpu_index = gpu_index
         self.failures = predictive_failures
-        self._drivers: dict[str, Driver] = {}
+        self._workloads: dict[str, Workload] = {}
         self._predicted: dict[str, Prediction] = {}
 
     def connect(self) -> None:
@@ -222,22 +222,22 @@ class PredictiveCleanup:
         signals.prompt_finished.disconnect(self.on_prompt_finished)
 
     def on_prompt_started(self, sender: Any, **_: Any) -> None:
-        self._drivers = {}
+        self._workloads = {}
         self._predicted = {}
 
     def on_node_started(self, run: NodeInfo, cached: bool | None) -> None:
-        """The pipeline's step before a node: remembers what drives its memory, and makes room for its peak."""
+        """The pipeline's step before a node: remembers what sets its memory, and makes room for its peak."""
         if not self.enabled():
             return
         key = str(run.node_id)
         inputs = run.inputs
-        driver = driver_of(inputs, self._drivers.get) if inputs is not None else None
-        if driver is not None:
-            self._drivers[key] = driver
+        workload = workload_of(inputs, self._workloads.get) if inputs is not None else None
+        if workload is not None:
+            self._workloads[key] = workload
         node_class = run.node_class
         if not cached and node_class in self.table:
             try:
-                self.before_node(key, node_class, driver)
+                self.before_node(key, node_class, workload)
             except Exception as error:  # a failed prediction or cleanup must not stop the node from running.
                 self.failures.record("making room before a node", error)
         running = self.running
@@ -245,7 +245,7 @@ class PredictiveCleanup:
             # The RAM probe's latest reading (the watchdog's, every 250 ms or faster in a prompt): no probe here.
             last = getattr(getattr(self.engine.probe, "ram", None), "last", None)
             free = None if last is None else last.available_bytes
-            running.started(node_class, key, free, *((driver.kind, driver.units) if driver else (None, None)))
+            running.started(node_class, key, free, *((workload.kind, workload.units) if workload else (None, None)))
 
     def after_node(self, run: NodeInfo, ending: NodeEnding) -> None:
         """The pipeline's step after a node: it is no longer the node a crash would stop in."""
@@ -268,14 +268,14 @@ class PredictiveCleanup:
         )
         if left.free_bytes is None or not self.enabled():
             return
-        driver = None
-        if left.driver_kind is not None and left.driver_units:
-            driver = Driver(left.driver_kind, left.driver_units)
-        self.table.learn(left.node_class, Sample(left.free_bytes, None, driver, ram_is_peak=False))
+        workload = None
+        if left.workload_kind is not None and left.workload_units:
+            workload = Workload(left.workload_kind, left.workload_units)
+        self.table.learn(left.node_class, Sample(left.free_bytes, None, workload, ram_is_peak=False))
 
-    def before_node(self, node_id: str, node_class: str, driver: Driver | None) -> OptimizationRecord | None:
+    def before_node(self, node_id: str, node_class: str, workload: Workload | None) -> OptimizationRecord | None:
         """Frees just enough for the node's predicted peak to fit; ``None`` when it fits or nothing ran."""
-        prediction = self.table.predict(node_class, driver)
+        prediction = self.table.predict(node_class, workload)
         if prediction is None:
             return None
         self._predicted[node_id] = prediction
@@ -332,13 +332,13 @@ class PredictiveCleanup:
         if profile.cached or not profile.success or not self.enabled():
             return
         measured = profile.ram_peak_method is not None  # else only what it left behind is known
-        sample = Sample(profile.ram_peak_bytes, profile.vram_peak_bytes, self._drivers.get(profile.node_id), measured)
+        sample = Sample(profile.ram_peak_bytes, profile.vram_peak_bytes, self._workloads.get(profile.node_id), measured)
         if sample.ram_peak_bytes is None and sample.vram_peak_bytes is None:
             return
         self.table.learn(profile.node_class, sample, predicted)
 
     def on_prompt_finished(self, sender: Any, **_: Any) -> None:
-        self._drivers = {}
+        self._workloads = {}
         self._predicted = {}
         if self.running is not None:  # nodes still pending when a prompt fails get no end
             self.running.finished()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from comfy_memhooks.engine.learned import Driver, LearnedPeaks, Prediction, Sample
+from comfy_memhooks.engine.learned import LearnedPeaks, Prediction, Sample, Workload
 from comfy_memhooks.engine.learned_file import LearnedFile
 from tests.panel.test_panel_browser import Served, browser, serve  # noqa: F401  (fixtures, shared)
 from tests.panel.test_panel_profile_browser import FINISHED, FRONTEND
@@ -34,7 +34,7 @@ async def test_each_class_shows_its_predicted_and_actual_peaks_and_follows_new_p
     table = LearnedPeaks()
     learned = LearnedFile(tmp_path / "learned.json", table)
     served.backend.learned = lambda: learned
-    table.learn("VHS_LoadVideo", Sample(900 * MIB, None, Driver("frame_pixels", 1000)))
+    table.learn("VHS_LoadVideo", Sample(900 * MIB, None, Workload("frame_pixels", 1000)))
     page = served.page
     await page.goto(served.url + "memhooks/settings")
     await page.evaluate(FRONTEND)
@@ -45,8 +45,8 @@ async def test_each_class_shows_its_predicted_and_actual_peaks_and_follows_new_p
     summary = page.locator('[data-role="predictions-summary"]')
     assert "Predictive cleanup is on · 1 classes learned (at most 500)" in (await summary.text_content() or "")
 
-    prediction = table.predict("VHS_LoadVideo", Driver("frame_pixels", 2000))
-    table.learn("VHS_LoadVideo", Sample(1700 * MIB, None, Driver("frame_pixels", 2000)), prediction)
+    prediction = table.predict("VHS_LoadVideo", Workload("frame_pixels", 2000))
+    table.learn("VHS_LoadVideo", Sample(1700 * MIB, None, Workload("frame_pixels", 2000)), prediction)
     table.learn("KSampler", Sample(None, 3000 * MIB, None), Prediction("KSampler", None, 2900 * MIB, "recent maximum"))
     await page.evaluate(FINISHED)
     await page.wait_for_function("() => document.querySelectorAll('[data-role=prediction-row]').length === 2")

@@ -12,7 +12,7 @@ from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks.engine import learned_file
 from comfy_memhooks.engine.core import Engine
-from comfy_memhooks.engine.learned import MAX_CLASSES, Driver, LearnedPeaks, Prediction, Sample
+from comfy_memhooks.engine.learned import MAX_CLASSES, LearnedPeaks, Prediction, Sample, Workload
 from comfy_memhooks.engine.learned_file import LEARNED_FILE_NAME, LearnedFile
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
@@ -25,8 +25,10 @@ MIB = 1024**2
 
 def taught(path: Path) -> LearnedFile:
     table = LearnedPeaks()
-    table.learn("VHS_LoadVideo", Sample(900 * MIB, None, Driver("frame_pixels", 1000)))
-    table.learn("VHS_LoadVideo", Sample(1800 * MIB, None, Driver("frame_pixels", 2000)), table.predict("VHS_LoadVideo"))
+    table.learn("VHS_LoadVideo", Sample(900 * MIB, None, Workload("frame_pixels", 1000)))
+    table.learn(
+        "VHS_LoadVideo", Sample(1800 * MIB, None, Workload("frame_pixels", 2000)), table.predict("VHS_LoadVideo")
+    )
     table.learn("KSampler", Sample(None, 3000 * MIB, None), Prediction("KSampler", None, 2900 * MIB, "recent maximum"))
     return LearnedFile(path, table)
 
@@ -55,7 +57,7 @@ async def test_each_class_with_its_predicted_and_actual_peaks(
         {
             "node_class": "KSampler",
             "runs": 1,
-            "driver_kind": None,
+            "workload_kind": None,
             "predicted_ram_bytes": None,
             "actual_ram_bytes": None,
             "predicted_vram_bytes": 2900 * MIB,
@@ -64,8 +66,8 @@ async def test_each_class_with_its_predicted_and_actual_peaks(
         {
             "node_class": "VHS_LoadVideo",
             "runs": 2,
-            "driver_kind": "frame_pixels",
-            "predicted_ram_bytes": int(900 * MIB * 1.1),  # the recent maximum: no driver was given to scale by
+            "workload_kind": "frame_pixels",
+            "predicted_ram_bytes": int(900 * MIB * 1.1),  # the recent maximum: no workload was given to scale by
             "actual_ram_bytes": 1800 * MIB,
             "predicted_vram_bytes": None,
             "actual_vram_bytes": None,

@@ -58,12 +58,12 @@ export class PredictionsSection {
   _row(row) {
     const doc = this.panel.doc;
     const figures = [row.predicted_ram_bytes, row.actual_ram_bytes, row.predicted_vram_bytes, row.actual_vram_bytes];
-    const driver = row.driver_kind ? `scaled by ${row.driver_kind}` : null;
+    const workload = row.workload_kind ? `scaled by ${row.workload_kind}` : null;
     return element(
       doc,
       "tr",
       { role: "prediction-row", "data-node-class": row.node_class },
-      element(doc, "td", { text: row.node_class, title: driver }),
+      element(doc, "td", { text: row.node_class, title: workload }),
       element(doc, "td", { class: "memhooks-number", text: String(row.runs) }),
       ...figures.map((bytes) => element(doc, "td", { class: "memhooks-number", text: size(bytes) })),
     );
