@@ -31,6 +31,6 @@ def _load_library():
 
 
 NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = _load_library().setup()
-WEB_DIRECTORY = "./comfy_memhooks/web"
+WEB_DIRECTORY = "./web/js"
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

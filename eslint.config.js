@@ -1,4 +1,4 @@
-// ESLint's flat config for the browser code (comfy_memhooks/web/): the recommended rules, browser globals, ES modules.
+// ESLint's flat config for the browser code (web/): the recommended rules, browser globals, ES modules.
 // Run through .ci/lint-web, with the versions pinned in package.json and package-lock.json.
 import js from "@eslint/js";
 import globals from "globals";
@@ -6,7 +6,7 @@ import globals from "globals";
 export default [
   js.configs.recommended,
   {
-    files: ["comfy_memhooks/web/**/*.js"],
+    files: ["web/**/*.js"],
     languageOptions: {
       ecmaVersion: "latest",
       sourceType: "module",

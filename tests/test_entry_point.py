@@ -51,7 +51,7 @@ def test_the_library_is_loaded_once_under_its_own_name() -> None:
     done = load_as_comfyui_does()
     assert done.returncode == 0, done.stderr
     mappings, module_name, library_file = done.stdout.splitlines()
-    assert mappings == "['UnifiedMemoryManager'] ./comfy_memhooks/web"
+    assert mappings == "['UnifiedMemoryManager'] ./web/js"
     assert module_name == "comfy_memhooks.comfy.node"  # the node's class lives in the importable library
     assert library_file == str(ROOT / "comfy_memhooks" / "__init__.py")
 

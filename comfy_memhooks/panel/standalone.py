@@ -27,8 +27,17 @@ from .routes import PREFIX, error_response, register_routes
 
 logger = logging.getLogger(__name__)
 
-WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
+
+def _web_root() -> Path:
+    """The panel's browser files: the repository's ``web/`` in a checkout (as ComfyUI runs it), else the copy a
+    wheel carries inside the package (``pyproject.toml`` maps ``web/`` to ``comfy_memhooks/web`` at build time)."""
+    package = Path(__file__).resolve().parent.parent
+    checkout = package.parent / "web"
+    return checkout if (checkout / PAGE).is_file() else package / "web"
+
+
 PAGE = "standalone.html"
+WEB_ROOT = _web_root()
 WEBSOCKET_PATH = f"{PREFIX}/ws"
 STATIC_PATH = f"{PREFIX}/web"
 SOCKETS = (WEBSOCKET_PATH, f"/api{WEBSOCKET_PATH}")

@@ -30,7 +30,7 @@ if shutil.which(CHROMIUM) is None:
 async_api = pytest.importorskip("playwright.async_api", reason="the playwright package is not installed")
 
 # The library modules under web/js/lib/ and its sections: ComfyUI imports each of them as an extension too.
-LIBRARY = Path(__file__).resolve().parents[2] / "comfy_memhooks" / "web" / "js" / "lib"
+LIBRARY = Path(__file__).resolve().parents[2] / "web" / "js" / "lib"
 LIBRARY_MODULES = sorted(path.relative_to(LIBRARY).as_posix() for path in LIBRARY.rglob("*.js"))
 
 

@@ -116,8 +116,8 @@ def test_comfyui_serves_the_routes_under_both_prefixes(comfyui: ComfyUI) -> None
         assert "settings" in comfyui.get(f"{prefix}/memhooks/settings")
     extensions = comfyui.get("/extensions")
     ours = sorted(path for path in extensions if path.startswith("/extensions/comfy_memhooks/"))
-    assert "/extensions/comfy_memhooks/js/memory_panel.js" in ours
-    assert "/extensions/comfy_memhooks/js/lib/panel_view.js" in ours
+    assert "/extensions/comfy_memhooks/memory_panel.js" in ours
+    assert "/extensions/comfy_memhooks/lib/panel_view.js" in ours
 
 
 def _ours(message: dict[str, str]) -> bool:

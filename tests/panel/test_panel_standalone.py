@@ -51,7 +51,7 @@ async def test_the_page_mounts_the_same_panel_modules(standalone: Client) -> Non
         response = await standalone.get(f"/memhooks/web/js/lib/{module}")
         assert response.status == 200, module
         assert response.content_type in ("application/javascript", "text/javascript")
-        assert (await response.text()) == (ROOT / "comfy_memhooks" / "web" / "js" / "lib" / module).read_text()
+        assert (await response.text()) == (ROOT / "web" / "js" / "lib" / module).read_text()
 
 
 async def test_the_websocket_pushes_the_same_events(standalone: Client) -> None:
