@@ -194,6 +194,16 @@ def _load_revision(revision: str) -> Any:
     return module
 
 
+def _submodule(package: Any, *names: str) -> Any:
+    """The first of ``names`` that ``package`` has: the layered layout (``comfy.auto``), else the older flat one."""
+    for name in names:
+        try:
+            return importlib.import_module(f"{package.__name__}.{name}")
+        except ModuleNotFoundError:
+            continue
+    raise ModuleNotFoundError(f"{package.__name__} has none of {names}")
+
+
 def pressure_check_cost(revision: str, batches: int, calls: int) -> None:
     """The installed hook and subscriber of today against those of ``revision``, interleaved in one run.
 
@@ -201,9 +211,9 @@ def pressure_check_cost(revision: str, batches: int, calls: int) -> None:
     difference.
     """
     before = _load_revision(revision)
-    before_auto = importlib.import_module(f"{before.__name__}.auto")
-    before_engine = importlib.import_module(f"{before.__name__}.engine")
-    before_settings = importlib.import_module(f"{before.__name__}.settings")
+    before_auto = _submodule(before, "comfy.auto", "auto")
+    before_engine = _submodule(before, "engine.core", "engine")
+    before_settings = _submodule(before, "engine.settings", "settings")
     folder = Path(tempfile.mkdtemp(prefix="memhooks-bench-"))
     report(f"installed hook and subscriber, ordinary node, no pressure: today against {revision}")
     for kind in ("async", "sync"):

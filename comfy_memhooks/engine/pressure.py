@@ -213,19 +213,31 @@ class EffectivenessGuard:
 class PressureGauge:
     """The latest RAM reading against the threshold, kept by the watchdog and read by the executor hook.
 
-    Reading :attr:`over` is the whole cost of the pressure check at a node boundary: one attribute, no probe.
-    The watchdog writes both fields from its thread; a reader sees the previous value or the new one.
+    Reading :attr:`over` is the whole cost of a pressure check: one attribute, no probe. The hook does not even
+    read that for every node: it is told when :attr:`over` changes (:meth:`subscribe`) and puts its boundary
+    cleanup into the per-node pipeline only while RAM is over the threshold, so with no pressure an ordinary node
+    pays nothing for it. The watchdog writes both fields from its thread; a reader sees the previous value or the
+    new one.
     """
 
-    __slots__ = ("over", "ram_percent")
+    __slots__ = ("_listeners", "over", "ram_percent")
 
     def __init__(self) -> None:
         self.ram_percent: float | None = None
         self.over = False
+        self._listeners: tuple[Callable[[bool], object], ...] = ()
+
+    def subscribe(self, listener: Callable[[bool], object]) -> None:
+        """Calls ``listener(over)`` now and whenever :attr:`over` changes (from the thread that updates it)."""
+        self._listeners = (*self._listeners, listener)
+        listener(self.over)
 
     def update(self, ram_percent: float | None, ram_threshold: float) -> bool:
         """Stores a reading; returns whether it is at or above the threshold."""
         over = ram_percent is not None and ram_percent >= ram_threshold
         self.ram_percent = ram_percent
-        self.over = over
+        if over is not self.over:
+            self.over = over
+            for listener in self._listeners:
+                listener(over)
         return over

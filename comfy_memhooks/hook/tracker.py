@@ -108,13 +108,31 @@ class Tracker:
 
     def watch_pressure(self, pressure: PressureFlag, boundary: BoundaryFunction) -> None:
         """Before each node, while ``pressure.over`` holds, ``boundary`` runs (in ComfyUI's worker thread): the
-        pipeline's :attr:`StartStep.PRESSURE` step."""
+        pipeline's :attr:`StartStep.PRESSURE` step.
 
-        def check_pressure(run: NodeRun, cached: bool | None) -> None:
-            if pressure.over:  # the whole cost of the pressure check for a node, when there is no pressure
+        A flag that can tell when it changes (``subscribe``, as ``PressureGauge`` does) gets the step put in while
+        it is over and taken out when it is not, so without pressure a node pays nothing for the check; any other
+        flag is read before every node.
+        """
+
+        def cleanup(run: NodeRun, cached: bool | None) -> None:
+            boundary(str(run.node_id), run.node_class)
+
+        def when_over(run: NodeRun, cached: bool | None) -> None:
+            if pressure.over:
                 boundary(str(run.node_id), run.node_class)
 
-        self.pipeline.set_start(StartStep.PRESSURE, check_pressure)
+        def changed(over: bool) -> None:
+            if over:
+                self.pipeline.set_start(StartStep.PRESSURE, cleanup)
+            else:
+                self.pipeline.clear(StartStep.PRESSURE, cleanup)
+
+        subscribe = getattr(pressure, "subscribe", None)
+        if callable(subscribe):
+            subscribe(changed)
+        else:
+            self.pipeline.set_start(StartStep.PRESSURE, when_over)
 
     def _reset(self, prompt_id: Any) -> None:
         self._prompt_id = prompt_id
@@ -191,7 +209,9 @@ class Tracker:
                 close()
         else:
             cached = cached_output is not None
-        self.pipeline.run_start(run, cached)
+        pipeline = self.pipeline
+        if pipeline.heavy_start_steps if run.heavy else pipeline.start_steps:
+            pipeline.run_start(run, cached)
         everyone = signals.node_started.receivers
         heavy = run.heavy and signals.heavy_node_started.receivers
         if not (everyone or heavy):
@@ -298,7 +318,9 @@ class Tracker:
                 self.failures.record("recording an OOM rescue", report_error)
         cached = status == "SUCCESS" and run.node_id not in run.executed
         duration = time.perf_counter() - run.started
-        self.pipeline.run_end(run, NodeEnding(result, cached, duration, error, run.rescued))
+        pipeline = self.pipeline
+        if pipeline.heavy_end_steps if run.heavy else pipeline.end_steps:
+            pipeline.run_end(run, NodeEnding(result, cached, duration, error, run.rescued))
         heavy = run.heavy and signals.heavy_node_finished.receivers
         if not (signals.node_finished.receivers or heavy):
             return
