@@ -148,7 +148,9 @@ def write_detector(path: Path) -> None:
     face = (middle * (DETECTOR_SIZE // DETECTOR_STRIDES[0]) + middle) * ANCHORS
     stride = float(DETECTOR_STRIDES[0])
     crop = FACE_HALF_SIDE * 2 / 112.0
-    keypoints = [coordinate for point in ARCFACE_POINTS for coordinate in ((point[0] - 56) * crop, (point[1] - 56) * crop)]
+    keypoints = [
+        coordinate for point in ARCFACE_POINTS for coordinate in ((point[0] - 56) * crop, (point[1] - 56) * crop)
+    ]
     names = ([], [], [])
     for index, count in enumerate(counts):
         scores = np.full((count, 1), -20.0, dtype=np.float32)
@@ -232,9 +234,7 @@ def generate(models: Path) -> dict[str, int]:
     (models / FACE_RESTORE).mkdir(parents=True, exist_ok=True)
     for name in RESTORE_PLACEHOLDERS:
         (models / FACE_RESTORE / name).touch()
-    sizes = {
-        str(path.relative_to(models)): path.stat().st_size for path in sorted(models.rglob("*")) if path.is_file()
-    }
+    sizes = {str(path.relative_to(models)): path.stat().st_size for path in sorted(models.rglob("*")) if path.is_file()}
     sizes.pop(MARKER, None)
     marker = {"version": GENERATOR_VERSION, "seconds": round(time.monotonic() - started, 1), "sizes": sizes}
     (models / MARKER).write_text(json.dumps(marker, indent=1))

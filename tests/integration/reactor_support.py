@@ -92,8 +92,14 @@ def reactor_server(models: Path, *, swapper: Path | None = None, **options: Any)
 def swap_nodes(target_color: int = GREY, source_color: int = GREY, size: int = 512) -> dict[str, Any]:
     """A source and a target image and ReActor's fast face swap (node "3"), as the node's defaults set it."""
     return {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": size, "height": size, "batch_size": 1, "color": source_color}},
-        "2": {"class_type": "EmptyImage", "inputs": {"width": size, "height": size, "batch_size": 1, "color": target_color}},
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": size, "height": size, "batch_size": 1, "color": source_color},
+        },
+        "2": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": size, "height": size, "batch_size": 1, "color": target_color},
+        },
         "3": {
             "class_type": "ReActorFaceSwap",
             "inputs": {

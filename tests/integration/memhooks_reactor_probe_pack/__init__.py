@@ -5,7 +5,8 @@ It imports nothing of comfy_memhooks, so the same workflows run in a ComfyUI wit
 ``MemhooksReActorState`` reports, as its UI text (JSON), this process's RSS and what ReActor's swapper module
 (``scripts/reactor_swapper.py``: ``FS_MODEL``, ``ANALYSIS_MODELS``, the cached faces) holds now.
 ``MemhooksReActorHold`` passes an image through and returns ``megabytes`` of written bytes beside it, which
-ComfyUI's output cache keeps alive until the prompt's outputs are dropped: the room a node after a swap needs.
+ComfyUI's output cache keeps alive until the prompt's outputs are dropped: the room a node after a swap needs. It
+then works on them for ``work_seconds``, as a node does, so memory readings taken meanwhile see what it holds.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from typing import Any
 
 MIB = 1024**2
@@ -81,11 +83,17 @@ class MemhooksReActorHold:
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
-            "required": {"image": ("IMAGE",), "megabytes": ("INT", {"default": 100, "min": 1, "max": 65536})}
+            "required": {
+                "image": ("IMAGE",),
+                "megabytes": ("INT", {"default": 100, "min": 1, "max": 65536}),
+                "work_seconds": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 60.0}),
+            }
         }
 
-    def run(self, image: Any, megabytes: int) -> tuple[Any, bytes]:
-        return (image, bytes([megabytes % 251 + 1]) * (megabytes * MIB))
+    def run(self, image: Any, megabytes: int, work_seconds: float) -> tuple[Any, bytes]:
+        held = bytes([megabytes % 251 + 1]) * (megabytes * MIB)
+        time.sleep(work_seconds)
+        return (image, held)
 
 
 NODE_CLASS_MAPPINGS = {"MemhooksReActorState": MemhooksReActorState, "MemhooksReActorHold": MemhooksReActorHold}
