@@ -121,14 +121,31 @@ def swap_nodes(target_color: int = GREY, source_color: int = GREY, size: int = 5
     }
 
 
-def save(prompt: dict[str, Any], image: list[Any], prefix: str) -> dict[str, Any]:
-    prompt["90"] = {"class_type": "SaveImage", "inputs": {"images": image, "filename_prefix": prefix}}
+def save(prompt: dict[str, Any], image: list[Any], prefix: str, node: str = "90") -> dict[str, Any]:
+    prompt[node] = {"class_type": "SaveImage", "inputs": {"images": image, "filename_prefix": prefix}}
     return prompt
 
 
-def saved_png(server: ComfyUI, entry: dict[str, Any]) -> bytes:
-    """The bytes of the one PNG the prompt's SaveImage wrote."""
-    images = [image for output in entry["outputs"].values() for image in output.get("images", [])]
+def manager(image: list[Any], mode: str) -> dict[str, Any]:
+    """comfy_memhooks' node after ``image``: ``mode`` every time it runs, no cooldown."""
+    inputs = {
+        "enable_monitoring": True,
+        "enable_optimization": True,
+        "auto_optimize": False,
+        "enable_auto_cleanup": True,
+        "mode": mode,
+        "ram_threshold": 80.0,
+        "vram_threshold": 85.0,
+        "cooldown_seconds": 0.0,
+        "detailed_report": False,
+        "trigger_image": image,
+    }
+    return {"class_type": "UnifiedMemoryManager", "inputs": inputs}
+
+
+def saved_png(server: ComfyUI, entry: dict[str, Any], node: str = "90") -> bytes:
+    """The bytes of the one PNG that the prompt's SaveImage ``node`` wrote."""
+    images = entry["outputs"][node]["images"]
     assert len(images) == 1, entry["outputs"]
     image = images[0]
     return (server.base / "output" / image["subfolder"] / image["filename"]).read_bytes()
