@@ -135,7 +135,8 @@ def test_defaults_follow_the_patterns_users_wire_by_hand(tmp_path: Path) -> None
 
 
 def test_with_room_to_free_every_rule_runs_under_pressure(tmp_path: Path) -> None:
-    setup = Setup(tmp_path, "async11", basic_nodes(), cooldown_seconds=30)
+    # Without the last rung: its readings would take the scripted usage to its 99% cap, where nothing grows more.
+    setup = Setup(tmp_path, "async11", basic_nodes(), cooldown_seconds=30, pressure_unloads_models=False)
     setup.probe.ram_percent = 81.0
     setup.probe.grow_percent_per_snapshot = 1.5  # usage keeps arriving: the guard never holds back
 
@@ -525,7 +526,8 @@ def test_setup_outside_comfyui_gives_the_nodes_and_installs_nothing(
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_under_pressure_every_node_boundary_gets_a_model_free_cleanup(tmp_path: Path, kind: str) -> None:
-    setup = Setup(tmp_path, kind, basic_nodes(), cooldown_seconds=30)
+    # The model-free cleanup alone: at 90% the last rung would follow it (tests/test_last_rung.py).
+    setup = Setup(tmp_path, kind, basic_nodes(), cooldown_seconds=30, pressure_unloads_models=False)
     setup.probe.ram_percent = 90.0
     setup.probe.grow_percent_per_snapshot = 1.5  # garbage keeps arriving, as from nodes that leave it behind
     setup.optimizer.watchdog.tick()  # the watchdog's reading: the gauge now says RAM is over its threshold

@@ -106,13 +106,15 @@ class AutoOptimizer:
             Trigger(TriggerKind.HOOK, reason, node_id, node_class, phase),
             thresholds=settings.thresholds,
             only_under_pressure=when is When.THRESHOLD,
+            unload_models=settings.pressure_unloads_models,  # before or after the node: none is running
         )
         self.gauge.update(outcome.snapshot.ram.percent, settings.thresholds.ram_percent)
         logger.debug("%s %s #%s: %s (%s)", phase, node_class, node_id, outcome.reason, outcome.performed)
         return outcome
 
     def at_boundary(self, node_id: str, node_class: str) -> Outcome | None:
-        """Before a node starts while the gauge reads RAM over its threshold: the model-free cleanup.
+        """Before a node starts while the gauge reads RAM over its threshold: the model-free cleanup, and the last
+        rung (unloading models) when that leaves RAM close to the limit and the settings allow it.
 
         A heavy node whose rule runs a mode before it is left to that rule, which is a pressure optimization
         too and may do more (``None`` then).
@@ -124,7 +126,11 @@ class AutoOptimizer:
         if rule is not None and rule.before_mode is not Mode.MONITOR_ONLY:
             return None
         outcome = self.engine.reclaim(
-            TriggerKind.BOUNDARY, settings.thresholds.ram_percent, node_id=node_id, node_class=node_class
+            TriggerKind.BOUNDARY,
+            settings.thresholds.ram_percent,
+            node_id=node_id,
+            node_class=node_class,
+            unload_models=settings.pressure_unloads_models,  # in the worker thread, before the node starts
         )
         if outcome is not None:
             self.gauge.update(outcome.snapshot.ram.percent, settings.thresholds.ram_percent)

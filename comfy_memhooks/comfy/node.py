@@ -17,6 +17,7 @@ from ..engine.modes import Mode
 from ..engine.policy import PolicySettings
 from ..engine.pressure import DEFAULT_THRESHOLDS, MAX_COOLDOWN_SECONDS
 from ..engine.report import detailed_report, status_line
+from ..engine.settings import get_settings_store
 from ..profile.store import get_profile_store
 from ..validation import parse_bool
 
@@ -212,6 +213,8 @@ class UnifiedMemoryManager:
             TriggerKind.NODE,
             node_id=None if unique_id is None else str(unique_id),
             node_class=NODE_CLASS_NAME,
+            # This node runs between the others, in the worker thread: the last rung may run, as the settings say.
+            unload_models=get_settings_store().current.pressure_unloads_models,
         )
         return self._outputs(outcome, monitoring, want_report, trigger_image, passthrough, engine)
 

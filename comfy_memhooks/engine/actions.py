@@ -20,23 +20,13 @@ from ..probe.backends import loaded_torch, torch_backend
 from ..probe.readings import GIB, GpuBackend, MemorySnapshot, RamReading
 from .comfy_cache import release as release_comfy_cache
 from .heap import find_heap_release
+from .last_rung import drop_reactor_faces, free_comfy_models_for_ram, unload_reactor_models
 from .modes import MODE_STRENGTH, Mode
+from .reactor import NOT_LOADED, drop_faces, reactor_modules, unload_models
 
 logger = logging.getLogger(__name__)
 
 NOT_IN_COMFYUI = "ComfyUI is not loaded in this process (comfy.model_management is missing)"
-
-# What identifies ReActor's swapper module (scripts/reactor_swapper.py) whatever folder ReActor was cloned into.
-_REACTOR_CACHE_NAMES = ("SOURCE_FACES", "TARGET_FACES", "TARGET_FACES_LIST")
-# Its caches and the value each holds when empty; the hashes go too, so the next swap analyses faces afresh.
-_REACTOR_EMPTY_VALUES: tuple[tuple[str, Callable[[], Any]], ...] = (
-    ("SOURCE_FACES", lambda: None),
-    ("SOURCE_IMAGE_HASH", lambda: None),
-    ("TARGET_FACES", lambda: None),
-    ("TARGET_IMAGE_HASH", lambda: None),
-    ("TARGET_FACES_LIST", list),
-    ("TARGET_IMAGE_LIST_HASH", list),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,41 +200,35 @@ def _malloc_trim(_: ActionContext) -> ActionOutcome:
     return ActionOutcome(detail=release())
 
 
-def reactor_modules() -> list[ModuleType]:
-    """ReActor's swapper module, found by what it holds, under whatever name its folder gave it."""
-    found: dict[int, ModuleType] = {}
-    for module in list(sys.modules.values()):
-        if module is None:
-            continue
-        try:
-            matches = all(hasattr(module, name) for name in _REACTOR_CACHE_NAMES) and callable(
-                getattr(module, "unload_all_models", None)
-            )
-        except Exception:  # a lazy module can raise anything from __getattr__; it is simply not ReActor.
-            continue
-        if matches:
-            found[id(module)] = module
-    return list(found.values())
-
-
 def _release_reactor_caches(_: ActionContext) -> ActionOutcome:
-    """Drops ReActor's face-swap and face-analysis models and its cached faces.
-
-    ReActor keeps them in module globals that ComfyUI's model management does not know, so nothing else
-    ever frees them.
-    """
+    """Drops ReActor's face-swap and face-analysis models and its cached faces (:mod:`.reactor`)."""
     modules = reactor_modules()
     if not modules:
-        return ActionOutcome(skipped_reason="ReActor is not loaded")
+        return ActionOutcome(skipped_reason=NOT_LOADED)
     details = []
     for module in modules:
-        faces = len(getattr(module, "TARGET_FACES_LIST", None) or ())
-        module.unload_all_models()
-        for name, empty in _REACTOR_EMPTY_VALUES:
-            if hasattr(module, name):
-                setattr(module, name, empty())
-        details.append(f"{module.__name__}: models unloaded, source/target faces and {faces} cached frame(s) dropped")
+        frames = len(getattr(module, "TARGET_FACES_LIST", None) or ())
+        unload_models(module)
+        drop_faces(module)
+        details.append(f"{module.__name__}: models unloaded, source/target faces and {frames} cached frame(s) dropped")
     return ActionOutcome(detail="; ".join(details))
+
+
+def _reactor_faces_under_pressure(_: ActionContext) -> ActionOutcome:
+    detail, skipped = drop_reactor_faces()
+    return ActionOutcome(detail=detail, skipped_reason=skipped)
+
+
+def _reactor_models_under_pressure(_: ActionContext) -> ActionOutcome:
+    detail, skipped = unload_reactor_models()
+    return ActionOutcome(detail=detail, skipped_reason=skipped)
+
+
+def _comfy_models_for_ram(context: ActionContext) -> ActionOutcome:
+    if context.ram_threshold is None or context.read_ram is None:
+        return ActionOutcome(skipped_reason="no RAM threshold was given")
+    detail, skipped = free_comfy_models_for_ram(context.read_ram(), context.ram_threshold)
+    return ActionOutcome(detail=detail, skipped_reason=skipped)
 
 
 GC_COLLECT = Action("gc_collect", "Python garbage collection (`gc.collect()`)", _gc_collect)
@@ -288,6 +272,32 @@ RELEASE_REACTOR_CACHES = Action(
     _release_reactor_caches,
     unloads_models=True,
 )
+
+REACTOR_FACES_UNDER_PRESSURE = Action(
+    "reactor_faces_under_pressure",
+    "under pressure, near the limit: ReActor's cached faces (analysed again on the next swap)",
+    _reactor_faces_under_pressure,
+    unloads_models=True,
+)
+REACTOR_MODELS_UNDER_PRESSURE = Action(
+    "reactor_models_under_pressure",
+    "under pressure, near the limit: ReActor's onnxruntime sessions (reloaded on the next swap)",
+    _reactor_models_under_pressure,
+    unloads_models=True,
+)
+COMFY_MODELS_FOR_RAM = Action(
+    "comfy_free_memory_for_ram",
+    "under pressure, near the limit: ComfyUI's `free_memory(...)` on the CPU, asked for what RAM still misses",
+    _comfy_models_for_ram,
+    unloads_models=True,
+)
+LAST_RUNG: tuple[tuple[Action, ...], ...] = (
+    (REACTOR_FACES_UNDER_PRESSURE,),
+    (REACTOR_MODELS_UNDER_PRESSURE,),
+    (COMFY_MODELS_FOR_RAM,),
+)
+"""The last rung under pressure (:mod:`.last_rung`), cheapest to reload first; each step runs only while RAM is
+still at or above its threshold."""
 
 
 _CONSERVATIVE = (GC_COLLECT, CUDA_EMPTY_CACHE)

@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from .. import signals
 from ..failures import Failures
@@ -20,17 +20,23 @@ from ..probe.memory import MemoryProbe
 from ..probe.readings import MemorySnapshot
 from .actions import (
     BOUNDARY_ACTIONS,
+    LAST_RUNG,
     MODE_ACTIONS,
     MODEL_FREE_ACTIONS,
+    REACTOR_MODELS_UNDER_PRESSURE,
     Action,
     ActionContext,
     ActionOutcome,
     escalation_ladder,
 )
-from .history import ActionReport, History, OptimizationRecord, Trigger, TriggerKind
-from .modes import MODE_STRENGTH, MODEL_FREE_STRENGTH, Mode
+from .history import ActionReport, HeldBack, History, OptimizationRecord, Outcome, Trigger, TriggerKind
+from .last_rung import UNLOADED_NOTICE, near_limit, rung_for
+from .modes import MODE_STRENGTH, MODEL_FREE_STRENGTH, UNLOADING_STRENGTH, Mode
 from .policy import PolicySettings, decide
 from .pressure import EffectivenessGuard, Thresholds, pressure_levels
+from .reactor import kept_description
+
+__all__ = ["Engine", "HeldBack", "Outcome", "get_engine"]  # Outcome and HeldBack: callers import them from here
 
 logger = logging.getLogger(__name__)
 
@@ -43,42 +49,6 @@ def _total(parts: Iterable[int | None]) -> int | None:
     """The sum of the parts that were measured, so that an optimization's figure is its actions' figures added up."""
     measured = [part for part in parts if part is not None]
     return sum(measured) if measured else None
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The answer to a request to optimize.
-
-    Attributes:
-        performed: whether the actions ran.
-        reason: why they ran or did not ("cooldown: 12.0 s left", "mode is Monitor Only").
-        snapshot: the latest reading (after the optimization when one ran).
-        record: the history record, when one ran.
-        cooldown_remaining_seconds: how long the cooldown still holds, when it is what stopped the optimization.
-        held_back: the effectiveness guard stopped a pressure optimization (``reason`` says why).
-    """
-
-    performed: bool
-    reason: str
-    snapshot: MemorySnapshot
-    record: OptimizationRecord | None = None
-    cooldown_remaining_seconds: float | None = None
-    held_back: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class HeldBack:
-    """A pressure optimization the effectiveness guard held back: the latest one is shown in the panel.
-
-    Attributes:
-        at: wall-clock time.
-        reason: the guard's words ("nothing new to free since 12:04:31: the last one freed 3 MB of RAM").
-        trigger: who asked, and the level that fired it.
-    """
-
-    at: float
-    reason: str
-    trigger: Trigger
 
 
 class Engine:
@@ -136,15 +106,19 @@ class Engine:
         node_class: str | None = None,
         phase: str | None = None,
         before: MemorySnapshot | None = None,
+        unload_models: bool = False,
     ) -> Outcome:
-        """Applies the decision table, then the cooldown (routine) or the effectiveness guard (pressure)."""
+        """Applies the decision table, then the cooldown (routine) or the effectiveness guard (pressure).
+
+        ``unload_models``: the last rung may end a pressure one (:mod:`.last_rung`: from the worker thread only).
+        """
         with self._lock:
             snapshot = before if before is not None else self.probe.snapshot()
             decision = decide(settings, snapshot)
             if not decision.optimize:
                 return Outcome(False, decision.reason, snapshot)
             trigger = Trigger(trigger_kind, decision.reason, node_id, node_class, phase, decision.pressure)
-            return self._request(settings.mode, trigger, snapshot, settings.thresholds)
+            return self._request(settings.mode, trigger, snapshot, settings.thresholds, unload_models)
 
     def optimize(
         self,
@@ -154,6 +128,7 @@ class Engine:
         thresholds: Thresholds | None = None,
         only_under_pressure: bool = False,
         routine: bool = False,
+        unload_models: bool = False,
     ) -> Outcome:
         """Runs ``mode`` for ``trigger``, as its caller named it (a heavy-node rule, a manual request, a rescue).
 
@@ -161,6 +136,7 @@ class Engine:
         (the panel's button, the command line, an OOM rescue): then only the cooldown in ``thresholds`` can hold
         it back (no ``thresholds``: no cooldown). ``only_under_pressure`` (a rule that runs at the threshold)
         does nothing under the thresholds. ``thresholds`` also tells Balanced how far to bring VRAM down.
+        ``unload_models``: the last rung may end a pressure one (:mod:`.last_rung`: from the worker thread only).
         """
         with self._lock:
             snapshot = self.probe.snapshot()
@@ -170,7 +146,7 @@ class Engine:
             if only_under_pressure and not levels:
                 under = "" if thresholds is None else f" ({thresholds.describe()})"
                 return Outcome(False, f"under the thresholds{under}", snapshot)
-            return self._request(mode, replace(trigger, pressure=levels), snapshot, thresholds)
+            return self._request(mode, replace(trigger, pressure=levels), snapshot, thresholds, unload_models)
 
     def reclaim(
         self,
@@ -181,6 +157,7 @@ class Engine:
         node_class: str | None = None,
         snapshot: MemorySnapshot | None = None,
         quiet: bool = False,
+        unload_models: bool = False,
     ) -> Outcome | None:
         """The model-free cleanup under RAM pressure, at a node boundary or from the watchdog.
 
@@ -190,7 +167,8 @@ class Engine:
         one); a full one is taken for the record when the cleanup runs. ``quiet`` is the watchdog's way: it does
         not wait for the engine (``None`` when another optimization runs, which is already doing the work), cleans
         up only when usage grew since the last one, and a hold is neither counted nor signalled (it would be, several
-        times a second).
+        times a second). ``unload_models``: at a boundary (never from the watchdog), when RAM is still over its
+        threshold and close to the limit afterwards, the last rung (:mod:`.last_rung`) runs.
         """
         if not self._lock.acquire(blocking=not quiet):
             return None
@@ -204,7 +182,10 @@ class Engine:
             where = f" {preposition} {node_class} #{node_id}" if node_class else ""
             reason = f"{levels[0].describe()}{where}: model-free cleanup"
             trigger = Trigger(kind, reason, node_id, node_class, None, levels)
-            held = self.guard.hold_reason(snapshot, levels, MODEL_FREE_STRENGTH, require_growth=quiet)
+            allowed = unload_models and kind is TriggerKind.BOUNDARY and not quiet
+            rung, near = rung_for(allowed, ram_threshold, snapshot)
+            strength = UNLOADING_STRENGTH if near else MODEL_FREE_STRENGTH
+            held = self.guard.hold_reason(snapshot, levels, strength, require_growth=quiet)
             if held is not None:
                 if not quiet:
                     self._signal_pressure(trigger, snapshot)
@@ -213,7 +194,7 @@ class Engine:
             self._signal_pressure(trigger, snapshot)
             before = snapshot if given is None else self.probe.snapshot()
             steps = BOUNDARY_ACTIONS if kind is TriggerKind.BOUNDARY else MODEL_FREE_ACTIONS
-            record = self._optimize(None, steps, trigger, before, None, None, ram_threshold)
+            record = self._optimize(None, steps, trigger, before, None, None, ram_threshold, last_rung=rung)
             return Outcome(True, reason, record.after, record)
         finally:
             self._lock.release()
@@ -233,19 +214,29 @@ class Engine:
             return self._optimize(None, steps[0], trigger, before, None, None, until=(steps[1:], short))
 
     def _request(
-        self, mode: Mode, trigger: Trigger, snapshot: MemorySnapshot, thresholds: Thresholds | None
+        self,
+        mode: Mode,
+        trigger: Trigger,
+        snapshot: MemorySnapshot,
+        thresholds: Thresholds | None,
+        unload_models: bool = False,
     ) -> Outcome:
-        """Pressure: the guard, then the mode and its escalation. Routine: the cooldown, then the mode."""
+        """Pressure: the guard, then the mode, its escalation and (``unload_models``) the last rung. Routine: the
+        cooldown, then the mode."""
         vram_threshold = None if thresholds is None else thresholds.vram_percent
         ram_threshold = None if thresholds is None else thresholds.ram_percent
         if trigger.pressure:
             self._signal_pressure(trigger, snapshot)
-            held = self.guard.hold_reason(snapshot, trigger.pressure, MODE_STRENGTH[mode])
+            # Aggressive has unloaded everything already: the rung would find nothing left.
+            allowed = unload_models and mode is not Mode.AGGRESSIVE
+            rung, near = rung_for(allowed, ram_threshold, snapshot)
+            strength = UNLOADING_STRENGTH if near else MODE_STRENGTH[mode]
+            held = self.guard.hold_reason(snapshot, trigger.pressure, strength)
             if held is not None:
                 self._hold(trigger, held)
                 return Outcome(False, held, snapshot, held_back=True)
             record = self._optimize(
-                mode, MODE_ACTIONS[mode], trigger, snapshot, vram_threshold, thresholds, ram_threshold
+                mode, MODE_ACTIONS[mode], trigger, snapshot, vram_threshold, thresholds, ram_threshold, last_rung=rung
             )
             return Outcome(True, trigger.reason, record.after, record)
         remaining = self.cooldown_remaining(0.0 if thresholds is None else thresholds.cooldown_seconds)
@@ -277,10 +268,13 @@ class Engine:
         escalate_over: Thresholds | None,
         ram_threshold: float | None = None,
         until: tuple[Sequence[tuple[Action, ...]], Callable[[MemorySnapshot], bool]] | None = None,
+        last_rung: float | None = None,
     ) -> OptimizationRecord:
         """Runs ``steps``; then, while ``escalate_over`` still finds pressure, the escalation ladder's steps.
 
         ``until``: other steps, and a test of a snapshot; each step runs while the test says memory is still short.
+        ``last_rung``: the RAM threshold of the last rung; when RAM is still close to the limit after the rest,
+        the rung's steps run while RAM is at or above that threshold.
         """
         started_at = self._wall_clock()
         started = time.perf_counter()
@@ -304,10 +298,21 @@ class Engine:
                 report, usage = self._run_action(action, context, usage, escalation=True)
                 reports.append(report)
             after = self.probe.snapshot()
+        unloaded = False
+        if last_rung is not None and near_limit(after, last_rung):
+            for step in LAST_RUNG:
+                if not pressure_levels(after, last_rung, math.inf):
+                    break
+                for action in step:
+                    report, usage = self._run_action(action, context, usage, escalation=True)
+                    reports.append(report)
+                after = self.probe.snapshot()
+            unloaded = True
         duration = time.perf_counter() - started
         self._last_optimized_at = self._clock()
         if trigger.pressure:
-            self.guard.remember(before, after, MODEL_FREE_STRENGTH if mode is None else MODE_STRENGTH[mode])
+            strength = MODEL_FREE_STRENGTH if mode is None else MODE_STRENGTH[mode]
+            self.guard.remember(before, after, UNLOADING_STRENGTH if unloaded else strength)
         record = OptimizationRecord(
             sequence=self.history.next_sequence(),
             started_at=started_at,
@@ -319,6 +324,8 @@ class Engine:
             vram_freed_bytes=_total(report.vram_freed_bytes for report in reports),
             duration_seconds=duration,
             actions=tuple(reports),
+            kept=kept_description(),
+            notice=_notice(reports),
         )
         self.history.record(record)
         logger.info(
@@ -367,6 +374,13 @@ class Engine:
             escalation=escalation,
         )
         return report, usage_after
+
+
+def _notice(reports: Sequence[ActionReport]) -> str | None:
+    """What the panel says of a cleanup beyond its figures: that ReActor's models were unloaded under pressure."""
+    name = REACTOR_MODELS_UNDER_PRESSURE.name
+    unloaded = (r.detail is not None and r.error is None for r in reports if r.name == name)
+    return UNLOADED_NOTICE if any(unloaded) else None
 
 
 _engine: Engine | None = None

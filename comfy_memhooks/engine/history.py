@@ -1,4 +1,5 @@
-"""What was done: the record of each optimization and the bounded, thread-safe history of the last ones."""
+"""What was done: the record of each optimization, the bounded, thread-safe history of the last ones, and the
+engine's answer to a request to optimize."""
 
 from __future__ import annotations
 
@@ -99,6 +100,10 @@ class OptimizationRecord:
             reading.
         duration_seconds: how long the actions took, all together.
         actions: each action's report, in the order they ran.
+        kept: what stayed in memory that a stronger cleanup would have released (ReActor's models and cached
+            faces, which Balanced keeps so the next swap is fast), in words; ``None`` when nothing did.
+        notice: what the panel says of it beyond its figures ("ReActor's models unloaded under pressure: they
+            reload on the next swap"); ``None`` mostly.
     """
 
     sequence: int
@@ -111,6 +116,8 @@ class OptimizationRecord:
     vram_freed_bytes: int | None
     duration_seconds: float
     actions: tuple[ActionReport, ...]
+    kept: str | None = None
+    notice: str | None = None
 
     @property
     def cleanup_name(self) -> str:
@@ -126,6 +133,42 @@ class OptimizationRecord:
         """RAM returned plus VRAM returned, in GiB; a part that grew counts as 0, not as a negative."""
         freed = max(self.ram_freed_bytes or 0, 0) + max(self.vram_freed_bytes or 0, 0)
         return freed / GIB
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The answer to a request to optimize.
+
+    Attributes:
+        performed: whether the actions ran.
+        reason: why they ran or did not ("cooldown: 12.0 s left", "mode is Monitor Only").
+        snapshot: the latest reading (after the optimization when one ran).
+        record: the history record, when one ran.
+        cooldown_remaining_seconds: how long the cooldown still holds, when it is what stopped the optimization.
+        held_back: the effectiveness guard stopped a pressure optimization (``reason`` says why).
+    """
+
+    performed: bool
+    reason: str
+    snapshot: MemorySnapshot
+    record: OptimizationRecord | None = None
+    cooldown_remaining_seconds: float | None = None
+    held_back: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HeldBack:
+    """A pressure optimization the effectiveness guard held back: the latest one is shown in the panel.
+
+    Attributes:
+        at: wall-clock time.
+        reason: the guard's words ("nothing new to free since 12:04:31: the last one freed 3 MB of RAM").
+        trigger: who asked, and the level that fired it.
+    """
+
+    at: float
+    reason: str
+    trigger: Trigger
 
 
 class History:

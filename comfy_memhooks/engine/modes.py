@@ -27,5 +27,9 @@ MODE_STRENGTH: dict[Mode, int] = {Mode.MONITOR_ONLY: 0, Mode.CONSERVATIVE: 1, Mo
 MODEL_FREE_STRENGTH = MODE_STRENGTH[Mode.CONSERVATIVE]
 """The model-free cleanup (a node boundary's, the watchdog's) counts as Conservative."""
 
+UNLOADING_STRENGTH = MODE_STRENGTH[Mode.AGGRESSIVE]
+"""A pressure cleanup that may end by unloading models (the last rung) counts as Aggressive: a model-free one that
+freed nothing never holds it back."""
+
 MANUAL_MODES = (Mode.CONSERVATIVE, Mode.BALANCED, Mode.AGGRESSIVE)
 """What "Optimize now" offers: Monitor Only would do nothing."""

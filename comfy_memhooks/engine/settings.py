@@ -97,6 +97,10 @@ class AutoSettings:
             off, the profile keeps what it has and records nothing new, and from the next prompt costs nothing.
         predictive_cleanup: before a node whose class was seen, free just enough for its learned peak to fit
             (:mod:`.predictive`); off, only the thresholds act.
+        pressure_unloads_models: when RAM is still at or above its threshold after every model-free cleanup and
+            ComfyUI's output cache, and close to the limit, unload what ComfyUI cannot see (ReActor's faces, then
+            its sessions) and then ComfyUI's own models in RAM, between nodes (:mod:`.last_rung`); off, pressure
+            never unloads a model (only Aggressive, asked for by a rule, the node or the panel, does).
     """
 
     enabled: bool = True
@@ -107,6 +111,7 @@ class AutoSettings:
     pressure_watchdog: bool = True
     node_profile: bool = True
     predictive_cleanup: bool = True
+    pressure_unloads_models: bool = True
 
     def rule_for(self, node_class: str) -> HeavyNodeRule | None:
         for rule in self.rules:
@@ -127,6 +132,7 @@ class AutoSettings:
             "pressure_watchdog": self.pressure_watchdog,
             "node_profile": self.node_profile,
             "predictive_cleanup": self.predictive_cleanup,
+            "pressure_unloads_models": self.pressure_unloads_models,
         }
 
     @classmethod
@@ -151,6 +157,7 @@ class AutoSettings:
             pressure_watchdog=parse_bool(merged["pressure_watchdog"], "pressure_watchdog"),
             node_profile=parse_bool(merged["node_profile"], "node_profile"),
             predictive_cleanup=parse_bool(merged["predictive_cleanup"], "predictive_cleanup"),
+            pressure_unloads_models=parse_bool(merged["pressure_unloads_models"], "pressure_unloads_models"),
         )
 
 

@@ -35,6 +35,7 @@ export class HistorySection {
     for (const record of records) {
       const open = this._expanded.has(record.sequence);
       rows.push(this._row(record, open));
+      if (record.notice) rows.push(this._noticeRow(record));
       if (open) rows.push(this._actionsRow(record));
     }
     if (!records.length) {
@@ -86,6 +87,13 @@ export class HistorySection {
     );
   }
 
+  // Always shown, not only when the actions are open: models that went under pressure will take time to reload.
+  _noticeRow(record) {
+    const doc = this.panel.doc;
+    const cell = element(doc, "td", { colspan: String(COLUMNS.length), class: "memhooks-muted", text: record.notice });
+    return element(doc, "tr", { role: "history-notice", "data-sequence": record.sequence }, cell);
+  }
+
   _actionsRow(record) {
     const doc = this.panel.doc;
     const items = record.actions.map((action) =>
@@ -101,11 +109,12 @@ export class HistorySection {
     const levels = formatPressure(record.trigger?.pressure);
     const why = levels ? `${record.trigger?.reason ?? ""} (pressure: ${levels})` : (record.trigger?.reason ?? "");
     const reason = element(doc, "div", { class: "memhooks-muted", text: why });
+    const kept = record.kept ? [element(doc, "div", { class: "memhooks-muted", text: `Kept: ${record.kept}` })] : [];
     return element(
       doc,
       "tr",
       { role: "history-actions" },
-      element(doc, "td", { colspan: String(COLUMNS.length) }, reason, list),
+      element(doc, "td", { colspan: String(COLUMNS.length) }, reason, list, ...kept),
     );
   }
 }

@@ -45,6 +45,7 @@ export class SettingsSection {
     this.oomInput.checked = settings.oom_rescue;
     this.profileInput.checked = settings.node_profile;
     this.predictiveInput.checked = settings.predictive_cleanup;
+    this.unloadInput.checked = settings.pressure_unloads_models;
     for (const [name] of NUMBER_FIELDS) this.numberInputs[name].value = String(settings[name]);
     this._rules = settings.rules.map((rule) => ({ ...rule }));
     this._renderRules();
@@ -127,6 +128,7 @@ export class SettingsSection {
       oom_rescue: this.oomInput.checked,
       node_profile: this.profileInput.checked,
       predictive_cleanup: this.predictiveInput.checked,
+      pressure_unloads_models: this.unloadInput.checked,
       rules: this._rules,
     };
     for (const [name] of NUMBER_FIELDS) {
@@ -212,8 +214,13 @@ export class SettingsSection {
       "predictive_cleanup",
       "Predictive cleanup: before a node seen before, free just enough for its learned peak",
     );
+    const [unload, unloadRow, unloadError] = check(
+      "pressure_unloads_models",
+      "Near the limit under pressure: unload ReActor's models, then ComfyUI's (they reload when next used)",
+    );
     this.profileInput = profile;
     this.predictiveInput = predictive;
+    this.unloadInput = unload;
     this.numberInputs = {};
     const numbers = NUMBER_FIELDS.map(([name, label, unit, step]) => {
       const input = element(doc, "input", { type: "number", step: String(step), field: name, "aria-label": label });
@@ -273,6 +280,8 @@ export class SettingsSection {
       profileError,
       predictiveRow,
       predictiveError,
+      unloadRow,
+      unloadError,
       element(doc, "div", { class: "memhooks-subtitle", text: "Heavy nodes (first matching pattern wins)" }),
       this.rulesList,
       this.addRuleButton,

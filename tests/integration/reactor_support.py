@@ -1,0 +1,167 @@
+"""The real ReActor in a real ComfyUI for the integration tests: its generated models, a server, its workflows.
+
+``REACTOR_DIR`` names a checkout of Gourieff/ComfyUI-ReActor (v0.7, which runs every model on onnxruntime), whose
+requirements are installed in ``COMFYUI_PYTHON``; without it the tests are skipped. Its models are generated once
+into the pytest cache (:mod:`tests.reactor_models`, about 30 s, 1.2 GB) and linked into each server's
+``models`` folder, where ReActor reads them; nothing is downloaded (the Hugging Face libraries run offline).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.comfyui_server import PROJECT, ComfyUI, skip_reason
+from tests.reactor_models import BUFFALO, FACE_RESTORE, GENERATOR_VERSION, MARKER, NSFW, SWAPPER
+
+REACTOR_DIR = os.environ.get("REACTOR_DIR")
+PROBE_PACK = Path(__file__).resolve().parent / "memhooks_reactor_probe_pack"
+PRESSURE_PACK = Path(__file__).resolve().parent / "memhooks_pressure_pack"
+GENERATE_SECONDS = 300
+MIB = 1024**2
+
+GREY = 0x808080  # a face is found in any image brighter than a quarter grey (tests/reactor_models.py)
+BLACK = 0x000000  # no face is found in a black one
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def reactor_skip_reason() -> str | None:
+    """Why the real ReActor cannot run here, or ``None`` when it can."""
+    comfy = skip_reason()
+    if comfy is not None:
+        return comfy
+    if not REACTOR_DIR:
+        return "REACTOR_DIR is not set: no ComfyUI-ReActor checkout to load (see the README's testing section)"
+    if not (Path(REACTOR_DIR) / "scripts" / "reactor_swapper.py").is_file():
+        return f"REACTOR_DIR={REACTOR_DIR} holds no scripts/reactor_swapper.py"
+    return None
+
+
+def reactor_marks() -> list[pytest.MarkDecorator]:
+    reason = reactor_skip_reason()
+    return [pytest.mark.integration, pytest.mark.skipif(reason is not None, reason=reason or "")]
+
+
+def generated_models(cache_dir: Path) -> Path:
+    """The generated models under ``cache_dir``, made now (in ComfyUI's Python) unless this version made them."""
+    models = cache_dir / f"reactor-models-v{GENERATOR_VERSION}"
+    marker = models / MARKER
+    if marker.is_file() and json.loads(marker.read_text()).get("version") == GENERATOR_VERSION:
+        return models
+    python = os.environ.get("COMFYUI_PYTHON") or sys.executable
+    done = subprocess.run(
+        [python, "-m", "tests.reactor_models", str(models)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=GENERATE_SECONDS,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"generating ReActor's models failed:\n{done.stderr[-4000:]}")
+    return models
+
+
+def link_models(base: Path, models: Path, swapper: Path | None = None) -> None:
+    """Lays out ``base/models`` as ReActor reads it, each part a link into the cache (``swapper`` replaces one)."""
+    root = base / "models"
+    (root / BUFFALO).parent.mkdir(parents=True)
+    (root / BUFFALO).symlink_to(models / BUFFALO, target_is_directory=True)
+    (root / SWAPPER).symlink_to(swapper if swapper is not None else models / SWAPPER)
+    (root / NSFW).parent.mkdir(parents=True)
+    (root / NSFW).symlink_to(models / NSFW, target_is_directory=True)
+    (root / FACE_RESTORE).symlink_to(models / FACE_RESTORE, target_is_directory=True)
+
+
+def reactor_server(models: Path, *, swapper: Path | None = None, **options: Any) -> ComfyUI:
+    """A ComfyUI (not started yet) with the real ReActor, the probe pack and the models linked in."""
+    packs = (Path(str(REACTOR_DIR)), PROBE_PACK, *options.pop("packs", ()))
+    environment = {**OFFLINE, **options.pop("environment", {})}
+    server = ComfyUI(packs=packs, environment=environment, record_events=False, **options)
+    link_models(server.base, models, swapper)
+    return server
+
+
+def swap_nodes(target_color: int = GREY, source_color: int = GREY, size: int = 512) -> dict[str, Any]:
+    """A source and a target image and ReActor's fast face swap (node "3"), as the node's defaults set it."""
+    return {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": size, "height": size, "batch_size": 1, "color": source_color},
+        },
+        "2": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": size, "height": size, "batch_size": 1, "color": target_color},
+        },
+        "3": {
+            "class_type": "ReActorFaceSwap",
+            "inputs": {
+                "enabled": True,
+                "input_image": ["2", 0],
+                "source_image": ["1", 0],
+                "swap_model": "inswapper_128.onnx",
+                "facedetection": "retinaface_resnet50",
+                "face_restore_model": "none",
+                "face_restore_visibility": 1.0,
+                "codeformer_weight": 0.5,
+                "detect_gender_input": "no",
+                "detect_gender_source": "no",
+                "input_faces_index": "0",
+                "source_faces_index": "0",
+                "console_log_level": 1,
+            },
+        },
+    }
+
+
+def save(prompt: dict[str, Any], image: list[Any], prefix: str, node: str = "90") -> dict[str, Any]:
+    prompt[node] = {"class_type": "SaveImage", "inputs": {"images": image, "filename_prefix": prefix}}
+    return prompt
+
+
+def manager(image: list[Any], mode: str) -> dict[str, Any]:
+    """comfy_memhooks' node after ``image``: ``mode`` every time it runs, no cooldown."""
+    inputs = {
+        "enable_monitoring": True,
+        "enable_optimization": True,
+        "auto_optimize": False,
+        "enable_auto_cleanup": True,
+        "mode": mode,
+        "ram_threshold": 80.0,
+        "vram_threshold": 85.0,
+        "cooldown_seconds": 0.0,
+        "detailed_report": False,
+        "trigger_image": image,
+    }
+    return {"class_type": "UnifiedMemoryManager", "inputs": inputs}
+
+
+def saved_png(server: ComfyUI, entry: dict[str, Any], node: str = "90") -> bytes:
+    """The bytes of the one PNG that the prompt's SaveImage ``node`` wrote."""
+    images = entry["outputs"][node]["images"]
+    assert len(images) == 1, entry["outputs"]
+    image = images[0]
+    return (server.base / "output" / image["subfolder"] / image["filename"]).read_bytes()
+
+
+def reactor_state(server: ComfyUI, label: str = "state") -> dict[str, Any]:
+    """What ReActor's swapper module holds now, and the RSS, read inside ComfyUI by the probe pack."""
+    _, entry = server.run({"1": {"class_type": "MemhooksReActorState", "inputs": {"label": label}}})
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    state: dict[str, Any] = json.loads(entry["outputs"]["1"]["text"][0])
+    return state
+
+
+def holds_models(state: dict[str, Any]) -> bool:
+    return bool(state["swap_model"] or any(state["analysis_models"].values()))
+
+
+def holds_faces(state: dict[str, Any]) -> bool:
+    return bool(state["source_faces"] or state["target_faces"] or state["target_faces_list"])

@@ -1,0 +1,207 @@
+"""The last rung under pressure: ReActor's faces, then its sessions, then ComfyUI's models in RAM, near the limit only.
+
+RAM here is read from a stand-in of ReActor's swapper module: what it holds is what the reading says is in use, so
+each step of the rung frees what the real one would, and the test sees where the rung stops.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import types
+from typing import Any
+
+import pytest
+
+from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.engine.history import Trigger, TriggerKind
+from comfy_memhooks.engine.last_rung import UNLOADED_NOTICE, near_limit
+from comfy_memhooks.engine.modes import Mode
+from comfy_memhooks.engine.pressure import Thresholds
+from comfy_memhooks.engine.settings import AutoSettings
+from comfy_memhooks.errors import InvalidSetting
+from comfy_memhooks.panel.payloads import record_json
+from comfy_memhooks.probe.readings import GIB, MemorySnapshot, RamReading, RamSource
+from tests.hook_support import FakeProbe
+
+TOTAL = 10 * GIB
+RUNG = ["reactor_faces_under_pressure", "reactor_models_under_pressure", "comfy_free_memory_for_ram"]
+THRESHOLDS = Thresholds(ram_percent=80, vram_percent=85, cooldown_seconds=30)
+
+
+def reactor(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """A module with the names of ReActor's scripts/reactor_swapper.py, holding a swap model, an analyser, faces."""
+    module = types.ModuleType("ComfyUI-ReActor.scripts.reactor_swapper")
+    module.FS_MODEL = object()  # type: ignore[attr-defined]
+    module.CURRENT_FS_MODEL_PATH = "/models/insightface/inswapper_128.onnx"  # type: ignore[attr-defined]
+    module.ANALYSIS_MODELS = {"640": object(), "320": None}  # type: ignore[attr-defined]
+    module.SOURCE_FACES = ["face"]  # type: ignore[attr-defined]
+    module.SOURCE_IMAGE_HASH = "a"  # type: ignore[attr-defined]
+    module.TARGET_FACES = ["face"]  # type: ignore[attr-defined]
+    module.TARGET_IMAGE_HASH = "b"  # type: ignore[attr-defined]
+    module.TARGET_FACES_LIST = []  # type: ignore[attr-defined]
+    module.TARGET_IMAGE_LIST_HASH = []  # type: ignore[attr-defined]
+
+    def unload_all_models() -> None:
+        module.FS_MODEL = None  # type: ignore[attr-defined]
+        module.ANALYSIS_MODELS["640"] = None  # type: ignore[attr-defined]
+
+    module.unload_all_models = unload_all_models  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return module
+
+
+class ReActorProbe(FakeProbe):
+    """RAM in use: ``base`` percent, plus ``faces`` percent while ReActor keeps faces and ``models`` while it holds
+    its sessions."""
+
+    def __init__(self, module: types.ModuleType, base: float, faces: float, models: float):
+        super().__init__()
+        self.module, self.base, self.faces, self.models = module, base, faces, models
+
+    def _ram(self) -> RamReading:
+        percent = self.base
+        percent += self.faces if self.module.SOURCE_FACES or self.module.TARGET_FACES else 0.0
+        percent += self.models if self.module.FS_MODEL is not None else 0.0
+        used = int(TOTAL * percent / 100)
+        return RamReading(RamSource.CGROUP_V1, TOTAL, used, TOTAL - used, used, 4 * TOTAL)
+
+    def usage(self) -> tuple[int | None, int | None]:
+        return self._ram().used_bytes, None
+
+
+def boundary(engine: Engine, unload_models: bool = True) -> Any:
+    return engine.reclaim(TriggerKind.BOUNDARY, 80.0, node_id="5", node_class="Hold", unload_models=unload_models)
+
+
+def names(outcome: Any) -> list[str]:
+    return [action.name for action in outcome.record.actions]
+
+
+def test_near_the_limit_the_faces_go_first_and_the_sessions_stay_when_that_was_enough(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = reactor(monkeypatch)
+    engine = Engine(probe=ReActorProbe(module, base=70, faces=21, models=8))  # 99%; 78% without the faces
+
+    outcome = boundary(engine)
+
+    assert names(outcome)[-1] == "reactor_faces_under_pressure"
+    assert module.SOURCE_FACES is None and module.SOURCE_IMAGE_HASH is None and module.TARGET_FACES is None
+    assert module.FS_MODEL is not None  # RAM was back under its threshold: the sessions were kept
+    faces = outcome.record.actions[-1]
+    assert faces.escalation and faces.detail == f"{module.__name__}: 2 cached face(s) dropped"
+    assert outcome.record.notice is None
+    assert (
+        outcome.record.kept == "ReActor's swap model inswapper_128.onnx, face analysis at 640 px and 0 cached face(s)"
+    )
+
+
+def test_then_its_sessions_with_what_they_were_and_the_panels_notice(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = reactor(monkeypatch)
+    engine = Engine(probe=ReActorProbe(module, base=60, faces=1, models=30))  # 91%, 90%, then 60%
+
+    outcome = boundary(engine)
+
+    assert names(outcome) == ["gc_collect", "malloc_trim", "comfy_cache_release", *RUNG[:2]]
+    assert module.FS_MODEL is None and module.ANALYSIS_MODELS == {"640": None, "320": None}
+    models = outcome.record.actions[-1]
+    assert models.escalation and models.ram_freed_bytes == int(TOTAL * 0.9) - int(TOTAL * 0.6)
+    assert models.detail == (
+        f"{module.__name__}: unloaded its swap model inswapper_128.onnx, face analysis at 640 px; "
+        "they reload on the next swap"
+    )
+    assert outcome.record.notice == UNLOADED_NOTICE
+    assert outcome.record.kept is None
+    plain = record_json(outcome.record)
+    assert plain["notice"] == UNLOADED_NOTICE and plain["escalated"]
+
+
+def test_comfyuis_models_in_ram_last_asked_for_what_is_still_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    module = reactor(monkeypatch)
+    calls: list[tuple[int, Any]] = []
+    management = types.ModuleType("comfy.model_management")
+    management.current_loaded_models = [types.SimpleNamespace(device=torch.device("cpu"))]  # type: ignore[attr-defined]
+    management.free_memory = lambda required, device: calls.append((required, device)) or []  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "comfy.model_management", management)
+    monkeypatch.setattr("comfy_memhooks.engine.last_rung.host_available_bytes", lambda: 3 * GIB)
+    engine = Engine(probe=ReActorProbe(module, base=93, faces=1, models=1))  # ReActor's room is not enough
+
+    outcome = boundary(engine)
+
+    assert names(outcome)[-3:] == RUNG
+    missing = int(TOTAL * (1 - 80 / 100)) - (TOTAL - int(TOTAL * 0.93))  # to 80% from 93%
+    assert calls == [(3 * GIB + missing, torch.device("cpu"))]
+    assert "0 of 1 model(s) in RAM unloaded" in (outcome.record.actions[-1].detail or "")
+
+
+def test_under_the_limit_nothing_is_unloaded_and_the_record_says_what_was_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = reactor(monkeypatch)
+    engine = Engine(probe=ReActorProbe(module, base=70, faces=5, models=10))  # 85%: over 80%, not near the limit
+
+    outcome = boundary(engine)
+
+    assert names(outcome) == ["gc_collect", "malloc_trim", "comfy_cache_release"]
+    assert module.FS_MODEL is not None and module.SOURCE_FACES == ["face"]
+    assert outcome.record.kept == (
+        "ReActor's swap model inswapper_128.onnx, face analysis at 640 px and 2 cached face(s)"
+    )
+
+
+def test_the_setting_off_or_the_watchdogs_thread_never_unload(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = reactor(monkeypatch)
+    engine = Engine(probe=ReActorProbe(module, base=70, faces=5, models=20))  # 95%
+
+    off = boundary(engine, unload_models=False)
+    watchdog = engine.reclaim(TriggerKind.WATCHDOG, 80.0, quiet=True, unload_models=True)
+    manual = engine.optimize(Mode.BALANCED, Trigger(TriggerKind.MANUAL, "panel"), thresholds=THRESHOLDS, routine=True)
+
+    for outcome in (off, watchdog, manual):
+        assert outcome is None or outcome.record is None or not set(names(outcome)) & set(RUNG)
+    assert module.FS_MODEL is not None and module.SOURCE_FACES == ["face"]
+
+
+def test_a_heavy_node_rule_under_pressure_ends_with_the_rung_and_aggressive_needs_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = reactor(monkeypatch)
+    probe = ReActorProbe(module, base=60, faces=1, models=35)  # 96%
+    engine = Engine(probe=probe)
+    rule = Trigger(TriggerKind.HOOK, "after ReActorFaceSwap", "3", "ReActorFaceSwap", "after")
+
+    outcome = engine.optimize(Mode.BALANCED, rule, thresholds=THRESHOLDS, unload_models=True)
+
+    assert outcome.record is not None and outcome.record.escalated
+    assert names(outcome)[-2:] == RUNG[:2] and module.FS_MODEL is None
+    probe.module = reactor(monkeypatch)  # loaded again
+    aggressive = engine.optimize(Mode.AGGRESSIVE, rule, thresholds=THRESHOLDS, unload_models=True)
+    assert aggressive.record is not None and not set(names(aggressive)) & set(RUNG)
+
+
+def test_a_weaker_cleanup_that_freed_nothing_does_not_hold_the_rung_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = reactor(monkeypatch)
+    engine = Engine(probe=ReActorProbe(module, base=60, faces=1, models=33))  # 94%
+    assert engine.reclaim(TriggerKind.WATCHDOG, 80.0, quiet=True) is not None  # freed nothing
+
+    outcome = boundary(engine)
+
+    assert outcome.performed and module.FS_MODEL is None
+
+
+def test_near_the_limit_means_ninety_percent_or_the_threshold_when_higher() -> None:
+    def at(percent: float) -> MemorySnapshot:
+        used = int(TOTAL * percent / 100)
+        ram = RamReading(RamSource.CGROUP_V1, TOTAL, used, TOTAL - used, used, TOTAL)
+        return MemorySnapshot(time.time(), ram, (), None, None, None)
+
+    assert not near_limit(at(89.9), 80) and near_limit(at(90), 80)
+    assert not near_limit(at(94), 95) and near_limit(at(95), 95)
+
+
+def test_the_setting_is_on_by_default_and_checked() -> None:
+    assert AutoSettings().pressure_unloads_models is True
+    assert AutoSettings.parse({"pressure_unloads_models": False}).pressure_unloads_models is False
+    with pytest.raises(InvalidSetting) as raised:
+        AutoSettings.parse({"pressure_unloads_models": "sometimes"})
+    assert raised.value.field == "pressure_unloads_models"
