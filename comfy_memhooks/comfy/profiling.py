@@ -1,4 +1,4 @@
-"""Starts the per-node profile inside ComfyUI: the recorder on the hook's signals, fed by the engine's probes,
+"""Starts the per-node profile inside ComfyUI: the recorder in the per-node pipeline, fed by the engine's probes,
 and predictive cleanup, which learns from it.
 
 Called by :func:`bootstrap.setup` after the hook and its optimizer are in place. Their steps' order around each

@@ -1,4 +1,4 @@
-"""What predictive cleanup learned: each node class's recent RAM and VRAM peaks, and what drove them.
+"""What predictive cleanup learned: each node class's recent RAM and VRAM peaks, and their workloads.
 
 The peak is what a node needed while it ran (the profile's RAM peak, :mod:`..profile.peaks`), not what it left
 behind: the node a container dies in is often one that frees its working memory before it returns. It is learned

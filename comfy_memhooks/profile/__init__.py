@@ -1,7 +1,7 @@
-"""The per-node profile: each node's memory before and after it ran, for the last prompts.
+"""The per-node profile: each node's memory before, at its peak while it ran, and after, for the last prompts.
 
-:class:`ProfileRecorder` listens to the executor hook's signals and fills a :class:`ProfileStore`; the panel, the
-node's report and other extensions read the store (:func:`get_profile_store`) or subscribe to
+:class:`ProfileRecorder` (two steps of the per-node pipeline, :mod:`..pipeline`) fills a :class:`ProfileStore`; the
+panel, the node's report and other extensions read the store (:func:`get_profile_store`) or subscribe to
 ``signals.node_profiled``.
 """
 
