@@ -24,7 +24,7 @@ from ..failures import Failures
 from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, node_pipeline
 from ..probe.backends import loaded_torch
 from ..probe.readings import GIB, GpuBackend, MemorySnapshot, RamReading
-from .actions import CUDA_EMPTY_CACHE, GC_COLLECT, MALLOC_TRIM, Action, ActionContext, ActionOutcome
+from .actions import CUDA_EMPTY_CACHE, MODEL_FREE_ACTIONS, Action, ActionContext, ActionOutcome
 from .actions import comfy_model_management as _model_management
 from .comfy_cache import release_until
 from .core import Engine
@@ -311,7 +311,7 @@ class PredictiveCleanup:
     def steps(self, short: list[Shortfall]) -> list[tuple[Action, ...]]:
         """The model-free cleanup first; then, for RAM, ComfyUI's output cache; only then, for each resource still
         short, ComfyUI's unloading of just enough. Each step runs only while the node still does not fit."""
-        model_free: tuple[Action, ...] = (GC_COLLECT, MALLOC_TRIM)
+        model_free: tuple[Action, ...] = MODEL_FREE_ACTIONS
         if any(item.resource == "VRAM" for item in short):
             model_free = (*model_free, CUDA_EMPTY_CACHE)
         steps = [model_free]
