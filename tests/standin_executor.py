@@ -10,7 +10,9 @@ gets its own) whose ``execute`` has exactly the parameters of one ComfyUI genera
   keyword (``NoAssets`` when none is given) and passes to every call.
 
 ``PromptExecutor(by_keyword=True)`` calls ``execute`` with every argument by name, as a caller that wraps or
-re-orders ComfyUI's executor may.
+re-orders ComfyUI's executor may. An output cache with a ``ram_release`` method (``tests/standin_ram_cache.py``'s
+``RAMPressureCache``) is released after every node as ComfyUI 0.33 does: the method is bound once as the prompt
+starts, and called with the executor's ``inactive_headroom`` after each node.
 
 It behaves as ComfyUI does where the hook can tell: ``execute`` returns ``(ExecutionResult, details, exception)``;
 a cached node returns SUCCESS early without joining ``executed``; a node with a lazy input, an unfinished async
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import inspect
+import sys
 import types
 from collections import deque
 from collections.abc import Callable
@@ -317,6 +320,9 @@ def make_execution_module(kind: str, nodes: dict[str, StandInNode]) -> types.Mod
     def prepare(executor, prompt, prompt_id, execute_outputs):
         executor.success = True
         dynprompt = DynamicPrompt(prompt)
+        new_prompt = getattr(executor.caches.outputs, "new_prompt", None)
+        if new_prompt is not None:
+            new_prompt(prompt)
         for node_id in prompt:
             executor.caches.outputs.signatures[node_id] = _signature(prompt, node_id)
         return dynprompt, ExecutionList(dynprompt, list(execute_outputs)), set()
@@ -336,6 +342,7 @@ def make_execution_module(kind: str, nodes: dict[str, StandInNode]) -> types.Mod
             self.server = server if server is not None else Server()
             self.asset_manager = asset_manager if asset_manager is not None else NoAssets()
             self.by_keyword = by_keyword
+            self.inactive_headroom = 0
             self.caches = Caches()
             self.success = True
             self.failure = None
@@ -368,6 +375,17 @@ def make_execution_module(kind: str, nodes: dict[str, StandInNode]) -> types.Mod
                 asyncio.run(self.execute_async(prompt, prompt_id, extra_data, execute_outputs))
 
             async def execute_async(self, prompt, prompt_id, extra_data={}, execute_outputs=[]):  # noqa: B006
+                release = getattr(self.caches.outputs, "ram_release", None)  # bound once, as ComfyUI 0.33 does
+                state = getattr(sys.modules.get("comfy.memory_management"), "set_ram_cache_release_state", None)
+                if release is not None and state is not None:
+                    state(release, self.inactive_headroom)
+                try:
+                    await self.run_nodes(prompt, prompt_id, extra_data, execute_outputs, release)
+                finally:
+                    if release is not None and state is not None:
+                        state(None, 0)
+
+            async def run_nodes(self, prompt, prompt_id, extra_data, execute_outputs, release):
                 dynprompt, execution_list, executed = prepare(self, prompt, prompt_id, execute_outputs)
                 pending_subgraph_results = {}
                 pending_async_nodes = {}
@@ -394,6 +412,8 @@ def make_execution_module(kind: str, nodes: dict[str, StandInNode]) -> types.Mod
                     result = await call(module.execute, arguments, self.by_keyword)
                     if not settle(self, execution_list, node_id, result):
                         break
+                    if release is not None:
+                        release(self.inactive_headroom)
 
     module.execute = {
         "sync9": execute_sync,

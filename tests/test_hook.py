@@ -306,7 +306,9 @@ def test_the_wrapper_keeps_the_originals_nature_and_signature(kind: str) -> None
     assert module.execute is not original
     assert inspect.iscoroutinefunction(module.execute) == inspect.iscoroutinefunction(original)
     assert inspect.signature(module.execute) == inspect.signature(original)
-    assert len(inspect.signature(original).parameters) == {"sync9": 9, "async10": 10, "async11": 11, "async12": 12}[kind]
+    assert (
+        len(inspect.signature(original).parameters) == {"sync9": 9, "async10": 10, "async11": 11, "async12": 12}[kind]
+    )
     status = hook.hook_status()
     assert status.installed
     assert status.executor == ("sync" if kind == "sync9" else "async")

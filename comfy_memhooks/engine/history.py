@@ -177,6 +177,12 @@ class History:
         with self._lock:
             return self._totals.read()
 
+    def cleanups_freed(self) -> tuple[int, int]:
+        """Optimizations since start-up and the RAM they returned: a prompt's share is the difference."""
+        with self._lock:
+            reading = self._totals.read()
+        return reading.count, sum(totals.ram_freed_bytes for totals in reading.cleanups)
+
     @property
     def total_recorded(self) -> int:
         """All optimizations recorded since start-up, including those the bound has dropped."""
