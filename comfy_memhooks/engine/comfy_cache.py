@@ -182,7 +182,7 @@ def _release_through_comfyui(extra: Any, shortfall: int) -> tuple[str | None, st
         method = getattr(outputs, "ram_release", None)
         if not callable(method):
             what = "no output cache seen yet" if outputs is None else f"its output cache is {type(outputs).__name__}"
-            return None, f"ComfyUI runs no prompt and has no cache to ask ({what}): left alone"
+            return None, f"ComfyUI has no API to release its cache here between prompts ({what}): left alone"
         with release_watch.ours():
             freed = method(target, free_active=True)
         asked = f"{type(outputs).__name__}.ram_release({wanted}, free_active=True)"

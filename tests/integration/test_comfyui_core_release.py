@@ -100,9 +100,9 @@ def test_comfy_cache_release_goes_through_extra_ram_release_with_the_containers_
     match = re.match(r"comfy\.memory_management\.extra_ram_release\(([\d.]+) GB available\), for ([\d.]+) GB", detail)
     assert match is not None, detail
     target, shortfall = float(match.group(1)), float(match.group(2))
-    # 99% of a 3 GB container should be free: the whole container is short, and the target ComfyUI compares with
-    # the host's free RAM is that much above it (so its host-reading cache evicts anyway).
-    assert shortfall > 2.0 and target > shortfall, detail
+    # 99% of the 3 GB container should be free: what is missing there is added to the host's free RAM, which is
+    # what ComfyUI 0.33 compares the target with (so its cache evicts although the host has room).
+    assert shortfall > 0.3 and target - shortfall > LIMIT / GIB, detail
     assert "then with free_active=True (this prompt's outputs too)" in detail, detail
     second = statuses[1]["comfyui"]["prompt_release"]
     assert second["ours_calls"] >= 2 and second["ours_evicted"] >= 1, second
