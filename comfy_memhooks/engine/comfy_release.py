@@ -245,5 +245,24 @@ class PromptReleaseWatch:
         self.last = tally.freeze(self._wall_clock(), active, full, self.cleanups())
 
 
+class HeldWithoutWaiting:
+    """A lock taken only if it is free (the engine's, see ``Engine.held_without_waiting``): a plain class, as it
+    wraps ComfyUI's release after every node."""
+
+    __slots__ = ("_got", "_lock")
+
+    def __init__(self, lock: threading.RLock):
+        self._lock = lock
+        self._got = False
+
+    def __enter__(self) -> bool:
+        self._got = self._lock.acquire(blocking=False)
+        return self._got
+
+    def __exit__(self, *_: object) -> None:
+        if self._got:
+            self._lock.release()
+
+
 release_watch = PromptReleaseWatch()
 """The process's watch: the hook tells it each prompt's start and end; the panel and the report read it."""

@@ -7,12 +7,11 @@ another, so every decision and optimization happens under one lock.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from .. import signals
@@ -28,6 +27,7 @@ from .actions import (
     ActionOutcome,
     escalation_ladder,
 )
+from .comfy_release import HeldWithoutWaiting
 from .history import ActionReport, History, OptimizationRecord, Trigger, TriggerKind
 from .modes import MODE_STRENGTH, MODEL_FREE_STRENGTH, Mode
 from .policy import PolicySettings, decide
@@ -117,17 +117,11 @@ class Engine:
     def snapshot(self, include_processes: bool = False) -> MemorySnapshot:
         return self.probe.snapshot(include_processes=include_processes)
 
-    @contextlib.contextmanager
-    def held_without_waiting(self) -> Iterator[bool]:
-        """Holds the engine, if no optimization runs now, while ComfyUI releases memory itself; yields whether it
-        got it. Meanwhile no cleanup of comfy_memhooks' starts (the watchdog, which never waits, skips that
-        reading), so none counts what ComfyUI freed. It never waits: ComfyUI's own release is never delayed."""
-        got = self._lock.acquire(blocking=False)
-        try:
-            yield got
-        finally:
-            if got:
-                self._lock.release()
+    def held_without_waiting(self) -> HeldWithoutWaiting:
+        """Holds the engine, if no optimization runs now, while ComfyUI releases memory itself (``with``; it gives
+        whether it got it). Meanwhile no cleanup of comfy_memhooks' starts (the watchdog, which never waits, skips
+        that reading), so none counts what ComfyUI freed. It never waits: ComfyUI's own release is never delayed."""
+        return HeldWithoutWaiting(self._lock)
 
     def cooldown_remaining(self, cooldown_seconds: float) -> float:
         """Seconds until a routine optimization with this cooldown may run; 0 when it may run now.
