@@ -110,6 +110,23 @@ def test_what_comfyuis_own_release_evicted_is_counted_per_prompt(
     assert "evicted 3 outputs (1.50 GB as ComfyUI counts them)" in second.describe()
 
 
+def test_another_extensions_wrapper_on_the_cache_stays_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup = Setup(tmp_path, monkeypatch)
+    calls: list[Any] = []
+    theirs_original = setup.cache.ram_release
+
+    def theirs(*args: Any, **kwargs: Any) -> int:
+        calls.append(args)
+        return theirs_original(*args, **kwargs)
+
+    setup.cache.ram_release = theirs  # type: ignore[method-assign]
+    setup.run("first", 1)
+    assert len(calls) == 3 and setup.watch.last is not None and setup.watch.last.core_calls == 3
+    assert vars(setup.cache)["ram_release"] is theirs
+
+
 def test_the_boundary_cleanup_comes_after_comfyuis_release_and_counts_only_its_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 RELEASE_METHOD = "ram_release"
+_ABSENT = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +174,8 @@ class PromptReleaseWatch:
         self._ours = threading.local()
         self._tally: _Tally | None = None
         self._watched: Any = None
+        self._previous: Any = None
+        self._wrapper: Any = None
         self.last: PromptRelease | None = None
         """The latest prompt's figures (the running one's so far, while it runs); ``None`` before any."""
 
@@ -230,16 +233,25 @@ class PromptReleaseWatch:
             tally.core_freed += _whole(freed)
             return freed
 
-        vars(outputs)[RELEASE_METHOD] = ram_release
+        own = vars(outputs)
+        self._previous = own.get(RELEASE_METHOD, _ABSENT)  # another extension's, put back as it was at the end
+        own[RELEASE_METHOD] = ram_release
         self._tally = tally
         self._watched = outputs
+        self._wrapper = ram_release
 
     def _end(self) -> None:
         tally, outputs = self._tally, self._watched
         self._tally = self._watched = None
         if tally is None or outputs is None:
             return
-        vars(outputs).pop(RELEASE_METHOD, None)
+        own = vars(outputs)
+        if own.get(RELEASE_METHOD) is self._wrapper:  # else someone replaced ours since: theirs stays
+            if self._previous is _ABSENT:
+                del own[RELEASE_METHOD]
+            else:
+                own[RELEASE_METHOD] = self._previous
+        self._previous = self._wrapper = None
         active = _counter(getattr(outputs, "active_evictions", None))
         full = _counter(getattr(outputs, "full_evictions", None))
         self.last = tally.freeze(self._wall_clock(), active, full, self.cleanups())
