@@ -1,13 +1,18 @@
-"""What the executor hook costs per node on two ComfyUI versions (0.18.2 against 0.8.0), measured in one run.
+"""What the executor hook costs per node on several ComfyUI versions (0.8.0, 0.18.2, 0.33.0), measured in one run.
 
-    python benchmarks/bench_versions.py /work/comfy/ComfyUI-0.8.0 /work/comfy/ComfyUI-0.18.2:/work/comfy/pp-0.18.2
+    python benchmarks/bench_versions.py /work/comfy/ComfyUI-0.8.0 /work/comfy/ComfyUI-0.18.2:/work/comfy/extra-0.18.2 \
+        /work/comfy/ComfyUI-0.33.0:/work/comfy/extra-0.33.0 --without-memhooks
 
 Each argument is a ComfyUI checkout, optionally followed by ``:`` and a folder put first on its ``PYTHONPATH`` (its
-frontend packages); ``COMFYUI_PYTHON`` is the Python that runs them. Both servers are started and kept running;
+frontend packages); ``COMFYUI_PYTHON`` is the Python that runs them. Every server is started and kept running;
 then, round after round, each times a chain of 300 ``ImageInvert`` nodes on an 8x8 ``EmptyImage`` with the hook on
 and off, in alternating order (ComfyUI's own ``execution_start`` to ``execution_success`` timestamps). It prints,
-per version, the medians, the on/off ratio and the cost added per node, then the ratio of the two versions' added
-costs.
+per version, the medians, the on/off ratio and the cost added per node, then each version's added cost against the
+first one's.
+
+``--without-memhooks`` also starts the last checkout a second time without comfy_memhooks at all (no hook, no
+watchdog, no panel) and, in the same rounds and alternating which goes first, times the same chain there against
+the server with comfy_memhooks and its hook on: the ratio of the medians and the median of the paired ratios.
 
 ComfyUI 0.18 tells registered cache providers when prompts start and end (its prompt lifecycle API). With
 ``--provider``, a third condition there, the hook off with a provider that caches nothing registered, shows what
@@ -31,14 +36,18 @@ from benchmarks.bench_hook import _chain, _milliseconds, report  # noqa: E402
 from tests.integration.comfyui_server import ComfyError, ComfyUI  # noqa: E402
 
 
-def _start(spec: str) -> ComfyUI:
+def _start(spec: str, with_memhooks: bool = True) -> ComfyUI:
     directory, _, extra = spec.partition(":")
     os.environ["COMFYUI_DIR"] = directory
     if extra:
         os.environ["COMFYUI_EXTRA_PYTHONPATH"] = extra
     else:
         os.environ.pop("COMFYUI_EXTRA_PYTHONPATH", None)
-    return ComfyUI(record_events=False).start()
+    return ComfyUI(record_events=False, with_memhooks=with_memhooks).start()
+
+
+def _paired(first: list[float], second: list[float]) -> float:
+    return statistics.median(a / b for a, b in zip(first, second, strict=True))
 
 
 def _has_providers(server: ComfyUI) -> bool:
@@ -51,14 +60,18 @@ def _has_providers(server: ComfyUI) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("comfyui", nargs=2, help="DIR[:EXTRA_PYTHONPATH] of each ComfyUI")
+    parser.add_argument("comfyui", nargs="+", help="DIR[:EXTRA_PYTHONPATH] of each ComfyUI")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--nodes", type=int, default=300)
     parser.add_argument(
         "--provider", action="store_true", help="also time a cache provider that caches nothing (0.18; slow)"
     )
+    parser.add_argument(
+        "--without-memhooks", action="store_true", help="also time the last ComfyUI without comfy_memhooks at all"
+    )
     arguments = parser.parse_args()
     servers = [_start(spec) for spec in arguments.comfyui]
+    plain = _start(arguments.comfyui[-1], with_memhooks=False) if arguments.without_memhooks else None
     try:
         versions = [server.get("/memhooks_test/status")["comfyui_version"] for server in servers]
         conditions = [
@@ -66,8 +79,9 @@ def main() -> None:
             for server in servers
         ]
         times: dict[tuple[int, str], list[float]] = {}
+        without: dict[str, list[float]] = {"with": [], "without": []}
         color = 0
-        for server in servers:
+        for server in [*servers, *([plain] if plain else [])]:
             server.run(_chain(arguments.nodes, color))  # warm up
         for round_number in range(arguments.rounds):
             for index, server in enumerate(servers):
@@ -84,13 +98,20 @@ def main() -> None:
                     if condition == "provider only":
                         server.post("/memhooks_test/provider", {"registered": False})
                 server.post("/memhooks_test/hook", {"installed": True})
+            if plain is not None:
+                pair = [("with", servers[-1]), ("without", plain)]
+                for name, server in pair if round_number % 2 == 0 else pair[::-1]:
+                    color += 1
+                    _, entry = server.run(_chain(arguments.nodes, color))
+                    assert entry["status"]["status_str"] == "success"
+                    without[name].append(_milliseconds(entry))
     finally:
-        for server in servers:
+        for server in [*servers, *([plain] if plain else [])]:
             server.stop()
     added = []
     for index, version in enumerate(versions):
         on, off = statistics.median(times[(index, "on")]), statistics.median(times[(index, "off")])
-        paired = statistics.median(a / b for a, b in zip(times[(index, "on")], times[(index, "off")], strict=True))
+        paired = _paired(times[(index, "on")], times[(index, "off")])
         per_node = (on - off) / arguments.nodes * 1000
         added.append(per_node)
         report(
@@ -105,10 +126,19 @@ def main() -> None:
                 f"  hook off, a provider that caches nothing registered: {alone:.0f} ms, ratio to off "
                 f"{alone / off:.3f}; per node {(alone - off) / arguments.nodes * 1000:.1f} µs"
             )
-    report(
-        f"added per node, {versions[1]} against {versions[0]}: {added[1]:.1f} µs / {added[0]:.1f} µs"
-        + (f", ratio {added[1] / added[0]:.2f}" if added[0] > 0 else "")
-    )
+    for index in range(1, len(versions)):
+        report(
+            f"added per node, {versions[index]} against {versions[0]}: {added[index]:.1f} µs / {added[0]:.1f} µs"
+            + (f", ratio {added[index] / added[0]:.2f}" if added[0] > 0 else "")
+        )
+    if plain is not None:
+        with_median, without_median = statistics.median(without["with"]), statistics.median(without["without"])
+        report(
+            f"ComfyUI {versions[-1]}, {arguments.nodes} nodes, {arguments.rounds} alternating pairs: "
+            f"with comfy_memhooks "
+            f"{with_median:.0f} ms, without {without_median:.0f} ms (medians), ratio of medians "
+            f"{with_median / without_median:.3f}, paired {_paired(without['with'], without['without']):.3f}"
+        )
 
 
 if __name__ == "__main__":

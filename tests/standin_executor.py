@@ -5,7 +5,14 @@ gets its own) whose ``execute`` has exactly the parameters of one ComfyUI genera
 
 - ``"sync9"``: ComfyUI 0.1 to 0.3.44, synchronous, 9 parameters;
 - ``"async10"``: 0.3.45 to 0.3.67, asynchronous, adds ``pending_async_nodes``;
-- ``"async11"``: 0.3.68 and later (0.8.0), adds ``ui_outputs``.
+- ``"async11"``: 0.3.68 to 0.33 (0.8.0, 0.18.2, 0.33.0), adds ``ui_outputs``;
+- ``"async12"``: after 0.33 (0.38.1), adds ``asset_manager`` last, which ``PromptExecutor.__init__`` takes as a
+  keyword (``NoAssets`` when none is given) and passes to every call.
+
+``PromptExecutor(by_keyword=True)`` calls ``execute`` with every argument by name, as a caller that wraps or
+re-orders ComfyUI's executor may. An output cache with a ``ram_release`` method (``tests/standin_ram_cache.py``'s
+``RAMPressureCache``) is released after every node as ComfyUI 0.33 does: the method is bound once as the prompt
+starts, and called with the executor's ``inactive_headroom`` after each node.
 
 It behaves as ComfyUI does where the hook can tell: ``execute`` returns ``(ExecutionResult, details, exception)``;
 a cached node returns SUCCESS early without joining ``executed``; a node with a lazy input, an unfinished async
@@ -18,13 +25,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import inspect
+import sys
 import types
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = ("sync9", "async10", "async11")
+KINDS = ("sync9", "async10", "async11", "async12")
 
 
 class ExecutionResult(enum.Enum):
@@ -58,6 +66,13 @@ class Server:
 
     def send_sync(self, event: str, data: Any, sid: str | None = None) -> None:
         self.sent.append((event, data))
+
+
+class NoAssets:
+    """ComfyUI's default asset manager (0.38's ``NoAssets(args)``): registers nothing."""
+
+    def __init__(self) -> None:
+        self.registered: list[Any] = []
 
 
 class DynamicPrompt:
@@ -120,6 +135,14 @@ def _signature(prompt: dict[str, dict[str, Any]], node_id: str) -> Any:
 
 def _failure(node_id: str, error: Exception) -> tuple[ExecutionResult, dict[str, Any], Exception]:
     return (ExecutionResult.FAILURE, {"node_id": node_id, "exception_message": str(error)}, error)
+
+
+def call(execute: Callable[..., Any], arguments: list[Any], by_keyword: bool) -> Any:
+    """``execute(*arguments)``, or with each argument named by ``execute``'s own parameter names."""
+    if not by_keyword:
+        return execute(*arguments)
+    names = inspect.signature(execute).parameters
+    return execute(**dict(zip(names, arguments, strict=True)))
 
 
 def make_execution_module(kind: str, nodes: dict[str, StandInNode]) -> types.ModuleType:
@@ -263,9 +286,43 @@ def make_execution_module(kind: str, nodes: dict[str, StandInNode]) -> types.Mod
             ui_outputs[current_item] = {"output": execution_list.results.get(current_item)}
         return result
 
+    async def execute_async12(
+        server,
+        dynprompt,
+        caches,
+        current_item,
+        extra_data,
+        executed,
+        prompt_id,
+        execution_list,
+        pending_subgraph_results,
+        pending_async_nodes,
+        ui_outputs,
+        asset_manager,
+    ):
+        result = await execute_async11(
+            server,
+            dynprompt,
+            caches,
+            current_item,
+            extra_data,
+            executed,
+            prompt_id,
+            execution_list,
+            pending_subgraph_results,
+            pending_async_nodes,
+            ui_outputs,
+        )
+        if result[0] is ExecutionResult.SUCCESS and current_item in ui_outputs:
+            asset_manager.registered.append((prompt_id, current_item))
+        return result
+
     def prepare(executor, prompt, prompt_id, execute_outputs):
         executor.success = True
         dynprompt = DynamicPrompt(prompt)
+        new_prompt = getattr(executor.caches.outputs, "new_prompt", None)
+        if new_prompt is not None:
+            new_prompt(prompt)
         for node_id in prompt:
             executor.caches.outputs.signatures[node_id] = _signature(prompt, node_id)
         return dynprompt, ExecutionList(dynprompt, list(execute_outputs)), set()
@@ -281,8 +338,11 @@ def make_execution_module(kind: str, nodes: dict[str, StandInNode]) -> types.Mod
         return True
 
     class PromptExecutor:
-        def __init__(self, server=None):
+        def __init__(self, server=None, asset_manager=None, by_keyword=False):
             self.server = server if server is not None else Server()
+            self.asset_manager = asset_manager if asset_manager is not None else NoAssets()
+            self.by_keyword = by_keyword
+            self.inactive_headroom = 0
             self.caches = Caches()
             self.success = True
             self.failure = None
@@ -295,7 +355,7 @@ def make_execution_module(kind: str, nodes: dict[str, StandInNode]) -> types.Mod
                 pending_subgraph_results = {}
                 while execution_list.queue:
                     node_id = execution_list.queue.popleft()
-                    result = module.execute(
+                    arguments = [
                         self.server,
                         dynprompt,
                         self.caches,
@@ -305,7 +365,8 @@ def make_execution_module(kind: str, nodes: dict[str, StandInNode]) -> types.Mod
                         prompt_id,
                         execution_list,
                         pending_subgraph_results,
-                    )
+                    ]
+                    result = call(module.execute, arguments, self.by_keyword)
                     if not settle(self, execution_list, node_id, result):
                         break
         else:
@@ -314,6 +375,17 @@ def make_execution_module(kind: str, nodes: dict[str, StandInNode]) -> types.Mod
                 asyncio.run(self.execute_async(prompt, prompt_id, extra_data, execute_outputs))
 
             async def execute_async(self, prompt, prompt_id, extra_data={}, execute_outputs=[]):  # noqa: B006
+                release = getattr(self.caches.outputs, "ram_release", None)  # bound once, as ComfyUI 0.33 does
+                state = getattr(sys.modules.get("comfy.memory_management"), "set_ram_cache_release_state", None)
+                if release is not None and state is not None:
+                    state(release, self.inactive_headroom)
+                try:
+                    await self.run_nodes(prompt, prompt_id, extra_data, execute_outputs, release)
+                finally:
+                    if release is not None and state is not None:
+                        state(None, 0)
+
+            async def run_nodes(self, prompt, prompt_id, extra_data, execute_outputs, release):
                 dynprompt, execution_list, executed = prepare(self, prompt, prompt_id, execute_outputs)
                 pending_subgraph_results = {}
                 pending_async_nodes = {}
@@ -331,15 +403,24 @@ def make_execution_module(kind: str, nodes: dict[str, StandInNode]) -> types.Mod
                         pending_subgraph_results,
                         pending_async_nodes,
                     ]
-                    if kind == "async11":
+                    if kind in ("async11", "async12"):
                         arguments.append(self.ui_outputs)
+                    if kind == "async12":
+                        arguments.append(self.asset_manager)
                     if node_id in pending_async_nodes:
                         await asyncio.gather(pending_async_nodes[node_id], return_exceptions=True)
-                    result = await module.execute(*arguments)
+                    result = await call(module.execute, arguments, self.by_keyword)
                     if not settle(self, execution_list, node_id, result):
                         break
+                    if release is not None:
+                        release(self.inactive_headroom)
 
-    module.execute = {"sync9": execute_sync, "async10": execute_async10, "async11": execute_async11}[kind]
+    module.execute = {
+        "sync9": execute_sync,
+        "async10": execute_async10,
+        "async11": execute_async11,
+        "async12": execute_async12,
+    }[kind]
     module.execute.__module__ = "execution"
     module.execute.__name__ = "execute"
     module.execute.__qualname__ = "execute"

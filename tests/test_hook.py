@@ -1,4 +1,4 @@
-"""The executor hook against the stand-in executor, in all three of ComfyUI's ``execute`` generations."""
+"""The executor hook against the stand-in executor, in all four of ComfyUI's ``execute`` generations."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from tests.standin_executor import (
     make_execution_module,
 )
 
-ASYNC_KINDS = ("async10", "async11")
+ASYNC_KINDS = ("async10", "async11", "async12")
 
 
 def never_heavy(node_class: str) -> bool:
@@ -306,7 +306,9 @@ def test_the_wrapper_keeps_the_originals_nature_and_signature(kind: str) -> None
     assert module.execute is not original
     assert inspect.iscoroutinefunction(module.execute) == inspect.iscoroutinefunction(original)
     assert inspect.signature(module.execute) == inspect.signature(original)
-    assert len(inspect.signature(original).parameters) == {"sync9": 9, "async10": 10, "async11": 11}[kind]
+    assert (
+        len(inspect.signature(original).parameters) == {"sync9": 9, "async10": 10, "async11": 11, "async12": 12}[kind]
+    )
     status = hook.hook_status()
     assert status.installed
     assert status.executor == ("sync" if kind == "sync9" else "async")
@@ -333,8 +335,10 @@ def test_arguments_are_found_by_name_when_passed_as_keywords(kind: str, recorder
     }
     if kind in ASYNC_KINDS:
         arguments["pending_async_nodes"] = {}
-    if kind == "async11":
+    if kind in ("async11", "async12"):
         arguments["ui_outputs"] = {}
+    if kind == "async12":
+        arguments["asset_manager"] = executor.asset_manager
     result = module.execute(**arguments)
     if inspect.isawaitable(result):
         result = asyncio.run(result)
@@ -342,6 +346,36 @@ def test_arguments_are_found_by_name_when_passed_as_keywords(kind: str, recorder
     assert result[0] is ExecutionResult.SUCCESS
     assert recorder.node_trace() == [("started", "1"), ("finished", "1")]
     assert recorder.of("node_started")[0].kwargs["prompt_id"] == "by-name"
+
+
+def _run_by_keyword(kind: str, hooked: bool) -> tuple[Any, list[str], dict[str, Any], list[Any]]:
+    """A prompt with every kind of re-entry, its executor calling ``execute`` with every argument by name."""
+    module = make_execution_module(kind, nodes())
+    if hooked:
+        install(module)
+    classes = ["Const", "LazyMix", "Expand", "Double"] + (["AsyncLater"] if kind in ASYNC_KINDS else [])
+    prompt, order = chain_prompt(*classes, first_input=5)
+    executor = module.PromptExecutor(by_keyword=True)
+    executor.execute(prompt, "keywords", {}, order)
+    outputs = {node_id: value for node_id, (_, value) in executor.caches.outputs.values.items()}
+    registered = list(executor.asset_manager.registered)
+    return executor.success, order, outputs, registered
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_caller_passing_every_argument_by_keyword_gets_the_same_results(kind: str, recorder: Recorder) -> None:
+    """0.38's executor takes a 12th argument, ``asset_manager``; a caller may name all twelve."""
+    unhooked = _run_by_keyword(kind, hooked=False)
+    assert recorder.names() == []
+    hooked = _run_by_keyword(kind, hooked=True)
+
+    assert hooked == unhooked
+    success, order, outputs, registered = hooked
+    assert success and outputs[order[-1]] is not None
+    if kind == "async12":  # the asset manager got every node's outputs, as without the hook
+        assert registered == [("keywords", node_id) for node_id in order]
+    assert recorder.node_trace() == [(phase, node) for node in order for phase in ("started", "finished")]
+    assert [event.kwargs["prompt_id"] for event in recorder.of("node_finished")] == ["keywords"] * len(order)
 
 
 @pytest.mark.parametrize("kind", KINDS)

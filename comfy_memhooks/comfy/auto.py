@@ -19,6 +19,7 @@ from types import ModuleType
 
 from .. import hook
 from ..engine.comfy_cache import remember_caches
+from ..engine.comfy_release import release_watch
 from ..engine.core import Engine, Outcome, get_engine
 from ..engine.history import Trigger, TriggerKind
 from ..engine.modes import Mode
@@ -197,6 +198,8 @@ def install(
 
 
 def _install_hook(execution_module: ModuleType | None, optimizer: AutoOptimizer) -> Callable[[], bool] | None:
+    release_watch.hold = optimizer.engine.held_without_waiting
+    release_watch.cleanups = optimizer.engine.history.cleanups_freed
     return hook.install(
         execution_module,
         heavy=optimizer.index.is_heavy,
@@ -204,6 +207,7 @@ def _install_hook(execution_module: ModuleType | None, optimizer: AutoOptimizer)
         pressure=optimizer.gauge,
         boundary=optimizer.at_boundary,
         caches_seen=remember_caches,
+        prompt_event=release_watch.prompt_event,
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from ..probe.backends import loaded_torch, torch_backend
 from ..probe.readings import GIB, GpuBackend, MemorySnapshot, RamReading
 from .comfy_cache import release as release_comfy_cache
+from .comfy_release import release_watch
 from .heap import find_heap_release
 from .last_rung import drop_reactor_faces, free_comfy_models_for_ram, unload_reactor_models
 from .modes import MODE_STRENGTH, Mode
@@ -178,6 +179,17 @@ def _comfy_cache_release(context: ActionContext) -> ActionOutcome:
     return ActionOutcome(detail=detail, skipped_reason=skipped)
 
 
+def _comfy_cache_release_at_boundary(context: ActionContext) -> ActionOutcome:
+    """As :func:`_comfy_cache_release`, after ComfyUI's own release after every node (0.33 and later) has had
+    its turn in the prompt: until then the cache is left to it."""
+    if release_watch.waiting_for_comfyui():
+        return ActionOutcome(
+            skipped_reason="ComfyUI releases its cache itself after each node and has not had its turn in this "
+            "prompt yet: left to it"
+        )
+    return _comfy_cache_release(context)
+
+
 def _comfy_unload_all_models(_: ActionContext) -> ActionOutcome:
     model_management = comfy_model_management()
     if model_management is None:
@@ -263,6 +275,12 @@ COMFY_CACHE_RELEASE = Action(
     "cache's `poll` with a target read from the container's limit)",
     _comfy_cache_release,
 )
+COMFY_CACHE_RELEASE_AT_BOUNDARY = Action(
+    COMFY_CACHE_RELEASE.name,
+    f"{COMFY_CACHE_RELEASE.description}; at a node boundary, only once ComfyUI's own release after every node has "
+    "had its turn in the prompt",
+    _comfy_cache_release_at_boundary,
+)
 COMFY_UNLOAD_ALL_MODELS = Action(
     "comfy_unload_all_models", "ComfyUI's `unload_all_models()`", _comfy_unload_all_models, unloads_models=True
 )
@@ -336,7 +354,7 @@ MODEL_FREE_ACTIONS: tuple[Action, ...] = (GC_COLLECT, MALLOC_TRIM)
 """The cleanup at a node boundary and from the watchdog under RAM pressure: garbage collection and returning the
 heap to the system. No model is unloaded and no CUDA call is made, so it is safe from any thread."""
 
-BOUNDARY_ACTIONS: tuple[Action, ...] = (*MODEL_FREE_ACTIONS, COMFY_CACHE_RELEASE)
+BOUNDARY_ACTIONS: tuple[Action, ...] = (*MODEL_FREE_ACTIONS, COMFY_CACHE_RELEASE_AT_BOUNDARY)
 """The cleanup before a node under RAM pressure, in ComfyUI's worker thread: the model-free cleanup, then, when RAM
 is still over its threshold, ComfyUI's output cache asked for RAM (between nodes, where ComfyUI polls it itself).
 Never from the watchdog's thread: ComfyUI's cache is not safe to touch while a node runs."""

@@ -4,11 +4,17 @@ ComfyUI keeps every node's outputs in its own cache. With ``--cache-ram`` (0.8 a
 ``RAMPressureCache``, whose ``poll(ram_headroom=GB)`` evicts cached outputs while the free RAM it reads is below
 the headroom; ComfyUI calls it after every node. It reads ``psutil.virtual_memory().available``, the host's free
 RAM: inside a container with a limit it does not see the limit, and never evicts before the kernel kills the
-process. Later releases add ``comfy.memory_management.extra_ram_release(target, free_active=False)`` (not in
-0.18.2): it asks the RAM-pressure cache to evict until the available RAM ComfyUI reads (container-aware there,
-``comfy.system_memory.virtual_memory_available()``) reaches ``target`` bytes, outputs the running prompt still uses
-excepted, and returns the bytes it freed; with no RAM-pressure cache it returns 0. The other caches (the classic
-one, ``--cache-lru``, ``--cache-none``) have nothing to ask; they are left alone.
+process. 0.33 adds ``comfy.memory_management.extra_ram_release(target, free_active=False)`` and makes the
+RAM-pressure cache the default: it asks the cache to evict until the available RAM ComfyUI reads reaches ``target``
+bytes and returns the bytes it freed (0 with no RAM-pressure cache, and between prompts, when ComfyUI has unset its
+callback). That reading is the host's on 0.33 (``psutil``) and container-aware after it
+(``comfy.system_memory.virtual_memory_available()``), so the target is that reading plus what the container misses.
+ComfyUI itself evicts every older prompt's output after every node, so what is left to ask for is mostly this
+prompt's: first the older outputs (``free_active=False``), then, while still short, this prompt's too
+(``free_active=True``, as ComfyUI does itself when it sees its headroom crossed; a consumer still waiting for an
+output keeps its own reference, so only the cache's copy goes). Between prompts the cache's own ``ram_release``
+is asked directly. The other caches (the classic one, ``--cache-lru``, ``--cache-none``) have nothing to ask; they
+are left alone.
 
 The executor hook remembers the running prompt's caches (:func:`remember_caches`), weakly: ComfyUI replaces them
 when it resets, and a strong reference would keep every output of the old ones alive.
@@ -21,7 +27,9 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+from ..probe.ram import host_available_bytes
 from ..probe.readings import GIB, MIB, RamReading, RamSource
+from .comfy_release import release_watch
 
 RAM_PRESSURE_CACHE = "RAMPressureCache"
 # RAMPressureCache.poll evicts until free RAM reaches the headroom times this (comfy_execution/caching.py).
@@ -57,11 +65,41 @@ def _extra_ram_release() -> Any | None:
     return release if callable(release) else None
 
 
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+
 def _cache_ram_gb() -> float | None:
-    """The headroom ComfyUI was started with (``--cache-ram``), in GB; ``None`` when not given or unknown."""
+    """The RAM-pressure cache's headroom, in GB: ``--cache-ram``'s value (0.8 to 0.18: one number, unset without
+    the option; 0.33: a list, empty by default, whose first value is the headroom for this prompt's outputs, else
+    10% of the RAM between 2 and 10 GB). ``None`` when ComfyUI runs another cache or it is unknown."""
     args = getattr(sys.modules.get("comfy.cli_args"), "args", None)
     value = getattr(args, "cache_ram", None)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+    if not isinstance(value, list):
+        return _number(value)
+    if (
+        getattr(args, "cache_classic", False)
+        or getattr(args, "cache_none", False)
+        or _number(getattr(args, "cache_lru", None))
+    ):
+        return None
+    if value:
+        return _number(value[0])
+    total_mb = _number(getattr(sys.modules.get("comfy.model_management"), "total_ram", None))
+    return None if total_mb is None else min(10.0, max(2.0, total_mb * 0.10 / 1024.0))
+
+
+def _core_reads_container() -> bool:
+    """ComfyUI's cache reads the container's limit (after 0.33: ``comfy.system_memory``)."""
+    return callable(getattr(sys.modules.get("comfy.system_memory"), "virtual_memory_available", None))
+
+
+def _between_prompts() -> bool:
+    """ComfyUI (0.33 and later) runs no prompt: it unsets its release callback when a prompt ends."""
+    memory_management = sys.modules.get("comfy.memory_management")
+    return hasattr(memory_management, "extra_ram_release_callback") and (
+        getattr(memory_management, "extra_ram_release_callback", None) is None
+    )
 
 
 def comfyui_available_bytes() -> int:
@@ -70,13 +108,6 @@ def comfyui_available_bytes() -> int:
     if callable(reading):
         return int(reading())
     return host_available_bytes()
-
-
-def host_available_bytes() -> int:
-    """What ``RAMPressureCache.poll`` reads: the host's available RAM (``free -b``'s available column)."""
-    import psutil  # a dependency; imported here so that importing the engine reads nothing
-
-    return int(psutil.virtual_memory().available)
 
 
 def poll_headroom_gb(ram: RamReading, target_available_bytes: int, host_available: int) -> float:
@@ -107,13 +138,7 @@ def release_until(ram: RamReading, target_available: int) -> tuple[str | None, s
     shortfall = max(target_available - (ram.available_bytes or 0), 0)
     extra = _extra_ram_release()
     if extra is not None:
-        # Its target is the available RAM to reach, as ComfyUI reads it: that reading plus what is missing here.
-        target = comfyui_available_bytes() + max(shortfall, POLL_MARGIN_BYTES)
-        freed = extra(target)
-        counted = isinstance(freed, int) and not isinstance(freed, bool)
-        said = f"freed {freed / GIB:.2f} GB" if counted else repr(freed)
-        asked = f"extra_ram_release({target / GIB:.2f} GB available), for {shortfall / GIB:.2f} GB"
-        return f"comfy.memory_management.{asked}: {said}", None
+        return _release_through_comfyui(extra, shortfall)
     outputs = output_cache()
     kind = None if outputs is None else type(outputs).__name__
     if outputs is None or kind != RAM_PRESSURE_CACHE or not callable(getattr(outputs, "poll", None)):
@@ -126,6 +151,44 @@ def release_until(ram: RamReading, target_available: int) -> tuple[str | None, s
     after = len(entries) if isinstance(entries, dict) else None
     evicted = "" if before is None or after is None else f": evicted {before - after} of {before} cached outputs"
     return f"RAMPressureCache.poll(ram_headroom={headroom:.2f} GB), for {shortfall / GIB:.2f} GB{evicted}", None
+
+
+def _bytes(freed: object) -> float | None:
+    """What ``extra_ram_release`` returned, in bytes: an int, or a float on 0.33 (each entry counts 0.05 more)."""
+    if isinstance(freed, bool) or not isinstance(freed, (int, float)):
+        return None
+    return float(freed)
+
+
+def _freed_text(freed: object) -> str:
+    count = _bytes(freed)
+    return repr(freed) if count is None else f"freed {count / GIB:.2f} GB"
+
+
+def _release_through_comfyui(extra: Any, shortfall: int) -> tuple[str | None, str | None]:
+    """0.33 and later: ``extra_ram_release`` while a prompt runs, the cache's ``ram_release`` between prompts."""
+    # The target is the available RAM to reach, as ComfyUI reads it: that reading plus what is missing here.
+    target = comfyui_available_bytes() + max(shortfall, POLL_MARGIN_BYTES)
+    wanted = f"{target / GIB:.2f} GB available"
+    purpose = f"for {shortfall / GIB:.2f} GB"
+    if _between_prompts():
+        outputs = output_cache()
+        method = getattr(outputs, "ram_release", None)
+        if not callable(method):
+            what = "no output cache seen yet" if outputs is None else f"its output cache is {type(outputs).__name__}"
+            return None, f"ComfyUI has no API to release its cache here between prompts ({what}): left alone"
+        with release_watch.ours():
+            freed = method(target, free_active=True)
+        asked = f"{type(outputs).__name__}.ram_release({wanted}, free_active=True)"
+        return f"{asked}, {purpose}: {_freed_text(freed)}", None
+    with release_watch.ours():
+        freed = extra(target)
+        parts = [f"extra_ram_release({wanted}), {purpose}: {_freed_text(freed)}"]
+        count = _bytes(freed)
+        if count is not None and count < shortfall:
+            more = extra(target, free_active=True)
+            parts.append(f"then with free_active=True (this prompt's outputs too): {_freed_text(more)}")
+    return "comfy.memory_management." + "; ".join(parts), None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +218,7 @@ def cache_notice(ram: RamReading, host_available: int | None = None) -> CacheNot
     headroom = _cache_ram_gb()
     in_container = ram.source is not RamSource.HOST
     pressure_cache = kind == RAM_PRESSURE_CACHE or (kind is None and headroom is not None)
-    reads_host = in_container and pressure_cache and _extra_ram_release() is None
+    reads_host = in_container and pressure_cache and not _core_reads_container()
     advice = None
     if reads_host and ram.available_bytes is not None:
         host = host_available if host_available is not None else host_available_bytes()

@@ -11,7 +11,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from .. import signals
@@ -29,7 +29,18 @@ from .actions import (
     ActionOutcome,
     escalation_ladder,
 )
-from .history import ActionReport, HeldBack, History, OptimizationRecord, Outcome, Trigger, TriggerKind
+from .comfy_release import HeldWithoutWaiting
+from .history import (
+    ActionReport,
+    HeldBack,
+    History,
+    OptimizationRecord,
+    Outcome,
+    Trigger,
+    TriggerKind,
+    freed_between,
+    measured_total,
+)
 from .last_rung import UNLOADED_NOTICE, near_limit, rung_for
 from .modes import MODE_STRENGTH, MODEL_FREE_STRENGTH, UNLOADING_STRENGTH, Mode
 from .policy import PolicySettings, decide
@@ -39,16 +50,6 @@ from .reactor import kept_description
 __all__ = ["Engine", "HeldBack", "Outcome", "get_engine"]  # Outcome and HeldBack: callers import them from here
 
 logger = logging.getLogger(__name__)
-
-
-def _difference(before: int | None, after: int | None) -> int | None:
-    return None if before is None or after is None else before - after
-
-
-def _total(parts: Iterable[int | None]) -> int | None:
-    """The sum of the parts that were measured, so that an optimization's figure is its actions' figures added up."""
-    measured = [part for part in parts if part is not None]
-    return sum(measured) if measured else None
 
 
 class Engine:
@@ -86,12 +87,15 @@ class Engine:
     def snapshot(self, include_processes: bool = False) -> MemorySnapshot:
         return self.probe.snapshot(include_processes=include_processes)
 
-    def cooldown_remaining(self, cooldown_seconds: float) -> float:
-        """Seconds until a routine optimization with this cooldown may run; 0 when it may run now.
+    def held_without_waiting(self) -> HeldWithoutWaiting:
+        """Holds the engine, if no optimization runs now, while ComfyUI releases memory itself (``with``; it gives
+        whether it got it). Meanwhile no cleanup of comfy_memhooks' starts (the watchdog, which never waits, skips
+        that reading), so none counts what ComfyUI freed. It never waits: ComfyUI's own release is never delayed."""
+        return HeldWithoutWaiting(self._lock)
 
-        Lock-free on purpose: the web server's thread asks this while the worker thread may hold the lock for
-        a whole Aggressive run, and reading one float is atomic.
-        """
+    def cooldown_remaining(self, cooldown_seconds: float) -> float:
+        """Seconds until a routine optimization with this cooldown may run; 0 when it may run now. Lock-free on
+        purpose: the web server asks while the worker may hold the lock for a whole Aggressive run."""
         last = self._last_optimized_at
         if cooldown_seconds <= 0 or last is None:
             return 0.0
@@ -108,10 +112,8 @@ class Engine:
         before: MemorySnapshot | None = None,
         unload_models: bool = False,
     ) -> Outcome:
-        """Applies the decision table, then the cooldown (routine) or the effectiveness guard (pressure).
-
-        ``unload_models``: the last rung may end a pressure one (:mod:`.last_rung`: from the worker thread only).
-        """
+        """Applies the decision table, then the cooldown (routine) or the effectiveness guard (pressure);
+        ``unload_models``: the last rung may end a pressure one (:mod:`.last_rung`: from the worker thread only)."""
         with self._lock:
             snapshot = before if before is not None else self.probe.snapshot()
             decision = decide(settings, snapshot)
@@ -320,8 +322,8 @@ class Engine:
             mode=mode,
             before=before,
             after=after,
-            ram_freed_bytes=_total(report.ram_freed_bytes for report in reports),
-            vram_freed_bytes=_total(report.vram_freed_bytes for report in reports),
+            ram_freed_bytes=measured_total(report.ram_freed_bytes for report in reports),
+            vram_freed_bytes=measured_total(report.vram_freed_bytes for report in reports),
             duration_seconds=duration,
             actions=tuple(reports),
             kept=kept_description(),
@@ -365,8 +367,8 @@ class Engine:
         report = ActionReport(
             name=action.name,
             # An action that skipped did nothing: what moved meanwhile is not its doing, and is not reported.
-            ram_freed_bytes=None if skipped else _difference(rss_before, rss_after),
-            vram_freed_bytes=None if skipped else _difference(vram_before, vram_after),
+            ram_freed_bytes=None if skipped else freed_between(rss_before, rss_after),
+            vram_freed_bytes=None if skipped else freed_between(vram_before, vram_after),
             duration_seconds=duration,
             detail=None if outcome is None else outcome.detail,
             skipped_reason=None if outcome is None else outcome.skipped_reason,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 import threading
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..probe.readings import GIB, MemorySnapshot
@@ -27,6 +28,17 @@ class TriggerKind(str, enum.Enum):
     WATCHDOG = "watchdog"  # RAM at or above its threshold while a node ran (model-free cleanup, own thread)
     PREDICTIVE = "predictive"  # a node's learned peak would not fit the free memory: freed just enough before it
     RESCUE = "rescue"  # a heavy node ran out of memory: Aggressive, then the node once more
+
+
+def freed_between(before: int | None, after: int | None) -> int | None:
+    """What went from ``before`` to ``after`` (negative when usage grew); ``None`` when either is unknown."""
+    return None if before is None or after is None else before - after
+
+
+def measured_total(parts: Iterable[int | None]) -> int | None:
+    """The sum of the parts that were measured, so that an optimization's figure is its actions' figures added up."""
+    measured = [part for part in parts if part is not None]
+    return sum(measured) if measured else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +232,12 @@ class History:
         """Every optimization since start-up, counted by cleanup and trigger, with bytes freed and durations."""
         with self._lock:
             return self._totals.read()
+
+    def cleanups_freed(self) -> tuple[int, int]:
+        """Optimizations since start-up and the RAM they returned: a prompt's share is the difference."""
+        with self._lock:
+            reading = self._totals.read()
+        return reading.count, sum(totals.ram_freed_bytes for totals in reading.cleanups)
 
     @property
     def total_recorded(self) -> int:

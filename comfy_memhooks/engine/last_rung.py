@@ -22,8 +22,8 @@ from __future__ import annotations
 import gc
 import sys
 
+from ..probe.ram import host_available_bytes
 from ..probe.readings import GIB, MemorySnapshot, RamReading
-from .comfy_cache import host_available_bytes
 from .heap import find_heap_release
 from .reactor import NOT_LOADED, drop_faces, faces_held, models_held, reactor_modules, unload_models
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..probe.core_ram import CoreRamCheck, core_ram_reader
 from ..probe.readings import (
     GIB,
     DynamicVramReading,
@@ -9,11 +10,13 @@ from ..probe.readings import (
     GpuProcess,
     GpuReading,
     MemorySnapshot,
+    RamReader,
     RamReading,
     RamSource,
 )
 from ..profile.peaks import PeakMethod
 from ..profile.records import NodeProfile, PromptProfile
+from .comfy_release import release_watch
 from .history import ActionReport, OptimizationRecord
 
 
@@ -101,6 +104,32 @@ def _ram_lines(ram: RamReading) -> list[str]:
         f"{format_gb(ram.available_bytes)} available — {origin}",
         f"  this process: {format_size(ram.process_rss_bytes)} resident",
     ]
+
+
+def ram_reader_text(ram: RamReading, check: CoreRamCheck | None) -> str | None:
+    """Which reading of the container's RAM is used, where ComfyUI has its own (``comfy.system_memory``)."""
+    if check is None:
+        return None
+    if ram.reader is RamReader.COMFYUI:
+        return f"RAM read by ComfyUI's comfy.system_memory (it agrees with comfy_memhooks' {ram.source.value} reading)"
+    if check.disagreement is not None:
+        return (
+            f"RAM read by comfy_memhooks ({ram.source.value}): ComfyUI's comfy.system_memory disagrees by more than "
+            f"5% ({check.disagreement})"
+        )
+    return f"RAM read by comfy_memhooks ({ram.source.value}): ComfyUI's comfy.system_memory sees no container limit"
+
+
+def comfyui_lines(ram: RamReading) -> list[str]:
+    """What ComfyUI's own memory management did beside comfy_memhooks: its RAM reader, its cache's release."""
+    lines = []
+    reader = ram_reader_text(ram, core_ram_reader.last)
+    if reader is not None:
+        lines.append(reader)
+    release = release_watch.current()
+    if release is not None:
+        lines.append(release.describe())
+    return lines
 
 
 def _gpu_line(gpu: GpuReading) -> str:
@@ -236,4 +265,5 @@ def detailed_report(
         lines.append(f"No optimization: {not_done}")
     if profile is not None:
         lines.extend(heaviest_node_lines(profile))
+    lines.extend(comfyui_lines(snapshot.ram))
     return "\n".join(lines)

@@ -27,7 +27,16 @@ from ..pipeline import hook_failures
 from ..signals import receiver_failures
 from .introspect import comfyui_version, parameter_positions, sync_or_async
 from .status import HookStatus
-from .tracker import NODE_PARAMETERS, BoundaryFunction, CachesSeen, HeavyTest, PressureFlag, RescueFunction, Tracker
+from .tracker import (
+    NODE_PARAMETERS,
+    BoundaryFunction,
+    CachesSeen,
+    HeavyTest,
+    PressureFlag,
+    PromptEvent,
+    RescueFunction,
+    Tracker,
+)
 from .wrappers import Patch, find_ours, node_wrapper, prompt_wrapper
 
 logger = logging.getLogger(__name__)
@@ -78,6 +87,7 @@ def install(
     pressure: PressureFlag | None = None,
     boundary: BoundaryFunction | None = None,
     caches_seen: CachesSeen | None = None,
+    prompt_event: PromptEvent | None = None,
 ) -> Callable[[], bool] | None:
     """Wraps ComfyUI's ``execution.execute`` (and ``PromptExecutor``) so every node and prompt sends signals.
 
@@ -92,6 +102,8 @@ def install(
         pressure: its ``over`` says RAM is at or above its threshold; read before every node.
         boundary: called before a node starts while ``pressure.over`` holds, with the node's id and class.
         caches_seen: told ComfyUI's ``CacheSet`` once per prompt (what asks ComfyUI's cache for RAM needs it).
+        prompt_event: told ComfyUI's ``PromptExecutor`` as each prompt starts and ends (what watches ComfyUI's
+            own release after every node needs it).
 
     Returns:
         :func:`uninstall`, or ``None`` when ComfyUI was left untouched (the reason is in :func:`hook_status`).
@@ -116,10 +128,12 @@ def install(
         if ours is not None:
             _reactivate(ours, module, heavy, rescue, pressure, boundary)
             ours.tracker.caches_seen = caches_seen or ours.tracker.caches_seen
+            ours.tracker.prompt_event = prompt_event or ours.tracker.prompt_event
             return uninstall
         installed = _install_new(module, current, version, heavy, rescue, pressure, boundary)
         if installed is not None and _registry.node_patch is not None:
             _registry.node_patch.tracker.caches_seen = caches_seen
+            _registry.node_patch.tracker.prompt_event = prompt_event
         return installed
 
 

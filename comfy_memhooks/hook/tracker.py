@@ -47,6 +47,9 @@ BoundaryFunction = Callable[[str, str], object]
 """Cleans up under memory pressure before a node starts; given the node's id and class."""
 CachesSeen = Callable[[Any], object]
 """Told ComfyUI's ``CacheSet`` (``execute``'s ``caches``) once per prompt, for what asks its cache for RAM."""
+PromptEvent = Callable[[Any, Any, bool], object]
+"""Told ``(executor, prompt_id, started)`` as each prompt starts, before ComfyUI's ``PromptExecutor`` runs any of it,
+and as it ends (the executor is ``None`` when it is not known)."""
 
 
 class PressureFlag(Protocol):
@@ -96,6 +99,7 @@ class Tracker:
         # Read when present: a heavy node answered from ComfyUI's cache gets no optimization.
         self._caches_at = positions.get("caches")
         self.caches_seen: CachesSeen | None = None
+        self.prompt_event: PromptEvent | None = None
         self._prompt_id: Any = _NO_PROMPT
         self._caches_unseen = False
         self._open: dict[Any, NodeRun] = {}
@@ -349,13 +353,24 @@ class Tracker:
             self._active_prompts.add(prompt_id)
             self._reset(prompt_id)
             run = PromptRun(prompt_id, args[0] if args else None, time.perf_counter())
+            self._tell_prompt(run, True)
             signals.send_safely(signals.prompt_started, prompt_id, prompt_id=prompt_id)
             return run
         except Exception as error:  # no prompt signals for this prompt; the prompt itself runs unchanged.
             self.failures.record("starting a prompt", error)
             return None
 
+    def _tell_prompt(self, run: PromptRun, started: bool) -> None:
+        told = self.prompt_event
+        if told is None:
+            return
+        try:
+            told(run.executor, run.prompt_id, started)
+        except Exception as error:  # only what the prompt event records is lost; the prompt runs unchanged.
+            self.failures.record("telling a prompt's start" if started else "telling a prompt's end", error)
+
     def prompt_end(self, run: PromptRun, raised: BaseException | None) -> None:
+        self._tell_prompt(run, False)
         try:
             self._active_prompts.discard(run.prompt_id)
             mine = self._prompt_id == run.prompt_id

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from ..failures import Failures
+from .core_ram import CoreRamReader, core_ram_reader
 from .deadline import GPU_DEADLINE_SECONDS, Deadline
 from .dynamic_vram import read_dynamic_vram
 from .gpu import GpuProbe
@@ -34,6 +35,7 @@ class MemoryProbe:
         gpu: the GPU probe (its NVML module is injectable for tests).
         wall_clock: the time source stamped on each snapshot.
         gpu_deadline_seconds: how long a GPU reading may take before it is given up (see :mod:`.deadline`).
+        core_ram: reconciles the RAM reading with ComfyUI's own where it has one (see :mod:`.core_ram`).
     """
 
     def __init__(
@@ -42,8 +44,10 @@ class MemoryProbe:
         gpu: GpuProbe | None = None,
         wall_clock: Callable[[], float] = time.time,
         gpu_deadline_seconds: float = GPU_DEADLINE_SECONDS,
+        core_ram: CoreRamReader | None = None,
     ):
         self.ram = ram if ram is not None else RamProbe()
+        self.core_ram = core_ram if core_ram is not None else core_ram_reader
         self.gpu = gpu if gpu is not None else GpuProbe()
         self._wall_clock = wall_clock
         self._gpu_deadline = Deadline("GPU reading", gpu_deadline_seconds)
@@ -84,10 +88,15 @@ class MemoryProbe:
         one missing reading must not stop the hook, the node or the panel, so the failure becomes ``None``.
         """
         try:
-            return self.ram.read()
+            ours = self.ram.read()
         except Exception as error:  # any type: the reading becomes unknown, the caller goes on.
             self.failures.record(f"reading RAM ({type(error).__name__})", error)
             return UNKNOWN_RAM
+        try:
+            return self.core_ram.reconcile(ours)
+        except Exception as error:  # ComfyUI's reader failed: comfy_memhooks' own reading stands.
+            self.failures.record(f"reading ComfyUI's comfy.system_memory ({type(error).__name__})", error)
+            return ours
 
     def _read_gpus(self) -> tuple[tuple[GpuReading, ...], GpuSource | None, str | None]:
         try:

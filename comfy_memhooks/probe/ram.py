@@ -45,6 +45,12 @@ def parse_meminfo(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def host_available_bytes() -> int:
+    """The host's available RAM (``free -b``'s available column), what ComfyUI's own RAM checks read (its
+    ``RAMPressureCache.poll``, its model unloading on the CPU): not a container's, whatever its limit."""
+    return int(psutil.virtual_memory().available)
+
+
 class RamProbe:
     """Reads RAM the way the process's OOM killer sees it.
 

@@ -23,6 +23,14 @@ class RamSource(str, enum.Enum):
     CGROUP_V2 = "cgroup v2"
 
 
+class RamReader(str, enum.Enum):
+    """Who read the figures: comfy_memhooks itself, or ComfyUI's own container-aware reader (after 0.33), used
+    where it has one and agrees with comfy_memhooks' (see :mod:`.core_ram`)."""
+
+    OURS = "comfy_memhooks"
+    COMFYUI = "comfy.system_memory"
+
+
 class GpuSource(str, enum.Enum):
     """Which library answered for the GPUs: NVML first, torch's CUDA runtime when NVML cannot.
 
@@ -79,6 +87,7 @@ class RamReading:
         process_rss_bytes: this process's resident set (``ps -o rss``).
         host_total_bytes: the machine's physical RAM, also when a cgroup limit applies.
         cgroup_path: the cgroup directory that was read, when one was.
+        reader: who read the limit and usage: comfy_memhooks, or ComfyUI's ``comfy.system_memory``.
     """
 
     source: RamSource
@@ -88,6 +97,7 @@ class RamReading:
     process_rss_bytes: int | None
     host_total_bytes: int | None
     cgroup_path: str | None = None
+    reader: RamReader = RamReader.OURS
 
     @property
     def percent(self) -> float | None:

@@ -261,13 +261,20 @@ def comfy_with_vhs() -> Iterator[ComfyUI]:
             "save_metadata": False,
             "trim_to_audio": False,
         }
-        _, entry = run_workflow(
-            server,
-            {
-                "1": {"class_type": "EmptyImage", "inputs": frames},
-                "2": {"class_type": "VHS_VideoCombine", "inputs": combine},
-            },
-        )
+        workflow = {
+            "1": {"class_type": "EmptyImage", "inputs": frames},
+            "2": {"class_type": "VHS_VideoCombine", "inputs": combine},
+        }
+        if server.get("/object_info/EmptyAudio"):
+            # With a sound track, as videos have: ComfyUI 0.33 walks every output of a node (its model tracker),
+            # which makes VideoHelperSuite extract the audio of the loaded video, and one without audio fails
+            # there, with or without comfy_memhooks.
+            workflow["3"] = {
+                "class_type": "EmptyAudio",
+                "inputs": {"duration": 8 / 24, "sample_rate": 44100, "channels": 2},
+            }
+            combine["audio"] = ["3", 0]
+        _, entry = run_workflow(server, workflow)
         (video,) = entry["outputs"]["2"]["gifs"]
         shutil.copyfile(video["fullpath"], server.base / "input" / "input_video.mp4")
         yield server

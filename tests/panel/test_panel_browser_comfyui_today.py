@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from comfy_memhooks.engine.comfy_cache import forget_caches, remember_caches
+from comfy_memhooks.engine.comfy_release import PromptRelease, release_watch
 from tests.panel.panel_support import GIB, container_engine, fake_gpu_engine
 from tests.panel.test_panel_browser import Served, browser, serve  # noqa: F401  (the fixtures, shared)
 from tests.standin_aimdo import install_aimdo
+from tests.standin_ram_cache import install_system_memory
 
 pytestmark = pytest.mark.browser
 
@@ -75,3 +77,31 @@ async def test_in_a_container_the_panel_says_comfyuis_ram_cache_reads_the_host(
     assert text.startswith("ComfyUI's RAM cache reads the host's free RAM (")
     assert "not this container's limit (4.0 GB): pass --cache-ram " in text
     assert await served.page.locator('[data-role="dynamic-vram"]').is_hidden()
+
+
+async def test_after_033_the_panel_says_which_ram_reading_is_used_and_what_comfyuis_cache_released(
+    serve: Callable[..., Awaitable[Served]],  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # ComfyUI's comfy.system_memory reads 20 GB in use in a 4 GB container (the v1 hierarchy's root): not used.
+    install_system_memory(monkeypatch, 4 * GIB, 20 * GIB, 64 * GIB, 40 * GIB)
+    finished = PromptRelease("p-7", 1000.0, 1004.0, 9, 4, 2 * GIB, 1, 1, GIB // 2, False, False, 2, GIB)
+    monkeypatch.setattr(release_watch, "last", finished)
+    monkeypatch.setattr(release_watch, "_tally", None)
+    served = await serve(container_engine(tmp_path, 4 * GIB, 3 * GIB))
+    status = await served.goto_panel()
+    assert status["comfyui"]["ram_reader"] == "comfy_memhooks"
+    reader = served.page.locator('[data-role="ram-reader"]')
+    await reader.wait_for()
+    text = await reader.text_content()
+    assert text.startswith("RAM read by comfy_memhooks (cgroup v2): ComfyUI's comfy.system_memory disagrees")
+    assert "usage: ComfyUI 20.00 GB, comfy_memhooks 3.00 GB" in text
+    assert "memhooks-warning" in (await reader.get_attribute("class") or "")
+    release = served.page.locator('[data-role="comfy-release"]')
+    await release.wait_for()
+    assert await release.text_content() == (
+        "ComfyUI's cache this prompt: its own release after each node evicted 4 outputs (2.00 GB as ComfyUI counts "
+        "them) (this prompt's outputs too: no, small ones too: no); for comfy_memhooks' requests, 1 more (0.50 GB). "
+        "comfy_memhooks freed 1.00 GB in 2 cleanups."
+    )
