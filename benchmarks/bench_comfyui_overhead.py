@@ -13,7 +13,8 @@ running, each with the benchmark's own pack (``overhead_pack``, which does nothi
 - ``empty``: that pack alone, the baseline;
 - ``defaults``: comfy_memhooks as users get it (profile, predictive cleanup and metrics on);
 - ``hook off``: comfy_memhooks with ``COMFY_MEMHOOKS_HOOK=off``;
-- ``profile off`` (``--all``): defaults with ``node_profile`` and ``predictive_cleanup`` off.
+- ``profile off`` (``--all``): defaults with ``node_profile`` and ``predictive_cleanup`` off;
+- ``defaults at REV`` (``--against REV``): comfy_memhooks as it was at a git revision, with defaults.
 
 Each pair runs a chain of ``--nodes`` ``ImageInvert`` nodes on an 8x8 ``EmptyImage`` on the empty server and on one
 condition's, back to back, in alternating order (a new colour each run, so nothing comes from ComfyUI's cache);
@@ -34,6 +35,7 @@ import contextlib
 import os
 import pstats
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -64,6 +66,7 @@ class Condition:
     with_memhooks: bool = True
     settings: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
+    project: Path = ROOT
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ def _start(spec: str, condition: Condition, profile_folder: Path | None) -> Comf
         with_memhooks=condition.with_memhooks,
         settings=condition.settings,
         environment=environment,
+        project=condition.project,
     ).start()
 
 
@@ -156,8 +160,20 @@ def _run(server: ComfyUI, prompt: dict[str, Any], client_id: str) -> Measure:
     raise ComfyError(f"prompt {prompt_id} did not finish:\n{server.log_tail()}")
 
 
-def time_version(spec: str, names: list[str], pairs: int, nodes: int, browser: bool) -> None:
+def revision_checkout(revision: str) -> Path:
+    """This project as it was at ``revision`` (``git archive``), in a temporary folder, to link into ComfyUI."""
+    folder = Path(tempfile.mkdtemp(prefix="memhooks-bench-rev-"))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
+def time_version(spec: str, names: list[str], pairs: int, nodes: int, browser: bool, against: str | None) -> None:
     conditions = [CONDITIONS[EMPTY], *(CONDITIONS[name] for name in names)]
+    if against is not None:
+        old = revision_checkout(against)
+        conditions.append(Condition(f"defaults at {against}", project=old))
+        names = [*names, conditions[-1].name]
     with _servers(spec, conditions) as servers:
         by_name = dict(zip((condition.name for condition in conditions), servers, strict=True))
         version = servers[0].version()
@@ -183,19 +199,19 @@ def time_version(spec: str, names: list[str], pairs: int, nodes: int, browser: b
         + (f", a websocket client on each server (messages heard: {heard})" if browser else ", no browser")
     )
     for name in names:
+        report(f"  {name}:")
         for kind in ("wall", "worker_cpu", "process_cpu"):
             pairs_of = [(getattr(on, kind), getattr(off, kind)) for on, off in times[name]]
             paired = statistics.median(on / off for on, off in pairs_of)
             on = statistics.median(value for value, _ in pairs_of)
             off = statistics.median(value for _, value in pairs_of)
             added = statistics.median(a - b for a, b in pairs_of) / nodes * 1000
-            label = name if kind == "wall" else ""
             report(
-                f"  {label:12} {KINDS[kind]:12} median of pair ratios {paired:.3f}   ratio of medians {on / off:.3f}"
+                f"    {KINDS[kind]:12} median of pair ratios {paired:.3f}   ratio of medians {on / off:.3f}"
                 f"   ({on:.0f} ms against {off:.0f} ms; per node {added:+.1f} µs)"
             )
         ratios = " ".join(f"{on.wall / off.wall:.3f}" for on, off in times[name])
-        report(f"  {'':12} wall ratios of the pairs: {ratios}")
+        report(f"    wall ratios of the pairs: {ratios}")
 
 
 # --- the profile --------------------------------------------------------------------------------------------------
@@ -248,7 +264,12 @@ def profile_version(spec: str, prompts: int, nodes: int, top: int, browser: bool
     )
     totals = {name: sum(entry[2] for entry in raw[name].values()) for name in names}
     for name in names:
-        report(f"  {name:9} worker thread total {totals[name] / count * 1e6:8.1f} µs per node (tottime summed)")
+        calls = sum(entry[1] for entry in raw[name].values()) / count
+        system = sum(entry[1] for function, entry in raw[name].items() if "posix." in function[2]) / count
+        report(
+            f"  {name:9} worker thread {totals[name] / count * 1e6:8.1f} µs, {calls:7.1f} function calls, "
+            f"{system:5.2f} system calls (os.*) per node"
+        )
     ours = [(function, entry) for function, entry in raw["defaults"].items() if _ours(function)]
     report("  comfy_memhooks' functions, by inclusive time per node:")
     report(f"  {'cum µs':>8} {'own µs':>8} {'calls':>7}  function")
@@ -305,6 +326,9 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=300)
     parser.add_argument("--all", action="store_true", help="also time the profile and predictive cleanup off")
     parser.add_argument("--browser", action="store_true", help="keep a websocket client on every server")
+    parser.add_argument(
+        "--against", metavar="REV", help="also time comfy_memhooks as it was at a git revision, with defaults"
+    )
     parser.add_argument("--profile", action="store_true", help="profile the worker thread instead of timing")
     parser.add_argument(
         "--steps",
@@ -330,7 +354,7 @@ def main() -> None:
         elif arguments.profile:
             profile_version(spec, arguments.prompts, arguments.nodes, arguments.top, arguments.browser)
         else:
-            time_version(spec, names, arguments.pairs, arguments.nodes, arguments.browser)
+            time_version(spec, names, arguments.pairs, arguments.nodes, arguments.browser, arguments.against)
 
 
 if __name__ == "__main__":

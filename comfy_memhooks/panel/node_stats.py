@@ -65,8 +65,14 @@ class NodeStats:
         if ending.rescued is not None:
             with self._lock:
                 self._rescues[0 if ending.rescued else 1] += 1
-        if not ending.cached:
+        if ending.cached:
+            return
+        buckets = self._by_class.get(run.node_class)  # a class seen before, the common case: no second call
+        if buckets is None:
             self.observe(run.node_class, ending.duration_seconds)
+            return
+        with self._lock:
+            buckets.observe(ending.duration_seconds)
 
     def observe(self, node_class: str, duration_seconds: float) -> None:
         with self._lock:
