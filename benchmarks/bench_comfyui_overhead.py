@@ -51,13 +51,17 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_hook import _chain, _milliseconds  # noqa: E402
 from benchmarks.bench_support import report  # noqa: E402
+from tests.integration import comfyui_server  # noqa: E402
 from tests.integration.comfyui_server import ComfyError, ComfyUI  # noqa: E402
 
 PACK = Path(__file__).resolve().parent / "overhead_pack"
 EMPTY = "empty"
 PROFILE_OFF_SETTINGS = {"node_profile": False, "predictive_cleanup": False}
 KINDS = {"wall": "wall", "worker_cpu": "worker CPU", "process_cpu": "process CPU"}
-POLL_SECONDS = 0.2  # the timing is ComfyUI's own; polling rarely keeps the benchmark's requests out of the way
+POLL_SECONDS = 0.2
+prompt_deadline_seconds = (
+    300.0  # the timing is ComfyUI's own; polling rarely keeps the benchmark's requests out of the way
+)
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ class Listener:
                 self.messages += 1
 
 
-def _start(spec: str, condition: Condition, profile_folder: Path | None) -> ComfyUI:
+def _start(spec: str, condition: Condition, profile_folder: Path | None, launcher: tuple[str, ...] = ()) -> ComfyUI:
     directory, _, extra = spec.partition(":")
     os.environ["COMFYUI_DIR"] = directory
     if extra:
@@ -127,6 +131,7 @@ def _start(spec: str, condition: Condition, profile_folder: Path | None) -> Comf
         settings=condition.settings,
         environment=environment,
         project=condition.project,
+        launcher=launcher,
     ).start()
 
 
@@ -146,7 +151,7 @@ def _servers(spec: str, conditions: list[Condition], profile_base: Path | None =
 def _run(server: ComfyUI, prompt: dict[str, Any], client_id: str) -> Measure:
     """Queues ``prompt`` and returns how long it ran: ComfyUI's timestamps and the pack's CPU times."""
     prompt_id = server.post("/prompt", {"prompt": prompt, "client_id": client_id})["prompt_id"]
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + prompt_deadline_seconds
     while time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
         entry = server.get(f"/history/{prompt_id}").get(prompt_id)
@@ -314,6 +319,91 @@ def steps_version(spec: str, prompts: int, nodes: int, browser: bool, condition:
         report(f"  {nanoseconds / count / 1000:8.2f} µs {calls / count:6.2f}  {name}")
 
 
+def _callgrind(pid: int, *options: str) -> None:
+    subprocess.run(["callgrind_control", *options, str(pid)], check=True, capture_output=True)
+
+
+def _thread_totals(folder: Path, name: str, pid: int, dump: int) -> list[int]:
+    """Each thread's instructions in dump number ``dump`` of one server, most first (the worker's, then the rest)."""
+    totals = []
+    for path in folder.glob(f"{name}.{pid}.{dump}-*"):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("totals:"):
+                totals.append(int(line.split()[1]))
+    return sorted(totals, reverse=True)
+
+
+def instructions_version(spec: str, names: list[str], nodes: int, prompts: int, against: str | None) -> None:
+    """Instructions per node under callgrind: deterministic, unlike time on a shared machine.
+
+    Each server runs under ``valgrind --tool=callgrind --separate-threads=yes`` with instrumentation off; for each
+    measured prompt it is switched on, the counters zeroed, and dumped afterwards. The worker thread is the one
+    with the most instructions; the other threads (ComfyUI's event loop, comfy_memhooks' watchdog and sampler) are
+    shown apart, since under valgrind a prompt lasts some fifty times longer and a periodic thread ticks that much
+    more often.
+    """
+    global prompt_deadline_seconds
+    comfyui_server.READY_SECONDS = prompt_deadline_seconds = 1800  # valgrind: minutes to start, 50 times slower
+    folder = Path(tempfile.mkdtemp(prefix="memhooks-bench-callgrind-"))
+    conditions = [CONDITIONS[EMPTY], *(CONDITIONS[name] for name in names)]
+    if against is not None:
+        conditions.append(Condition(f"defaults at {against}", project=revision_checkout(against)))
+    servers: dict[str, ComfyUI] = {}
+    threads = []
+    try:
+        for condition in conditions:  # valgrind's start-up is slow: all at once
+            file_name = condition.name.replace(" ", "-")
+            launcher = (
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                "--separate-threads=yes",
+                f"--callgrind-out-file={folder}/{file_name}.%p",
+            )
+
+            def start(condition: Condition = condition, launcher: tuple[str, ...] = launcher) -> None:
+                servers[condition.name] = _start(spec, condition, None, launcher)
+
+            threads.append(threading.Thread(target=start))
+            threads[-1].start()
+        for thread in threads:
+            thread.join()
+        missing = [condition.name for condition in conditions if condition.name not in servers]
+        if missing:
+            raise ComfyError(f"ComfyUI under valgrind did not start for {missing}")
+        version = servers[EMPTY].version()
+        measured: dict[str, list[list[int]]] = {condition.name: [] for condition in conditions}
+        color = 0
+        for server in servers.values():
+            color += 1
+            _run(server, _chain(nodes, color), "warm-up")
+        for dump in range(1, prompts + 1):
+            for condition in conditions:
+                server = servers[condition.name]
+                assert server.process is not None
+                pid = server.process.pid
+                _callgrind(pid, "--instr=on")
+                _callgrind(pid, "--zero")
+                color += 1
+                _run(server, _chain(nodes, color), "measured")
+                _callgrind(pid, "--dump")
+                _callgrind(pid, "--instr=off")
+                measured[condition.name].append(_thread_totals(folder, condition.name.replace(" ", "-"), pid, dump))
+    finally:
+        for server in servers.values():
+            server.stop()
+    count = nodes + 2
+    report(f"ComfyUI {version}: instructions (callgrind) per node, {prompts} prompts of {count} nodes each")
+    worker_empty = statistics.median(totals[0] for totals in measured[EMPTY]) / count
+    for condition in conditions:
+        worker = statistics.median(totals[0] for totals in measured[condition.name]) / count
+        others = statistics.median(sum(totals[1:]) for totals in measured[condition.name]) / count
+        report(
+            f"  {condition.name:22} worker {worker:11,.0f}   ratio {worker / worker_empty:.4f}   "
+            f"added {worker - worker_empty:+9,.0f}   other threads {others:9,.0f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -337,6 +427,9 @@ def main() -> None:
         const="defaults",
         help="time comfy_memhooks' own parts directly in one server (defaults, or the condition named)",
     )
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions per node under callgrind instead of timing"
+    )
     parser.add_argument("--prompts", type=int, default=5, help="prompts profiled per server (--profile, --steps)")
     parser.add_argument("--top", type=int, default=25, help="functions listed (--profile)")
     arguments = parser.parse_args()
@@ -349,7 +442,9 @@ def main() -> None:
         specs = [f"{directory}:{extra}" if extra else directory]
     names = ["defaults", "hook off", *(["profile off"] if arguments.all else [])]
     for spec in specs:
-        if arguments.steps:
+        if arguments.instructions:
+            instructions_version(spec, names, arguments.nodes, arguments.prompts, arguments.against)
+        elif arguments.steps:
             steps_version(spec, arguments.prompts, arguments.nodes, arguments.browser, arguments.steps)
         elif arguments.profile:
             profile_version(spec, arguments.prompts, arguments.nodes, arguments.top, arguments.browser)
