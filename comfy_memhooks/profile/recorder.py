@@ -225,7 +225,6 @@ class ProfileRecorder:
         error: BaseException | None,
         duration_seconds: float | None,
     ) -> NodeProfile:
-        ended = time.perf_counter()
         rss = self.resident_set.read()
         ram_peak = self._end_peak(before.peak, rss)  # first: nothing of the profile's own is charged to the node
         allocated = reserved = peak = None
@@ -246,7 +245,9 @@ class ProfileRecorder:
             cached=bool(cached),
             success=error is None and getattr(result, "name", None) == "SUCCESS",
             started_seconds=None if prompt_started is None else before.started - prompt_started,
-            duration_seconds=float(duration_seconds) if duration_seconds is not None else ended - before.started,
+            duration_seconds=(
+                float(duration_seconds) if duration_seconds is not None else time.perf_counter() - before.started
+            ),
             rss_before_bytes=before.rss,
             rss_after_bytes=rss,
             ram_used_before_bytes=before.ram_used,
