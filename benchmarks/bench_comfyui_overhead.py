@@ -246,9 +246,9 @@ def _ours(function: tuple[str, int, str]) -> bool:
     return "comfy_memhooks" in Path(function[0]).parts
 
 
-def profile_version(spec: str, prompts: int, nodes: int, top: int, browser: bool) -> None:
+def profile_version(spec: str, prompts: int, nodes: int, top: int, browser: bool, condition: str) -> None:
     base = Path(tempfile.mkdtemp(prefix="memhooks-bench-profile-"))
-    names = [EMPTY, "defaults"]
+    names = [EMPTY, condition]
     with _servers(spec, [CONDITIONS[name] for name in names], base) as servers:
         version = servers[0].version()
         color = 0
@@ -275,18 +275,18 @@ def profile_version(spec: str, prompts: int, nodes: int, top: int, browser: bool
             f"  {name:9} worker thread {totals[name] / count * 1e6:8.1f} µs, {calls:7.1f} function calls, "
             f"{system:5.2f} system calls (os.*) per node"
         )
-    ours = [(function, entry) for function, entry in raw["defaults"].items() if _ours(function)]
+    ours = [(function, entry) for function, entry in raw[condition].items() if _ours(function)]
     report("  comfy_memhooks' functions, by inclusive time per node:")
     report(f"  {'cum µs':>8} {'own µs':>8} {'calls':>7}  function")
     for function, (_, calls, tottime, cumtime, _) in sorted(ours, key=lambda item: -item[1][3])[:top]:
         report(f"  {cumtime / count * 1e6:8.2f} {tottime / count * 1e6:8.2f} {calls / count:7.2f}  {_label(function)}")
-    report("  other functions whose own time or calls per node differ most (defaults minus empty):")
+    report(f"  other functions whose own time or calls per node differ most ({condition} minus empty):")
     report(f"  {'Δ own µs':>8} {'Δ calls':>7}  function")
     deltas = []
-    for function in set(raw["defaults"]) | set(raw[EMPTY]):
+    for function in set(raw[condition]) | set(raw[EMPTY]):
         if _ours(function):
             continue
-        on = raw["defaults"].get(function, (0, 0, 0.0, 0.0, {}))
+        on = raw[condition].get(function, (0, 0, 0.0, 0.0, {}))
         off = raw[EMPTY].get(function, (0, 0, 0.0, 0.0, {}))
         deltas.append(((on[2] - off[2]) / count * 1e6, (on[1] - off[1]) / count, function))
     deltas.sort(key=lambda item: -abs(item[0]) - abs(item[1]))
@@ -419,7 +419,13 @@ def main() -> None:
     parser.add_argument(
         "--against", metavar="REV", help="also time comfy_memhooks as it was at a git revision, with defaults"
     )
-    parser.add_argument("--profile", action="store_true", help="profile the worker thread instead of timing")
+    parser.add_argument(
+        "--profile",
+        metavar="CONDITION",
+        nargs="?",
+        const="defaults",
+        help="profile the worker thread in the empty server and one other (defaults, or the condition named)",
+    )
     parser.add_argument(
         "--steps",
         metavar="CONDITION",
@@ -447,7 +453,9 @@ def main() -> None:
         elif arguments.steps:
             steps_version(spec, arguments.prompts, arguments.nodes, arguments.browser, arguments.steps)
         elif arguments.profile:
-            profile_version(spec, arguments.prompts, arguments.nodes, arguments.top, arguments.browser)
+            profile_version(
+                spec, arguments.prompts, arguments.nodes, arguments.top, arguments.browser, arguments.profile
+            )
         else:
             time_version(spec, names, arguments.pairs, arguments.nodes, arguments.browser, arguments.against)
 
