@@ -194,14 +194,15 @@ def _load_revision(revision: str) -> Any:
     return module
 
 
-def _submodule(package: Any, *names: str) -> Any:
-    """The first of ``names`` that ``package`` has: the layered layout (``comfy.auto``), else the older flat one."""
+def _module_of(package: str, *names: str) -> Any:
+    """The first of ``names`` that ``package`` has: a module's place as of today, then where an older revision kept
+    it (before the layers were subpackages)."""
     for name in names:
         try:
-            return importlib.import_module(f"{package.__name__}.{name}")
+            return importlib.import_module(f"{package}.{name}")
         except ModuleNotFoundError:
             continue
-    raise ModuleNotFoundError(f"{package.__name__} has none of {names}")
+    raise ModuleNotFoundError(f"{package} has none of {names}")
 
 
 def pressure_check_cost(revision: str, batches: int, calls: int) -> None:
@@ -211,9 +212,9 @@ def pressure_check_cost(revision: str, batches: int, calls: int) -> None:
     difference.
     """
     before = _load_revision(revision)
-    before_auto = _submodule(before, "comfy.auto", "auto")
-    before_engine = _submodule(before, "engine.core", "engine")
-    before_settings = _submodule(before, "engine.settings", "settings")
+    before_auto = _module_of(before.__name__, "comfy.auto", "auto")
+    before_engine = _module_of(before.__name__, "engine.core", "engine")
+    before_settings = _module_of(before.__name__, "engine.settings", "settings")
     folder = Path(tempfile.mkdtemp(prefix="memhooks-bench-"))
     report(f"installed hook and subscriber, ordinary node, no pressure: today against {revision}")
     for kind in ("async", "sync"):

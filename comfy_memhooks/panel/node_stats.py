@@ -50,6 +50,10 @@ class NodeStats:
     Nodes served from ComfyUI's cache are not timed: their near-zero durations would hide the class's real ones.
     A node that failed is timed (it ran for that long).
 
+    Only ComfyUI's worker thread adds durations, so a class seen before is counted without the lock, which guards
+    the set of classes a scrape iterates over; a scrape at that very moment may find the node's duration in its
+    bucket's count and not yet in the sum, or the other way round, never lost or counted twice.
+
     Args:
         max_classes: the bound on classes with a histogram of their own.
     """
@@ -65,8 +69,13 @@ class NodeStats:
         if ending.rescued is not None:
             with self._lock:
                 self._rescues[0 if ending.rescued else 1] += 1
-        if not ending.cached:
+        if ending.cached:
+            return
+        buckets = self._by_class.get(run.node_class)
+        if buckets is None:  # a new class: the dict grows, under the lock a scrape iterates it with
             self.observe(run.node_class, ending.duration_seconds)
+        else:  # a class seen before, the common case: no lock, see the class docstring
+            buckets.observe(ending.duration_seconds)
 
     def observe(self, node_class: str, duration_seconds: float) -> None:
         with self._lock:

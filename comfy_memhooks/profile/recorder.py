@@ -47,16 +47,18 @@ class _Before:
 
     __slots__ = ("allocated", "cuda", "gpus", "heavy", "node_class", "peak", "ram_used", "reserved", "rss", "started")
 
-    def __init__(self, node_class: str, heavy: bool, rss: int | None, ram_used: int | None):
+    def __init__(
+        self, node_class: str, heavy: bool, rss: int | None, ram_used: int | None, gpus: tuple[int | None, ...]
+    ):
         self.node_class = node_class
         self.heavy = heavy
         self.rss = rss
         self.ram_used = ram_used
-        self.started = time.perf_counter()
+        self.gpus = gpus
+        self.started = 0.0  # set last, once every reading is taken
         self.cuda: Any = None
         self.allocated: int | None = None
         self.reserved: int | None = None
-        self.gpus: tuple[int | None, ...] = ()
         self.peak: PeakSpan | None = None
 
 
@@ -96,6 +98,7 @@ class ProfileRecorder:
         self.pipeline = pipeline
         self.torch = TorchCounters(self.failures)
         self._open: dict[Any, _Before] = {}
+        self._prompt: tuple[str, float] | None = None  # the prompt recorded now and its start, read at every node
         self._connected = False
         self._listening = False
 
@@ -137,7 +140,8 @@ class ProfileRecorder:
         enabled = self.enabled()
         self._listen_to_nodes(enabled)
         if enabled:
-            self.store.begin(str(prompt_id), time.perf_counter())
+            self._prompt = (str(prompt_id), time.perf_counter())
+            self.store.begin(*self._prompt)
 
     def before_node(self, run: NodeInfo, cached: bool | None) -> None:
         """The pipeline's last step before a node: its "before" figures, and its RAM peak span opened."""
@@ -167,6 +171,7 @@ class ProfileRecorder:
         self._open = {}  # nodes still pending when a prompt fails get no finish
         if self.peaks is not None:
             self.peaks.clear()
+        self._prompt = None
         self.store.end(str(prompt_id), bool(success), float(duration_seconds))
 
     # Sampling --------------------------------------------------------------------------------------------------------
@@ -177,8 +182,7 @@ class ProfileRecorder:
             ram_used, gpus = self._heavy_reading()
         else:
             ram_used = self.ram_used()
-        before = _Before(node_class, heavy, self.resident_set.read(), ram_used)
-        before.gpus = gpus
+        before = _Before(node_class, heavy, self.resident_set.read(), ram_used, gpus)
         cuda = self.torch.cuda()
         if cuda is not None:
             before.cuda = cuda
@@ -221,7 +225,6 @@ class ProfileRecorder:
         error: BaseException | None,
         duration_seconds: float | None,
     ) -> NodeProfile:
-        ended = time.perf_counter()
         rss = self.resident_set.read()
         ram_peak = self._end_peak(before.peak, rss)  # first: nothing of the profile's own is charged to the node
         allocated = reserved = peak = None
@@ -232,7 +235,8 @@ class ProfileRecorder:
             ram_used, gpus = self._heavy_reading()
         else:
             ram_used = self.ram_used()
-        prompt_started = self.store.started(prompt_id)
+        prompt = self._prompt
+        prompt_started = prompt[1] if prompt is not None and prompt[0] == prompt_id else self.store.started(prompt_id)
         return NodeProfile(
             node_id=node_id,
             node_class=before.node_class,
@@ -241,7 +245,9 @@ class ProfileRecorder:
             cached=bool(cached),
             success=error is None and getattr(result, "name", None) == "SUCCESS",
             started_seconds=None if prompt_started is None else before.started - prompt_started,
-            duration_seconds=float(duration_seconds) if duration_seconds is not None else ended - before.started,
+            duration_seconds=(
+                float(duration_seconds) if duration_seconds is not None else time.perf_counter() - before.started
+            ),
             rss_before_bytes=before.rss,
             rss_after_bytes=rss,
             ram_used_before_bytes=before.ram_used,

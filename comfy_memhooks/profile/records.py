@@ -95,9 +95,15 @@ class NodeProfile:
         Memory a node takes and gives back before it returns counts here, not in :attr:`ram_left_bytes`. Without
         a peak reading (``ram_peak_method`` ``None``), what it left behind is all that is known.
         """
-        if self.rss_peak_bytes is None or self.rss_before_bytes is None:
-            return self.ram_left_bytes
-        return max(self.rss_peak_bytes - self.rss_before_bytes, self.ram_left_bytes or 0, 0)
+        # Read for every node (predictive cleanup learns from it), so the figures are read here, not through the
+        # other properties.
+        before, after, peak = self.rss_before_bytes, self.rss_after_bytes, self.rss_peak_bytes
+        if before is None:
+            return None
+        left = 0 if after is None else after - before
+        if peak is None:
+            return None if after is None else max(left, 0)
+        return max(peak - before, left, 0)
 
     @property
     def container_peak_added_bytes(self) -> int | None:
@@ -125,6 +131,8 @@ class NodeProfile:
         peak, before = self.torch_peak_allocated_bytes, self.torch_allocated_before_bytes
         if peak is not None and before is not None:
             return max(peak - before, 0)
+        if not self.gpu_used_before_bytes:  # an ordinary node without CUDA, the most common case: nothing to add up
+            return None
         deltas = self._gpu_deltas()
         return max(sum(deltas), 0) if deltas else None
 

@@ -25,6 +25,21 @@ logger = logging.getLogger(__name__)
 STATM = "/proc/self/statm"
 
 
+class _Forks:
+    """How many times this process's line has forked, counted in the child: a fork-safe check that costs no system
+    call (``os.getpid()`` is one, and a node would make several)."""
+
+    generation = 0
+
+    @classmethod
+    def forked(cls) -> None:
+        cls.generation += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_Forks.forked)
+
+
 class ResidentSet:
     """This process's resident set size, ``None`` when unreadable.
 
@@ -35,12 +50,12 @@ class ResidentSet:
     def __init__(self, statm: str = STATM):
         self._statm = statm
         self._descriptor: int | None = None
-        self._pid = -1
+        self._generation = -1
         self._process: psutil.Process | None = None
 
     def read(self) -> int | None:
         descriptor = self._descriptor
-        if descriptor is None or self._pid != os.getpid():  # a forked child must not read its parent's file
+        if descriptor is None or self._generation != _Forks.generation:  # a forked child reopens the file
             descriptor = self._open()
         if descriptor is not None:
             try:
@@ -52,7 +67,8 @@ class ResidentSet:
         return self._from_psutil()
 
     def _open(self) -> int | None:
-        self._pid = os.getpid()
+        self._generation = _Forks.generation
+        self.close()  # after a fork: the parent's file, which names the parent's process
         if not sys.platform.startswith("linux"):
             return None
         try:

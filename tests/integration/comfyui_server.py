@@ -73,6 +73,7 @@ class ComfyUI:
     launcher: tuple[str, ...] = ()  # a command that runs ComfyUI's (e.g. one that enters a memory cgroup)
     with_memhooks: bool = True  # False: the same ComfyUI without comfy_memhooks, to show what users get without it
     arguments: tuple[str, ...] = ()  # more of ComfyUI's own command-line options (e.g. --cache-ram)
+    project: Path = PROJECT  # the comfy_memhooks checkout linked in (a benchmark links an older revision's too)
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="memhooks-comfyui-")))
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -96,7 +97,7 @@ class ComfyUI:
         nodes = self.base / "nodes"
         nodes.mkdir()
         if self.with_memhooks:
-            (nodes / "comfy_memhooks").symlink_to(PROJECT, target_is_directory=True)
+            (nodes / "comfy_memhooks").symlink_to(self.project, target_is_directory=True)
         for pack in self.packs:
             (nodes / pack.name).symlink_to(pack, target_is_directory=True)
         (self.base / "custom_nodes").mkdir()
