@@ -361,7 +361,17 @@ def instructions_version(spec: str, names: list[str], nodes: int, prompts: int, 
                 f"--callgrind-out-file={folder}/{file_name}.%p",
             )
 
-            def start(condition: Condition = condition, launcher: tuple[str, ...] = launcher) -> None:
+            # One hash seed for all: ComfyUI's cache keys are sets of its inputs, whose hashing and order, so the
+            # instructions, differ from process to process by some 0.1% otherwise.
+            seeded = Condition(
+                condition.name,
+                condition.with_memhooks,
+                condition.settings,
+                {**condition.environment, "PYTHONHASHSEED": "0"},
+                condition.project,
+            )
+
+            def start(condition: Condition = seeded, launcher: tuple[str, ...] = launcher) -> None:
                 servers[condition.name] = _start(spec, condition, None, launcher)
 
             threads.append(threading.Thread(target=start))
