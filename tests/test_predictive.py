@@ -358,3 +358,16 @@ def test_models_are_unloaded_from_the_gpu_the_node_needs_on_its_own_device_type(
     outcome = free_exactly(short, lambda: 1 * GIB).run(types.SimpleNamespace())  # type: ignore[arg-type]
 
     assert asked == ["xpu:0"], outcome
+
+
+def test_a_class_whose_peaks_can_never_matter_is_not_even_predicted() -> None:
+    """An image inversion learned at a few MiB: nothing is worked out before its nodes; a scaled class still is."""
+    table = LearnedPeaks()
+    table.learn("ImageInvert", Sample(2 * MIB, None, None))
+    table.learn("VAEDecode", Sample(2 * MIB, None, Workload("frames", 10)))
+    table.learn("KSampler", Sample(None, 900 * MIB, None))
+
+    assert table.never_reaches("ImageInvert", 64 * MIB)
+    assert not table.never_reaches("VAEDecode", 64 * MIB)  # 1,000 frames would reach it
+    assert not table.never_reaches("KSampler", 64 * MIB)
+    assert not table.never_reaches("Unseen", 64 * MIB)

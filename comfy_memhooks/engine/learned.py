@@ -198,6 +198,16 @@ class LearnedPeaks:
             self._entries.popitem(last=False)
         return entry
 
+    def never_reaches(self, node_class: str, floor_bytes: int) -> bool:
+        """Whether no prediction for the class can reach ``floor_bytes``: no workload scales it and its peaks, margin
+        included, stay under. Most classes (an image inversion, a text encode) are such: asked before every node of
+        theirs, this saves working out a prediction nothing would act on."""
+        entry = self._entries.get(node_class)
+        if entry is None or entry.lines:
+            return False
+        ram, vram = entry.peaks
+        return max(ram or 0, vram or 0) * self.margin < floor_bytes
+
     def predict(self, node_class: str, workload: Workload | None = None) -> Prediction | None:
         """The class's predicted peaks for a run with ``workload``; ``None`` for a class never seen."""
         entry = self._entries.get(node_class)

@@ -275,6 +275,8 @@ class PredictiveCleanup:
 
     def before_node(self, node_id: str, node_class: str, workload: Workload | None) -> OptimizationRecord | None:
         """Frees just enough for the node's predicted peak to fit; ``None`` when it fits or nothing ran."""
+        if self.table.never_reaches(node_class, MIN_PREDICTED_BYTES):
+            return None  # too small to act on whatever the run: not even predicted
         prediction = self.table.predict(node_class, workload)
         if prediction is None:
             return None
