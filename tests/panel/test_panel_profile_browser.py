@@ -123,11 +123,11 @@ async def test_nodes_sorted_by_peak_with_titles_the_heaviest_marked_and_a_click_
     assert numbers[:2] == ["1.37 GB", "≥ 600 MB"]
 
     await page.select_option('[data-role="profile-order"]', "ram_left_bytes")
-    await page.wait_for_function("() => document.querySelector('[data-role=profile-row]').dataset.nodeId === '1'")
+    await page.wait_for_selector('[data-role="profile"][data-order="ram_left_bytes"]')
     assert await rows(page) == [("1", "true"), ("2", "false"), ("3", "false"), ("4", "false")]  # what stayed
 
     await page.select_option('[data-role="profile-order"]', "vram_peak_bytes")
-    await page.wait_for_function("() => document.querySelector('[data-role=profile-row]').dataset.nodeId === '1'")
+    await page.wait_for_selector('[data-role="profile"][data-order="vram_peak_bytes"]')
     assert await rows(page) == [("1", "true"), ("2", "false"), ("3", "false"), ("4", "false")]
     assert await bars.count() == 3  # the cached node has no VRAM figure: no bar
 

@@ -172,6 +172,7 @@ export class ProfileSection {
     this._renderBars(sorted, heaviest);
     this.table.hidden = false;
     this.body.replaceChildren(...sorted.map((node) => this._row(node, node === heaviest)));
+    this.table.dataset.order = this.order; // what the rows are sorted by once drawn, for whoever waits on a redraw
   }
 
   _label(node) {
