@@ -39,10 +39,9 @@ sys.path.insert(0, str(ROOT))
 from bench_support import SUCCESS, ExecutionResult, OneNodePrompt, report  # noqa: E402
 
 from comfy_memhooks import hook  # noqa: E402
-from comfy_memhooks.comfy import auto  # noqa: E402
+from comfy_memhooks.comfy.runtime import Runtime  # noqa: E402
 from comfy_memhooks.engine.core import Engine  # noqa: E402
 from comfy_memhooks.engine.settings import SettingsStore  # noqa: E402
-from comfy_memhooks.panel.backend import PanelBackend  # noqa: E402
 from tests.integration.comfyui_server import ComfyUI, skip_reason  # noqa: E402
 
 
@@ -117,6 +116,9 @@ def _batch_timer(
     return timed
 
 
+_installed: list[Runtime] = []  # what _compare takes out after each comparison
+
+
 def _compare(label: str, kind: str, class_type: str, setup: Callable[[Any], None], batches: int, calls: int) -> None:
     module = _module(kind)
     original = module.execute
@@ -130,7 +132,10 @@ def _compare(label: str, kind: str, class_type: str, setup: Callable[[Any], None
     for _ in range(batches):
         direct_ns.append(direct())
         hooked_ns.append(hooked())
-    auto.uninstall()
+    for runtime in _installed:
+        runtime.uninstall()
+    _installed.clear()
+    hook.uninstall()
     base, with_hook = statistics.median(direct_ns), statistics.median(hooked_ns)
     report(
         f"{kind:5}  {label:44}  original {base:8.0f} ns   hooked {with_hook:8.0f} ns   "
@@ -145,11 +150,14 @@ def wrapper_costs(batches: int, calls: int) -> None:
     store.update({"rules": [{"pattern": "ReActor*", "before_mode": "Monitor Only", "after_mode": "Monitor Only"}]})
     engine = Engine()
 
+    runtime = Runtime(engine=engine, settings=store)
+
     def bare(module: Any) -> None:
-        hook.install(module, heavy=auto.AutoOptimizer(engine, store).index.is_heavy)
+        hook.install(module, heavy=runtime.optimizer.index.is_heavy)
 
     def subscribed(module: Any) -> None:
-        auto.install(module, auto.AutoOptimizer(engine, store))
+        runtime.install_hook(module)
+        _installed.append(runtime)
 
     class NoBrowser:
         """A publisher with no browser connected, as in a ComfyUI nobody is watching."""
@@ -160,7 +168,7 @@ def wrapper_costs(batches: int, calls: int) -> None:
         def publish(self, event: str, payload: dict[str, Any]) -> None:
             del event, payload
 
-    panel = PanelBackend(engine, store, NoBrowser())
+    panel = runtime.make_backend(NoBrowser())
 
     def installed(module: Any) -> None:
         subscribed(module)
@@ -194,6 +202,19 @@ def _load_revision(revision: str) -> Any:
     return module
 
 
+def _install_at(package: Any, module: Any, engine: Any, store: Any) -> Callable[[], object]:
+    """Installs the hook and subscriber of an older revision into ``module`` the way that revision did (a runtime,
+    or before there was one, ``comfy.auto.install``); returns what takes them out."""
+    try:
+        runtime = importlib.import_module(f"{package.__name__}.comfy.runtime").Runtime(engine=engine, settings=store)
+    except ModuleNotFoundError:
+        auto_then = _module_of(package.__name__, "comfy.auto", "auto")
+        auto_then.install(module, auto_then.AutoOptimizer(engine, store))
+        return auto_then.uninstall
+    runtime.install_hook(module)
+    return runtime.uninstall
+
+
 def _module_of(package: str, *names: str) -> Any:
     """The first of ``names`` that ``package`` has: a module's place as of today, then where an older revision kept
     it (before the layers were subpackages)."""
@@ -212,7 +233,6 @@ def pressure_check_cost(revision: str, batches: int, calls: int) -> None:
     difference.
     """
     before = _load_revision(revision)
-    before_auto = _module_of(before.__name__, "comfy.auto", "auto")
     before_engine = _module_of(before.__name__, "engine.core", "engine")
     before_settings = _module_of(before.__name__, "engine.settings", "settings")
     folder = Path(tempfile.mkdtemp(prefix="memhooks-bench-"))
@@ -223,13 +243,13 @@ def pressure_check_cost(revision: str, batches: int, calls: int) -> None:
         old_module = _module(kind)
         store_then = before_settings.SettingsStore(folder / f"then-{kind}.json")
         store_then.load()
-        before_auto.install(old_module, before_auto.AutoOptimizer(before_engine.Engine(), store_then))
+        uninstall_then = _install_at(before, old_module, before_engine.Engine(), store_then)
         new_module = _module(kind)
         store_now = SettingsStore(folder / f"now-{kind}.json")
         store_now.load()
-        optimizer = auto.AutoOptimizer(Engine(), store_now)
-        auto.install(new_module, optimizer)
-        assert not optimizer.gauge.over
+        runtime = Runtime(engine=Engine(), settings=store_now)
+        runtime.install_hook(new_module)
+        assert not runtime.optimizer.gauge.over
         timers = {
             "original": _batch_timer(plain.execute, arguments, kind, calls),
             revision: _batch_timer(old_module.execute, arguments, kind, calls),
@@ -241,8 +261,8 @@ def pressure_check_cost(revision: str, batches: int, calls: int) -> None:
         for _ in range(batches):
             for name, timer in timers.items():
                 samples[name].append(timer())
-        auto.uninstall()
-        before_auto.uninstall()
+        runtime.uninstall()
+        uninstall_then()
         medians = {name: statistics.median(values) for name, values in samples.items()}
         paired = statistics.median(
             today - then for today, then in zip(samples["today"], samples[revision], strict=True)

@@ -43,7 +43,7 @@ from comfy_memhooks.hook.runs import NodeRun  # noqa: E402
 from comfy_memhooks.panel.backend import PanelBackend  # noqa: E402
 from comfy_memhooks.panel.node_stats import NodeStats  # noqa: E402
 from comfy_memhooks.panel.routes import register_routes  # noqa: E402
-from comfy_memhooks.pipeline import EndStep, NodeEnding, node_pipeline  # noqa: E402
+from comfy_memhooks.pipeline import EndStep, NodeEnding, NodePipeline, hook_failures  # noqa: E402
 
 CLASSES = 100
 
@@ -148,7 +148,8 @@ def receiver_costs(batches: int, calls: int) -> None:
     stats = NodeStats()
     for kind in ("async", "sync"):
         module = _module(kind)
-        hook.install(module, heavy=lambda class_type: False)
+        node_pipeline = NodePipeline(hook_failures)
+        hook.install(module, heavy=lambda class_type: False, pipeline=node_pipeline)
         timed = _batch_timer(module.execute, _arguments(kind, "ImageInvert"), kind, calls)
         without, with_receiver = [], []
         timed()  # warm up

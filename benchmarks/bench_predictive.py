@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench_profile import NODES_PER_PROMPT, _module, _prompt_runner, report  # noqa: E402
 
-from comfy_memhooks.comfy import auto  # noqa: E402
 from comfy_memhooks.comfy.profiling import recorder_for  # noqa: E402
+from comfy_memhooks.comfy.runtime import Runtime  # noqa: E402
 from comfy_memhooks.engine.core import Engine  # noqa: E402
 from comfy_memhooks.engine.learned import LearnedPeaks, Sample, Workload  # noqa: E402
 from comfy_memhooks.engine.predictive import PredictiveCleanup  # noqa: E402
@@ -59,13 +59,16 @@ def per_node_costs(batches: int) -> None:
     engine = Engine()
     engine.probe.read_ram()
     module = _module()
-    auto.install(module, auto.AutoOptimizer(engine, settings, watch=False))
+    runtime = Runtime(engine=engine, settings=settings, watch=False)
+    runtime.install_hook(module)
     table = LearnedPeaks()
     workload = Workload("frame_pixels", 16 * 512 * 512)
     table.learn("SmallNode", Sample(MIB, None, workload))
     table.learn("LargeNode", Sample(128 * MIB, None, workload))  # checked against RAM; this machine has room
-    predictor = PredictiveCleanup(engine, table, enabled=lambda: settings.current.predictive_cleanup)
-    recorder = recorder_for(engine, settings, ProfileStore())
+    predictor = PredictiveCleanup(
+        engine, table, enabled=lambda: settings.current.predictive_cleanup, pipeline=runtime.pipeline
+    )
+    recorder = recorder_for(engine, settings, ProfileStore(), runtime.pipeline)
     states = {
         "profile alone": ("SmallNode", False, True),
         "predictive off": ("SmallNode", True, False),
@@ -94,7 +97,7 @@ def per_node_costs(batches: int) -> None:
     finally:
         recorder.disconnect()
         predictor.disconnect()
-        auto.uninstall()
+        runtime.uninstall()
     base = statistics.median(costs["profile alone"])
     for name, results in costs.items():
         median = statistics.median(results)

@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 from bench_support import SUCCESS, ExecutionResult, OneNodePrompt, report  # noqa: E402
 
 from comfy_memhooks import signals  # noqa: E402
-from comfy_memhooks.comfy import auto  # noqa: E402
 from comfy_memhooks.comfy.profiling import recorder_for  # noqa: E402
+from comfy_memhooks.comfy.runtime import Runtime  # noqa: E402
 from comfy_memhooks.engine.core import Engine  # noqa: E402
 from comfy_memhooks.engine.settings import SettingsStore  # noqa: E402
 from comfy_memhooks.hook.runs import NodeRun  # noqa: E402
@@ -106,9 +106,10 @@ def per_node_costs(batches: int) -> None:
     engine = Engine()
     engine.probe.read_ram()  # what the watchdog does every 250 ms during a prompt: the RAM used ordinary nodes show
     module = _module()
-    auto.install(module, auto.AutoOptimizer(engine, settings, watch=False))
-    recorder = recorder_for(engine, settings, ProfileStore())
-    without_peaks = recorder_for(engine, settings, ProfileStore())
+    runtime = Runtime(engine=engine, settings=settings, watch=False)
+    runtime.install_hook(module)
+    recorder = recorder_for(engine, settings, ProfileStore(), runtime.pipeline)
+    without_peaks = recorder_for(engine, settings, ProfileStore(), runtime.pipeline)
     without_peaks.peaks = None  # the profile as it was before RAM peaks: readings before and after only
     report(f"per node, median of {batches} prompts of {NODES_PER_PROMPT} nodes in each state, interleaved")
     try:
@@ -135,7 +136,7 @@ def per_node_costs(batches: int) -> None:
     finally:
         recorder.disconnect()
         without_peaks.disconnect()
-        auto.uninstall()
+        runtime.uninstall()
 
 
 def store_memory() -> None:

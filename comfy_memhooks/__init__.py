@@ -11,7 +11,12 @@ ComfyUI's entry point (the ``__init__.py`` at the top of the repository) calls :
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .engine.core import Engine
+    from .profile.store import ProfileStore
 
 
 def setup() -> tuple[dict[str, type], dict[str, str]]:
@@ -21,29 +26,26 @@ def setup() -> tuple[dict[str, type], dict[str, str]]:
     return setup_in_comfyui()
 
 
-_ENGINE_NAMES = frozenset(
-    {
-        "ActionReport",
-        "Engine",
-        "Mode",
-        "OptimizationRecord",
-        "Outcome",
-        "PressureLevel",
-        "Thresholds",
-        "Trigger",
-        "TriggerKind",
-        "get_engine",
-    }
-)
+def get_engine() -> Engine:
+    """The engine the node, the hook and the panel share in this process (its runtime's)."""
+    from .comfy.runtime import current_runtime
+
+    return current_runtime().engine
+
+
+def get_profile_store() -> ProfileStore:
+    """The per-node profile's store in this process: ``latest()``, ``get(prompt_id)``, the peaks by class."""
+    from .comfy.runtime import current_runtime
+
+    return current_runtime().profiles
 
 
 def __getattr__(name: str) -> Any:
     """The engine's public names (``comfy_memhooks.Engine``), loaded when first used rather than at import."""
-    if name not in _ENGINE_NAMES:
+    engine = importlib.import_module(".engine", __name__)  # not ``from . import``: that would ask here again
+    if name not in engine.__all__:
         raise AttributeError(f"module 'comfy_memhooks' has no attribute {name!r}")
-    from . import engine
-
     return getattr(engine, name)
 
 
-__all__ = ["setup"]
+__all__ = ["get_engine", "get_profile_store", "setup"]

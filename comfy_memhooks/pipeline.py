@@ -173,6 +173,3 @@ class NodePipeline:
 hook_failures = Failures(logger, "executor hook failed while {kind}; the node runs on unchanged", part="hook")
 """The executor hook's contained failures, its pipeline's steps' included (those the steps did not contain
 themselves): shown in ``/memhooks/status`` and the metrics."""
-
-node_pipeline = NodePipeline(hook_failures)
-"""The process's pipeline: the executor hook runs it, comfy_memhooks' parts put their steps into it."""

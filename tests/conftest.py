@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from comfy_memhooks.comfy import auto
-from comfy_memhooks.engine import core as engine_module
-from comfy_memhooks.engine import learned_file
+from comfy_memhooks import hook
+from comfy_memhooks.comfy.runtime import Runtime, use_runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.learned import LearnedPeaks
+from comfy_memhooks.engine.learned_file import LearnedFile
+from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.hook import patch as hook_patch
-from comfy_memhooks.pipeline import node_pipeline
 from comfy_memhooks.probe.gpu import GpuProbe
 from comfy_memhooks.probe.memory import MemoryProbe
 from comfy_memhooks.probe.nvml import Nvml
@@ -88,13 +88,51 @@ def make_engine(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Callable[.
 
 
 @pytest.fixture
-def shared_engine(monkeypatch: pytest.MonkeyPatch, make_engine: Callable[..., Engine]) -> Callable[..., Engine]:
-    """Installs a fresh engine as the process's one engine (what the node uses) for the test's duration."""
+def make_runtime(
+    make_engine: Callable[..., Engine], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Runtime]]:
+    """Builds the test's runtime and makes it the process's (what the node uses): an engine that sees no GPU unless
+    given ``gpus``, settings and learned peaks in the test's folder, the watchdog ticked by hand; whatever it
+    installed is taken out afterwards."""
+    made: list[Runtime] = []
+
+    def build(gpus: list[FakeGpu] | None = None, **parts: object) -> Runtime:
+        runtime = Runtime(
+            engine=parts.pop("engine", None) or make_engine(gpus),  # type: ignore[arg-type]
+            settings=parts.pop("settings", None) or SettingsStore(tmp_path / "comfy_memhooks.json"),  # type: ignore[arg-type]
+            learned=LearnedFile(tmp_path / "learned.json", LearnedPeaks()),
+            watch=False,
+            **parts,  # type: ignore[arg-type]
+        )
+        made.append(runtime)
+        use_runtime(runtime)
+        return runtime
+
+    yield build
+    for runtime in made:
+        runtime.stop()
+
+
+def runtime_on(engine: Engine) -> Runtime:
+    """A runtime on ``engine`` made the process's (what the node uses); the test's folder keeps its settings, and
+    :func:`fresh_process_state` stops it afterwards."""
+    runtime = Runtime(engine=engine, watch=False)
+    use_runtime(runtime)
+    return runtime
+
+
+@pytest.fixture
+def runtime(make_runtime: Callable[..., Runtime]) -> Runtime:
+    """The test's runtime, current for its duration (see :func:`make_runtime`)."""
+    return make_runtime()
+
+
+@pytest.fixture
+def shared_engine(make_runtime: Callable[..., Runtime]) -> Callable[..., Engine]:
+    """Makes a runtime on a fresh engine the process's (what the node uses) and returns the engine."""
 
     def install(gpus: list[FakeGpu] | None = None) -> Engine:
-        engine = make_engine(gpus)
-        monkeypatch.setattr(engine_module, "_engine", engine)
-        return engine
+        return make_runtime(gpus).engine
 
     return install
 
@@ -122,26 +160,17 @@ def comfy_model_management(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.Mo
     yield module
 
 
-@pytest.fixture
-def fresh_hook_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A hook registry and failure counter of the test's own, and the hook and subscriber taken out afterwards."""
+@pytest.fixture(autouse=True)
+def fresh_process_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts from a fresh process, as far as comfy_memhooks can tell: no runtime yet (one made on first
+    use keeps its settings and learned peaks in the test's folder, never the user's home), no hook installed, a hook
+    failure counter of its own. Afterwards the test's runtime is stopped and its hook taken out."""
+    monkeypatch.setenv("COMFY_MEMHOOKS_SETTINGS", str(tmp_path / "comfy_memhooks.json"))
     monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
     fresh_hook_failures(monkeypatch)
+    previous = use_runtime(None)
     yield
-    auto.uninstall()
-
-
-@pytest.fixture(autouse=True)
-def pipeline_steps_restored() -> Iterator[None]:
-    """The per-node pipeline's steps as they were before the test: a step a test left in place affects no other."""
-    start, end = dict(node_pipeline._start), dict(node_pipeline._end)
-    yield
-    with node_pipeline._lock:
-        node_pipeline._start, node_pipeline._end = start, end
-        node_pipeline._rebuild()
-
-
-@pytest.fixture(autouse=True)
-def learned_peaks_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The process's learned peaks (predictive cleanup) live in the test's folder, never in the user's home."""
-    monkeypatch.setattr(learned_file, "_file", learned_file.LearnedFile(tmp_path / "learned.json", LearnedPeaks()))
+    left = use_runtime(previous)
+    if left is not None:
+        left.stop()
+    hook.uninstall()

@@ -8,14 +8,18 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 from comfy_memhooks import signals
+from comfy_memhooks.comfy import runtime as runtime_module
+from comfy_memhooks.comfy.runtime import Runtime, use_runtime
+from comfy_memhooks.engine.core import Engine
+from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.failures import Failures, failure_registry
 from comfy_memhooks.hook import patch as hook_patch
-from comfy_memhooks.pipeline import node_pipeline
 from comfy_memhooks.probe.readings import MemorySnapshot, RamReading, RamSource
 
 SIGNAL_NAMES = ("prompt_started", "node_started", "node_finished", "prompt_finished", "optimization_performed")
@@ -132,5 +136,17 @@ def fresh_hook_failures(monkeypatch: pytest.MonkeyPatch) -> Failures:
     failures = Failures(logging.getLogger("comfy_memhooks.pipeline"), "executor hook failed while {kind}")
     monkeypatch.setitem(failure_registry._parts, "hook", failures)
     monkeypatch.setattr(hook_patch, "hook_failures", failures)
-    monkeypatch.setattr(node_pipeline, "failures", failures)
+    monkeypatch.setattr(runtime_module, "hook_failures", failures)  # what a runtime's pipeline counts into
     return failures
+
+
+def hooked_runtime(module: ModuleType, engine: Engine, store: SettingsStore, *, watch: bool = False) -> Runtime:
+    """A runtime on ``engine`` and ``store`` with its hook in ``module``, made the process's; it keeps the current
+    runtime's pipeline, so parts a test already put into it (a panel's, a recorder's) see the same nodes."""
+    previous = use_runtime(None)
+    pipeline = None if previous is None else previous.pipeline
+    runtime = Runtime(engine=engine, settings=store, pipeline=pipeline, watch=watch)
+    use_runtime(runtime)
+    if runtime.install_hook(module) is None:
+        raise RuntimeError("the executor hook did not install")
+    return runtime

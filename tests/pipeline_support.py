@@ -1,12 +1,13 @@
-"""What the executor hook does at a node's start and end, for tests without an executor: the per-node pipeline's
-steps in their order, then the public signals, exactly as ``hook.tracker.Tracker`` does."""
+"""What the executor hook does at a node's start and end, for tests without an executor: the current runtime's
+per-node pipeline's steps in their order, then the public signals, exactly as ``hook.tracker.Tracker`` does."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from comfy_memhooks import signals
-from comfy_memhooks.pipeline import NodeEnding, node_pipeline
+from comfy_memhooks.comfy.runtime import current_runtime
+from comfy_memhooks.pipeline import NodeEnding
 
 
 class NodeStub:
@@ -32,7 +33,7 @@ def start_node(
     inputs: Any = None,
 ) -> None:
     """A node starts: the pipeline's start steps, then ``node_started`` (and ``heavy_node_started``)."""
-    node_pipeline.run_start(NodeStub(node_id, node_class, prompt_id, heavy, inputs), cached)
+    current_runtime().pipeline.run_start(NodeStub(node_id, node_class, prompt_id, heavy, inputs), cached)
     kwargs = {
         "node_id": node_id,
         "node_class": node_class,
@@ -60,7 +61,7 @@ def finish_node(
 ) -> None:
     """A node ends: the pipeline's end steps, then ``node_finished`` (and ``heavy_node_finished``)."""
     ending = NodeEnding(result, cached, duration_seconds, error, rescued)
-    node_pipeline.run_end(NodeStub(node_id, node_class, prompt_id, heavy), ending)
+    current_runtime().pipeline.run_end(NodeStub(node_id, node_class, prompt_id, heavy), ending)
     kwargs = {
         "node_id": node_id,
         "node_class": node_class,

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +15,15 @@ import pytest
 import torch
 
 from comfy_memhooks import hook
-from comfy_memhooks.comfy import auto, bootstrap
-from comfy_memhooks.engine import settings
+from comfy_memhooks.comfy import bootstrap
+from comfy_memhooks.comfy.runtime import Runtime, current_runtime, use_runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.pressure import Thresholds
 from comfy_memhooks.engine.settings import SettingsStore
-from comfy_memhooks.hook import patch as hook_patch
 from comfy_memhooks.hook.oom import is_out_of_memory
-from tests.hook_support import FakeProbe, Recorder, chain_prompt, fresh_hook_failures, spy
+from tests.hook_support import FakeProbe, Recorder, chain_prompt, spy
 from tests.standin_executor import KINDS, ExecutionResult, StandInNode, make_execution_module
 
 
@@ -57,8 +56,10 @@ class Setup:
         self.module = make_execution_module(kind, nodes)
         if returned is not None:  # what ComfyUI's own execute returned, seen from under the hook
             self.module.execute = spy(self.module.execute, returned)
-        self.optimizer = auto.AutoOptimizer(self.engine, self.store, watch=False)
-        assert auto.install(self.module, self.optimizer) is not None
+        self.runtime = Runtime(engine=self.engine, settings=self.store, watch=False)
+        use_runtime(self.runtime)
+        self.optimizer = self.runtime.optimizer
+        assert self.runtime.install_hook(self.module) is not None
         self.executor = self.module.PromptExecutor()
         self.runs = 0
 
@@ -72,14 +73,6 @@ class Setup:
 
     def phases(self) -> list[tuple[str | None, str | None, Mode]]:
         return [(record.trigger.node_class, record.trigger.phase, record.mode) for record in self.records()]
-
-
-@pytest.fixture(autouse=True)
-def fresh_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
-    fresh_hook_failures(monkeypatch)
-    yield
-    auto.uninstall()
 
 
 def fails_once(error: Callable[[], BaseException], value: Callable[[Any], Any]) -> StandInNode:
@@ -267,11 +260,11 @@ def test_a_settings_change_applies_to_the_next_node(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_install_twice_subscribes_once(tmp_path: Path, kind: str) -> None:
     setup = Setup(tmp_path, kind, basic_nodes(), cooldown_seconds=0)
-    assert auto.install(setup.module, auto.AutoOptimizer(setup.engine, setup.store)) is not None
+    assert setup.runtime.install_hook(setup.module) is not None
     setup.run("Const", "ReActorFaceSwap")
     assert setup.phases() == [("ReActorFaceSwap", "after", Mode.BALANCED)]
 
-    assert auto.uninstall() is True
+    assert setup.runtime.uninstall() is True
     setup.run("Const", "ReActorFaceSwap", first_input=3)
     assert len(setup.records()) == 1
 
@@ -461,9 +454,9 @@ def test_start_outside_comfyui_says_so_and_does_nothing(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.delitem(sys.modules, "execution", raising=False)
-    monkeypatch.delenv(auto.HOOK_SWITCH, raising=False)
+    monkeypatch.delenv(bootstrap.HOOK_SWITCH, raising=False)
     with caplog.at_level(logging.INFO):
-        assert auto.start() is False
+        assert bootstrap.start_hook(current_runtime()) is False
     assert "not running inside ComfyUI" in caplog.text
     assert "not running inside ComfyUI" in (hook.hook_status().reason or "")
 
@@ -472,8 +465,8 @@ def test_start_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     module = make_execution_module("async11", basic_nodes())
     original = module.execute
     monkeypatch.setitem(sys.modules, "execution", module)
-    monkeypatch.setenv(auto.HOOK_SWITCH, "off")
-    assert auto.start() is False
+    monkeypatch.setenv(bootstrap.HOOK_SWITCH, "off")
+    assert bootstrap.start_hook(current_runtime()) is False
     assert module.execute is original
     assert hook.hook_status().reason == "turned off by COMFY_MEMHOOKS_HOOK=off"
 
@@ -481,10 +474,9 @@ def test_start_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_start_installs_into_the_loaded_execution_module(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     module = make_execution_module("sync9", basic_nodes())
     monkeypatch.setitem(sys.modules, "execution", module)
-    monkeypatch.delenv(auto.HOOK_SWITCH, raising=False)
+    monkeypatch.delenv(bootstrap.HOOK_SWITCH, raising=False)
     monkeypatch.setenv("COMFY_MEMHOOKS_SETTINGS", str(tmp_path / "settings.json"))
-    monkeypatch.setattr(settings, "_store", None)
-    assert auto.start() is True
+    assert bootstrap.start_hook(current_runtime()) is True
     assert hook.hook_status().installed
     assert getattr(module.execute, "__wrapped__", None) is not None
 
@@ -495,14 +487,16 @@ def test_a_failing_start_leaves_comfyui_untouched(
     module = make_execution_module("async11", basic_nodes())
     original = module.execute
     monkeypatch.setitem(sys.modules, "execution", module)
-    monkeypatch.delenv(auto.HOOK_SWITCH, raising=False)
+    monkeypatch.delenv(bootstrap.HOOK_SWITCH, raising=False)
 
-    def broken_optimizer() -> Any:
+    runtime = current_runtime()
+
+    def broken_connect() -> Any:
         raise OSError("settings folder unreadable")
 
-    monkeypatch.setattr(auto, "AutoOptimizer", broken_optimizer)
+    monkeypatch.setattr(runtime.optimizer, "connect", broken_connect)
     with caplog.at_level(logging.ERROR):
-        assert auto.start() is False
+        assert bootstrap.start_hook(runtime) is False
     assert module.execute is original
     assert "installing the executor hook failed" in caplog.text
     assert "settings folder unreadable" in (hook.hook_status().reason or "")
@@ -512,7 +506,7 @@ def test_setup_outside_comfyui_gives_the_nodes_and_installs_nothing(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.delitem(sys.modules, "execution", raising=False)
-    monkeypatch.delenv(auto.HOOK_SWITCH, raising=False)
+    monkeypatch.delenv(bootstrap.HOOK_SWITCH, raising=False)
     with caplog.at_level(logging.INFO):
         mappings, names = bootstrap.setup()
     assert "UnifiedMemoryManager" in mappings

@@ -7,24 +7,21 @@ import logging
 import sys
 import threading
 import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from comfy_memhooks.comfy import auto
 from comfy_memhooks.engine import comfy_cache
 from comfy_memhooks.engine.comfy_release import PromptReleaseWatch, release_watch
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import TriggerKind
 from comfy_memhooks.engine.report import detailed_report
 from comfy_memhooks.engine.settings import SettingsStore
-from comfy_memhooks.hook import patch as hook_patch
 from comfy_memhooks.panel.payloads import comfyui_json, serialize
 from comfy_memhooks.probe.core_ram import CoreRamReader
 from comfy_memhooks.probe.readings import GIB, MIB, MemorySnapshot, RamReader, RamReading, RamSource
-from tests.hook_support import FakeProbe, chain_prompt, fresh_hook_failures
+from tests.hook_support import FakeProbe, chain_prompt, hooked_runtime
 from tests.standin_executor import StandInNode, make_execution_module
 from tests.standin_ram_cache import FakeRam, RAMPressureCache, install_memory_management, install_system_memory
 
@@ -60,12 +57,11 @@ class Setup:
         model_management = types.ModuleType("comfy.model_management")
         model_management.total_ram = TOTAL // MIB  # type: ignore[attr-defined]  # MB, as ComfyUI keeps it
         monkeypatch.setitem(sys.modules, "comfy.model_management", model_management)
-        self.optimizer = auto.AutoOptimizer(self.engine, self.store, watch=False)
         self.watch = release_watch
         fresh = PromptReleaseWatch()
         for name in ("hold", "cleanups", "last", "_tally", "_watched"):
             monkeypatch.setattr(release_watch, name, getattr(fresh, name))
-        assert auto.install(self.module, self.optimizer) is not None
+        self.optimizer = hooked_runtime(self.module, self.engine, self.store).optimizer
         self.executor = self.module.PromptExecutor()
         self.cache = RAMPressureCache(self.ram, ENTRY)
         self.executor.caches.outputs = self.cache
@@ -75,14 +71,6 @@ class Setup:
         prompt, order = chain_prompt("Const", *["Add"] * (length - 1), first_input=first_input)
         self.executor.execute(prompt, prompt_id, {}, order)
         return order
-
-
-@pytest.fixture(autouse=True)
-def fresh_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
-    fresh_hook_failures(monkeypatch)
-    yield
-    auto.uninstall()
 
 
 def test_what_comfyuis_own_release_evicted_is_counted_per_prompt(

@@ -23,13 +23,12 @@ from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.pressure import Thresholds
 from comfy_memhooks.engine.report import detailed_report, status_line
-from comfy_memhooks.hook import patch as hook_patch
 from comfy_memhooks.hook.oom import is_out_of_memory
 from comfy_memhooks.panel.payloads import comfyui_json, serialize
 from comfy_memhooks.probe.dynamic_vram import read_dynamic_vram
 from comfy_memhooks.probe.readings import GIB, RamReading, RamSource
 from tests.fake_nvml import FakeGpu
-from tests.hook_support import chain_prompt, fresh_hook_failures
+from tests.hook_support import chain_prompt
 from tests.standin_aimdo import install_aimdo
 from tests.standin_executor import StandInNode, make_execution_module
 
@@ -230,8 +229,6 @@ def test_the_cache_is_remembered_weakly() -> None:
 
 
 def test_the_hook_tells_comfyuis_caches_once_per_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
-    fresh_hook_failures(monkeypatch)
     module = make_execution_module("async11", {"Const": StandInNode(lambda x: x)})
     seen: list[object] = []
     hook.install(module, heavy=lambda name: False, caches_seen=seen.append)

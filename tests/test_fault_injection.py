@@ -34,11 +34,11 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks import signals
-from comfy_memhooks.comfy import auto
+from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine import actions
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.settings import SettingsStore
-from comfy_memhooks.failures import Failures
+from comfy_memhooks.failures import Failures, failure_registry
 from comfy_memhooks.hook import patch as hook_patch
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.probe.cgroup import CgroupReader
@@ -46,9 +46,9 @@ from comfy_memhooks.probe.gpu import GpuProbe
 from comfy_memhooks.probe.memory import MemoryProbe
 from comfy_memhooks.probe.nvml import Nvml
 from comfy_memhooks.probe.ram import RamProbe
-from tests.conftest import FakeClock, hide_torch
+from tests.conftest import FakeClock, hide_torch, runtime_on
 from tests.fake_nvml import make_fake_pynvml, nvml_error, two_gpus
-from tests.hook_support import chain_prompt
+from tests.hook_support import chain_prompt, hooked_runtime
 from tests.panel.panel_support import RecordingPublisher, cgroup_v2_tree, panel_app
 from tests.standin_executor import StandInNode, make_execution_module
 
@@ -129,10 +129,9 @@ def _run_workflows(engine: Engine, store: SettingsStore, clock: FakeClock) -> tu
         durations.append(kwargs["duration_seconds"])
 
     signals.heavy_node_finished.connect(on_heavy_finished, weak=False)
-    optimizer = auto.AutoOptimizer(engine, store, watch=False)
     outputs = []
     try:
-        assert auto.install(module, optimizer) is not None
+        hooked_runtime(module, engine, store)
         prompt, order = chain_prompt(*PROMPT, first_input=5)
         for run in range(RUNS):
             executor = module.PromptExecutor()
@@ -142,7 +141,7 @@ def _run_workflows(engine: Engine, store: SettingsStore, clock: FakeClock) -> tu
             clock.advance(3600.0)  # past any cooldown: each run cleans up after the heavy node
     finally:
         signals.heavy_node_finished.disconnect(on_heavy_finished)
-        auto.uninstall()
+        current_runtime().uninstall()
     return outputs, durations
 
 
@@ -373,11 +372,12 @@ FAULTS = (
 
 
 @pytest.fixture(autouse=True)
-def fresh_receiver_failures(fresh_hook_state: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def fresh_receiver_failures(monkeypatch: pytest.MonkeyPatch) -> None:
     """Receivers' failures counted afresh, so each fault's receiver is logged and counted in its own test."""
     receiver_failures = Failures(signals.logger, "receiver {kind}; ComfyUI goes on")
     monkeypatch.setattr(signals, "receiver_failures", receiver_failures)
     monkeypatch.setattr(hook_patch, "receiver_failures", receiver_failures)
+    monkeypatch.setitem(failure_registry._parts, "receiver", receiver_failures)  # what the status shows
 
 
 @pytest.fixture(scope="module")
@@ -413,7 +413,8 @@ async def test_a_fault_changes_no_output_logs_once_and_is_counted(
             store = SettingsStore(rig.settings_path)
             store.load()
             engine = _engine(rig)
-            backend = PanelBackend(engine, store, rig.publisher, interval=lambda: 3600.0)
+            pipeline = runtime_on(engine).pipeline  # the hook's, which the panel's metrics step goes into
+            backend = PanelBackend(engine, store, rig.publisher, interval=lambda: 3600.0, pipeline=pipeline)
             backend.start()
             try:
                 outputs, durations = await asyncio.to_thread(_run_workflows, engine, store, rig.clock)

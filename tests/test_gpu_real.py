@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from comfy_memhooks.comfy import auto
+from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
@@ -26,7 +26,7 @@ from comfy_memhooks.probe.gpu import GpuProbe
 from comfy_memhooks.probe.memory import MemoryProbe
 from comfy_memhooks.probe.nvml import Nvml
 from comfy_memhooks.probe.readings import GpuSource
-from tests.hook_support import chain_prompt
+from tests.hook_support import chain_prompt, hooked_runtime
 from tests.standin_executor import StandInNode, make_execution_module
 
 torch = pytest.importorskip("torch")
@@ -159,14 +159,13 @@ def test_a_real_cuda_out_of_memory_in_a_heavy_node_is_rescued(tmp_path: Path, mo
     store = SettingsStore(tmp_path / "comfy_memhooks.json")
     store.load()
     engine = Engine()
-    optimizer = auto.AutoOptimizer(engine, store)
-    assert auto.install(module, optimizer) is not None
+    hooked_runtime(module, engine, store, watch=True)
     try:
         executor = module.PromptExecutor()
         prompt, order = chain_prompt("Const", "ReActorFaceSwap", "Double", first_input=20)
         executor.execute(prompt, "gpu-prompt", {}, order)
     finally:
-        auto.uninstall()
+        current_runtime().uninstall()
     assert attempts == ["out of memory", "ran"]
     assert executor.success and executor.caches.outputs.get("3") == 42
     rescue = next(r for r in engine.history.records() if r.trigger.phase == "rescue")

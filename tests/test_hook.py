@@ -16,7 +16,7 @@ import pytest
 from comfy_memhooks import hook, signals
 from comfy_memhooks.hook import patch as hook_patch
 from comfy_memhooks.hook.introspect import comfyui_version
-from tests.hook_support import Recorder, chain_prompt, fresh_hook_failures, spy
+from tests.hook_support import Recorder, chain_prompt, spy
 from tests.standin_executor import (
     KINDS,
     DynamicPrompt,
@@ -31,15 +31,6 @@ ASYNC_KINDS = ("async10", "async11", "async12")
 
 def never_heavy(node_class: str) -> bool:
     return False
-
-
-@pytest.fixture(autouse=True)
-def fresh_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Each test starts with no hook installed and leaves none behind."""
-    monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
-    fresh_hook_failures(monkeypatch)
-    yield
-    hook.uninstall()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.last_node import SIZE, RunningNode, RunningNodeFile, parse
 from comfy_memhooks.engine.learned import LearnedPeaks, Sample, Workload
@@ -74,7 +75,7 @@ def test_an_unwritable_folder_turns_it_off_with_one_warning(tmp_path: Path, capl
 def test_a_class_comfyui_died_in_gets_room_made_before_it_and_its_first_peak_replaces_the_guess() -> None:
     engine = Engine(probe=FakeProbe(ram_percent=50.0))
     table = LearnedPeaks()
-    predictor = PredictiveCleanup(engine, table)
+    predictor = PredictiveCleanup(engine, table, pipeline=current_runtime().pipeline)
     workload = Workload("frame_pixels", 1000)
     predictor.learn_from_crash(RunningNode("VAEDecode", "8", 900 * MIB, "frame_pixels", 1000))
     prediction = table.predict("VAEDecode", workload)
@@ -87,8 +88,8 @@ def test_a_class_comfyui_died_in_gets_room_made_before_it_and_its_first_peak_rep
 def test_without_a_figure_of_free_ram_it_is_only_said(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, "comfy_memhooks")
     table = LearnedPeaks()
-    PredictiveCleanup(Engine(probe=FakeProbe(ram_percent=50.0)), table).learn_from_crash(
-        RunningNode("VAEDecode", "8", None, None, None)
-    )
+    PredictiveCleanup(
+        Engine(probe=FakeProbe(ram_percent=50.0)), table, pipeline=current_runtime().pipeline
+    ).learn_from_crash(RunningNode("VAEDecode", "8", None, None, None))
     assert "VAEDecode" not in table
     assert any("last stopped while VAEDecode #8 ran" in r.getMessage() for r in caplog.records)

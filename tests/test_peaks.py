@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.failures import Failures
 from comfy_memhooks.probe.readings import RamSource
 from comfy_memhooks.profile.peaks import (
@@ -99,7 +100,7 @@ def test_a_broken_mark_leaves_the_node_sampled_logged_once_counted_and_silent_to
     store = ProfileStore()
     samples = iter([150 * MIB, 400 * MIB, None, None, None, None])
     peaks = RamPeaks(ProcessHighWater(counted, proc), take_sampled=lambda: next(samples, None))
-    recorder = ProfileRecorder(store, peaks=peaks)
+    recorder = ProfileRecorder(store, peaks=peaks, pipeline=current_runtime().pipeline)
     recorder.failures = counted
     recorder.connect()
     caplog.set_level(logging.ERROR, "comfy_memhooks")

@@ -15,23 +15,21 @@ import pytest
 from comfy_memhooks import hook, signals
 from comfy_memhooks.comfy import auto
 from comfy_memhooks.comfy.profiling import recorder_for
+from comfy_memhooks.comfy.runtime import Runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.settings import SettingsStore
-from comfy_memhooks.hook import patch as hook_patch
-from comfy_memhooks.pipeline import EndStep, NodeEnding, StartStep, node_pipeline
+from comfy_memhooks.pipeline import EndStep, NodeEnding, NodePipeline, StartStep
 from comfy_memhooks.profile.store import ProfileStore
-from tests.hook_support import chain_prompt, fresh_hook_failures
+from tests.hook_support import chain_prompt
 from tests.standin_executor import StandInNode, make_execution_module
 
 MIB = 1024**2
 
 
-@pytest.fixture(autouse=True)
-def fresh_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
-    fresh_hook_failures(monkeypatch)
-    yield
-    auto.uninstall()
+@pytest.fixture
+def pipeline(runtime: Runtime) -> Iterator[NodePipeline]:
+    """The test's runtime's pipeline, with a hook of the test's own; the hook is taken out afterwards."""
+    yield runtime.pipeline
     hook.uninstall()
 
 
@@ -51,7 +49,7 @@ class LoggingStep:
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_the_steps_keep_their_order_whatever_the_connection_order_and_ids(seed: int) -> None:
+def test_the_steps_keep_their_order_whatever_the_connection_order_and_ids(seed: int, pipeline: NodePipeline) -> None:
     rng = random.Random(seed)
     log: list[str] = []
     slots: list[StartStep | EndStep] = [*StartStep, *EndStep]
@@ -64,9 +62,9 @@ def test_the_steps_keep_their_order_whatever_the_connection_order_and_ids(seed: 
         kept.append(step)
         heavy_only = slot is StartStep.RULES or slot is EndStep.RULES
         if isinstance(slot, StartStep):
-            node_pipeline.set_start(slot, step, heavy_only=heavy_only)
+            pipeline.set_start(slot, step, heavy_only=heavy_only)
         else:
-            node_pipeline.set_end(slot, step, heavy_only=heavy_only)
+            pipeline.set_end(slot, step, heavy_only=heavy_only)
     for receiver in receivers:
         signals.node_started.connect(receiver.receiver, weak=False)
         signals.node_finished.connect(receiver.receiver, weak=False)
@@ -74,7 +72,10 @@ def test_the_steps_keep_their_order_whatever_the_connection_order_and_ids(seed: 
         "async11", {"Const": StandInNode(lambda x: x), "ReActorFaceSwap": StandInNode(lambda x: -x)}
     )
     try:
-        assert hook.install(module, heavy=lambda node_class: node_class.startswith("ReActor")) is not None
+        assert (
+            hook.install(module, heavy=lambda node_class: node_class.startswith("ReActor"), pipeline=pipeline)
+            is not None
+        )
         prompt, order = chain_prompt("Const", "ReActorFaceSwap")
         executor = module.PromptExecutor()
         executor.execute(prompt, f"prompt-{seed}", {}, order)
@@ -93,17 +94,17 @@ def test_the_steps_keep_their_order_whatever_the_connection_order_and_ids(seed: 
     assert [name.split(" ")[0] for name in log] == expected
 
 
-def test_a_failing_step_is_counted_once_and_the_others_and_the_node_run_on() -> None:
+def test_a_failing_step_is_counted_once_and_the_others_and_the_node_run_on(pipeline: NodePipeline) -> None:
     log: list[str] = []
 
     def broken(run: Any, cached: Any) -> None:
         raise RuntimeError("a step's bug")
 
-    node_pipeline.set_start(StartStep.PRESSURE, broken)
-    node_pipeline.set_start(StartStep.PROFILE, LoggingStep("profile", log))
-    node_pipeline.set_end(EndStep.METRICS, LoggingStep("metrics", log))
+    pipeline.set_start(StartStep.PRESSURE, broken)
+    pipeline.set_start(StartStep.PROFILE, LoggingStep("profile", log))
+    pipeline.set_end(EndStep.METRICS, LoggingStep("metrics", log))
     module = make_execution_module("sync9", {"Const": StandInNode(lambda x: x)})
-    assert hook.install(module, heavy=lambda node_class: False) is not None
+    assert hook.install(module, heavy=lambda node_class: False, pipeline=pipeline) is not None
     prompt, order = chain_prompt("Const", "Const", "Const")
     executor = module.PromptExecutor()
     executor.execute(prompt, "prompt-1", {}, order)
@@ -114,19 +115,19 @@ def test_a_failing_step_is_counted_once_and_the_others_and_the_node_run_on() -> 
     assert "running the pressure step before a node" in (status.last_hook_error or "")
 
 
-def test_clearing_a_slot_leaves_a_step_that_replaced_it() -> None:
+def test_clearing_a_slot_leaves_a_step_that_replaced_it(pipeline: NodePipeline) -> None:
     first, second = LoggingStep("first", []), LoggingStep("second", [])
-    node_pipeline.set_end(EndStep.MANUAL, first)
-    node_pipeline.set_end(EndStep.MANUAL, second)
-    node_pipeline.clear(EndStep.MANUAL, first)
-    assert node_pipeline.occupied(EndStep.MANUAL)
-    node_pipeline.clear(EndStep.MANUAL, second)
-    assert not node_pipeline.occupied(EndStep.MANUAL)
+    pipeline.set_end(EndStep.MANUAL, first)
+    pipeline.set_end(EndStep.MANUAL, second)
+    pipeline.clear(EndStep.MANUAL, first)
+    assert pipeline.occupied(EndStep.MANUAL)
+    pipeline.clear(EndStep.MANUAL, second)
+    assert not pipeline.occupied(EndStep.MANUAL)
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_the_cleanup_before_a_heavy_node_is_not_charged_to_it_whatever_connects_first(
-    tmp_path: Path, seed: int
+    tmp_path: Path, seed: int, pipeline: NodePipeline
 ) -> None:
     """Real parts: the rule's Aggressive before a ReActor node frees 200 MiB of cyclic garbage; the profile's
     "before" reading comes after it, so the node's record starts below that garbage and shows no peak from it."""
@@ -147,7 +148,10 @@ def test_the_cleanup_before_a_heavy_node_is_not_charged_to_it_whatever_connects_
     )
     engine = Engine()
     store = ProfileStore()
-    parts: list[Any] = [auto.AutoOptimizer(engine, settings, watch=False), recorder_for(engine, settings, store)]
+    parts: list[Any] = [
+        auto.AutoOptimizer(engine, settings, watch=False, pipeline=pipeline),
+        recorder_for(engine, settings, store, pipeline),
+    ]
     random.Random(seed).shuffle(parts)
     for part in parts:
         part.connect()
@@ -155,7 +159,10 @@ def test_the_cleanup_before_a_heavy_node_is_not_charged_to_it_whatever_connects_
         "async11", {"Const": StandInNode(make_garbage), "ReActorFaceSwap": StandInNode(lambda x: x)}
     )
     try:
-        assert hook.install(module, heavy=lambda node_class: node_class.startswith("ReActor")) is not None
+        assert (
+            hook.install(module, heavy=lambda node_class: node_class.startswith("ReActor"), pipeline=pipeline)
+            is not None
+        )
         prompt, order = chain_prompt("Const", "ReActorFaceSwap")
         executor = module.PromptExecutor()
         executor.execute(prompt, "prompt-1", {}, order)

@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine import heap
 from comfy_memhooks.engine.actions import MODE_ACTIONS, NOT_IN_COMFYUI
 from comfy_memhooks.engine.core import Engine
@@ -342,7 +343,9 @@ def test_every_modes_actions(platform: Platform, engine: Engine, mode: Mode, req
 def test_panel_status_payload(platform: Platform, engine: Engine, tmp_path: Path) -> None:
     store = SettingsStore(tmp_path / "settings.json")
     store.load()
-    panel = PanelBackend(engine, store, RecordingPublisher(), interval=lambda: 3600.0)
+    panel = PanelBackend(
+        engine, store, RecordingPublisher(), interval=lambda: 3600.0, pipeline=current_runtime().pipeline
+    )
     payload = panel.status()
     serialize(payload)  # plain JSON, no NaN
     snapshot = payload["snapshot"]

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from comfy_memhooks import hook
+from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.comfy_cache import POLL_MARGIN_BYTES
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.learned import SAFETY_MARGIN, LearnedPeaks, Prediction, Sample, Workload, fit_line
@@ -25,7 +26,6 @@ from comfy_memhooks.profile import ProfileRecorder, ProfileStore
 from tests.conftest import FakeClock
 from tests.standin_executor import KINDS, StandInNode, make_execution_module
 from tests.test_pressure import LIMIT, ScriptedProbe, ram_at, scripted_engine
-from tests.test_profile import fresh_hook  # noqa: F401  (an autouse fixture, shared)
 
 MIB = 1024**2
 PIXELS = 64 * 64  # one "frame" of the stand-in video node is 64 x 64 pixels of 4 bytes x 8: 128 KiB
@@ -49,9 +49,14 @@ class Setup:
         self.saves = 0
         self.store = ProfileStore()
         self.predictor = PredictiveCleanup(
-            engine, self.table, enabled=lambda: self.enabled, save=self.save, gpu_index=lambda: 0
+            engine,
+            self.table,
+            enabled=lambda: self.enabled,
+            save=self.save,
+            gpu_index=lambda: 0,
+            pipeline=current_runtime().pipeline,
         )
-        self.recorder = ProfileRecorder(self.store)
+        self.recorder = ProfileRecorder(self.store, pipeline=current_runtime().pipeline)
 
     def save(self) -> None:
         self.saves += 1
@@ -88,7 +93,7 @@ def video_prompt(frames: int) -> tuple[dict[str, dict[str, Any]], list[str]]:
 
 def run(kind: str, frames: int, prompt_id: str, module: types.ModuleType | None = None) -> Any:
     module = module if module is not None else make_execution_module(kind, video_nodes())
-    hook.install(module, heavy=lambda name: False)  # no heavy-node rule matches: thresholds alone would not act
+    hook.install(module, heavy=lambda name: False, pipeline=current_runtime().pipeline)  # no rule matches
     prompt, order = video_prompt(frames)
     executor = module.PromptExecutor()
     executor.execute(prompt, prompt_id, {}, order)
@@ -307,7 +312,7 @@ def test_the_setting_off_leaves_it_to_the_thresholds_and_learns_nothing(
 
 def test_cached_nodes_teach_nothing(setup: Setup, engine: Engine) -> None:
     module = make_execution_module(KINDS[0], video_nodes())
-    hook.install(module, heavy=lambda name: False)
+    hook.install(module, heavy=lambda name: False, pipeline=current_runtime().pipeline)
     prompt, order = video_prompt(400)
     executor = module.PromptExecutor()
     executor.execute(prompt, "first", {}, order)

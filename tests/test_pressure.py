@@ -17,7 +17,6 @@ import pytest
 
 from comfy_memhooks import signals
 from comfy_memhooks.comfy.node import UnifiedMemoryManager
-from comfy_memhooks.engine import core as engine_module
 from comfy_memhooks.engine.actions import MODE_ACTIONS, escalation_ladder
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import Trigger, TriggerKind
@@ -40,7 +39,7 @@ from comfy_memhooks.engine.watchdog import (
     poll_interval,
 )
 from comfy_memhooks.probe.readings import GIB, MIB, MemorySnapshot, RamReading, RamSource
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, runtime_on
 
 LIMIT = 3 * GIB  # a 3 GB container: the floor is 64 MiB
 DEFAULTS = PolicySettings()  # Balanced, auto-optimize at 80% / 85%, 30 s cooldown
@@ -91,7 +90,7 @@ def probe() -> ScriptedProbe:
 @pytest.fixture
 def engine(probe: ScriptedProbe, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Engine:
     built = scripted_engine(probe, clock, monkeypatch)
-    monkeypatch.setattr(engine_module, "_engine", built)  # the node's engine
+    runtime_on(built)  # the node's engine
     return built
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from comfy_memhooks.comfy import auto
-from comfy_memhooks.engine import core as engine_module
+from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.hook import patch as hook_patch
@@ -21,9 +20,9 @@ from comfy_memhooks.probe.gpu import GpuProbe
 from comfy_memhooks.probe.memory import MemoryProbe
 from comfy_memhooks.probe.nvml import Nvml
 from comfy_memhooks.probe.ram import RamProbe
-from tests.conftest import FakeClock, hide_torch
+from tests.conftest import FakeClock, hide_torch, runtime_on
 from tests.fake_nvml import make_fake_pynvml, two_gpus
-from tests.hook_support import chain_prompt, fresh_hook_failures
+from tests.hook_support import chain_prompt, hooked_runtime
 from tests.panel.panel_support import RecordingPublisher, panel_app
 from tests.standin_executor import StandInNode, make_execution_module
 from tests.test_node import run
@@ -96,7 +95,7 @@ def test_a_failing_probe_gives_none_for_its_reading_and_logs_once(
 def test_the_node_and_the_engine_go_on(faulty: list[tuple[str, MemoryProbe]], monkeypatch: pytest.MonkeyPatch) -> None:
     for name, probe in faulty:
         engine = Engine(probe=probe, clock=FakeClock())
-        monkeypatch.setattr(engine_module, "_engine", engine)
+        runtime_on(engine)
         result = run(detailed_report=True, ram_threshold=1.0, enable_auto_cleanup=True, auto_optimize=True)
         assert result["result"][0].startswith("RAM: "), name
         assert result["result"][5] is True, name  # the cleanup ran on the RAM reading that worked
@@ -108,7 +107,13 @@ async def test_status_answers_and_counts_the_probe_failure(
     for name, probe in faulty:
         store = SettingsStore(tmp_path / f"{name}.json")
         store.load()
-        backend = PanelBackend(Engine(probe=probe), store, RecordingPublisher(), interval=lambda: 3600.0)
+        backend = PanelBackend(
+            Engine(probe=probe),
+            store,
+            RecordingPublisher(),
+            interval=lambda: 3600.0,
+            pipeline=current_runtime().pipeline,
+        )
         backend.start()
         client = await aiohttp_client(panel_app(backend))
         for path in ("/memhooks/status", "/memhooks/processes"):
@@ -121,15 +126,7 @@ async def test_status_answers_and_counts_the_probe_failure(
         backend.close()
 
 
-@pytest.fixture
-def fresh_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
-    fresh_hook_failures(monkeypatch)
-    yield
-    auto.uninstall()
-
-
-def test_the_hook_still_cleans_up(faulty: list[tuple[str, MemoryProbe]], tmp_path: Path, fresh_hook: None) -> None:
+def test_the_hook_still_cleans_up(faulty: list[tuple[str, MemoryProbe]], tmp_path: Path) -> None:
     for name, probe in faulty:
         engine = Engine(probe=probe, clock=FakeClock())
         store = SettingsStore(tmp_path / f"{name}.json")
@@ -137,11 +134,11 @@ def test_the_hook_still_cleans_up(faulty: list[tuple[str, MemoryProbe]], tmp_pat
         store.update({"ram_threshold": 1, "cooldown_seconds": 0})
         nodes = {"Const": StandInNode(lambda x: x), "ReActorFaceSwap": StandInNode(lambda x: -x)}
         module = make_execution_module("async11", nodes)
-        assert auto.install(module, auto.AutoOptimizer(engine, store, watch=False)) is not None
+        hooked_runtime(module, engine, store)
         prompt, order = chain_prompt("Const", "ReActorFaceSwap")
         executor = module.PromptExecutor()
         executor.execute(prompt, "prompt-1", {}, order)
         assert executor.success, name
         assert engine.history.total_recorded > 0, name  # the hook acted on the RAM reading that worked
         assert hook_patch.hook_failures.count == 0, name
-        auto.uninstall()
+        current_runtime().uninstall()

@@ -11,22 +11,14 @@ from typing import Any
 import pytest
 
 from comfy_memhooks import hook, signals
-from comfy_memhooks.hook import patch as hook_patch
+from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.profile import NodeProfile, ProfileRecorder, ProfileStore, VramPeakSource
 from comfy_memhooks.profile.sampling import ResidentSet
-from tests.hook_support import chain_prompt, fresh_hook_failures
+from tests.hook_support import chain_prompt
 from tests.standin_executor import KINDS, StandInNode, make_execution_module
 
 MIB = 1024**2
 HELD_BYTES = 64 * MIB
-
-
-@pytest.fixture(autouse=True)
-def fresh_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
-    fresh_hook_failures(monkeypatch)
-    yield
-    hook.uninstall()
 
 
 @pytest.fixture
@@ -36,7 +28,7 @@ def store() -> ProfileStore:
 
 @pytest.fixture
 def recorder(store: ProfileStore) -> Iterator[ProfileRecorder]:
-    recording = ProfileRecorder(store)
+    recording = ProfileRecorder(store, pipeline=current_runtime().pipeline)
     recording.connect()
     yield recording
     recording.disconnect()
@@ -62,7 +54,7 @@ def nodes() -> dict[str, StandInNode]:
 def run(kind: str, *classes: str, prompt_id: str = "p1", module: types.ModuleType | None = None) -> Any:
     """Runs a chain of ``classes``; returns the prompt executor, whose cache a second run may use."""
     module = module if module is not None else make_execution_module(kind, nodes())
-    hook.install(module, heavy=lambda name: name.startswith("ReActor"))  # a no-op when it is already in place
+    hook.install(module, heavy=lambda name: name.startswith("ReActor"), pipeline=current_runtime().pipeline)
     prompt, order = chain_prompt(*classes, first_input=1)
     executor = module.PromptExecutor()
     executor.execute(prompt, prompt_id, {}, order)
@@ -129,7 +121,7 @@ def test_a_node_entered_again_after_pending_is_recorded_once(
 
 def test_only_the_last_prompts_are_kept() -> None:
     store = ProfileStore(prompts_kept=3)
-    recorder = ProfileRecorder(store)
+    recorder = ProfileRecorder(store, pipeline=current_runtime().pipeline)
     recorder.connect()
     try:
         module = make_execution_module("sync9", nodes())
@@ -146,7 +138,7 @@ def test_only_the_last_prompts_are_kept() -> None:
 
 def test_nodes_beyond_the_bound_per_prompt_are_counted_not_kept() -> None:
     store = ProfileStore(nodes_kept=2)
-    recorder = ProfileRecorder(store)
+    recorder = ProfileRecorder(store, pipeline=current_runtime().pipeline)
     recorder.connect()
     try:
         run("sync9", "Const", "Const", "Const", "Const")
@@ -184,7 +176,7 @@ def test_node_profiled_is_sent_with_the_complete_record(store: ProfileStore, rec
 
 def test_turned_off_it_records_nothing_new(store: ProfileStore) -> None:
     on = [True]
-    recorder = ProfileRecorder(store, enabled=lambda: on[0])
+    recorder = ProfileRecorder(store, enabled=lambda: on[0], pipeline=current_runtime().pipeline)
     recorder.connect()
     try:
         module = make_execution_module("sync9", nodes())
@@ -200,7 +192,7 @@ def test_turned_off_it_records_nothing_new(store: ProfileStore) -> None:
 
 def test_turned_on_again_it_records_from_the_next_prompt(store: ProfileStore) -> None:
     on = [False]
-    recorder = ProfileRecorder(store, enabled=lambda: on[0])
+    recorder = ProfileRecorder(store, enabled=lambda: on[0], pipeline=current_runtime().pipeline)
     recorder.connect()
     try:
         module = make_execution_module("sync9", nodes())
@@ -283,7 +275,9 @@ def test_heavy_nodes_are_read_afresh_after_the_optimizer_made_room(store: Profil
         freed.append(sender)
 
     signals.heavy_node_started.connect(optimizer_before, weak=False)  # connected first, as the optimizer is
-    recorder = ProfileRecorder(store, ram_used=lambda: 5 * MIB, heavy_reading=lambda: next(readings))
+    recorder = ProfileRecorder(
+        store, ram_used=lambda: 5 * MIB, heavy_reading=lambda: next(readings), pipeline=current_runtime().pipeline
+    )
     recorder.connect()
     try:
         run("sync9", "Const", "ReActorFaceSwap")
@@ -312,9 +306,9 @@ def test_the_nodes_detailed_report_lists_the_heaviest_nodes_of_the_prompt_so_far
     monkeypatch: pytest.MonkeyPatch, store: ProfileStore, recorder: ProfileRecorder
 ) -> None:
     from comfy_memhooks.comfy.node import UnifiedMemoryManager
-    from comfy_memhooks.profile import store as store_module
+    from comfy_memhooks.comfy.runtime import current_runtime
 
-    monkeypatch.setattr(store_module, "_store", store)
+    monkeypatch.setattr(current_runtime(), "profiles", store)
     reports: list[str] = []
     widgets = {
         "enable_monitoring": True,

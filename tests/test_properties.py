@@ -20,14 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from comfy_memhooks.comfy.node import UnifiedMemoryManager
-from comfy_memhooks.engine import core as engine_module
+from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.modes import MANUAL_MODES, Mode
 from comfy_memhooks.engine.pressure import MAX_COOLDOWN_SECONDS
 from comfy_memhooks.engine.settings import MAX_INTERVAL, MIN_INTERVAL, AutoSettings, SettingsStore, When
 from comfy_memhooks.errors import InvalidSetting, shown_field
 from comfy_memhooks.panel.backend import PanelBackend
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, runtime_on
 from tests.panel.panel_support import RecordingPublisher, no_gpu_engine, panel_app
 from tests.test_pressure import LIMIT, ScriptedProbe
 
@@ -87,7 +87,7 @@ def node_inputs(draw: st.DrawFn) -> tuple[dict[str, Any], set[str]]:
 def node_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
     """The process's engine replaced by one on a scripted probe (RAM at 50% of 3 GB, no GPU) and a fake clock."""
     engine = Engine(probe=ScriptedProbe(LIMIT // 2), clock=FakeClock())  # type: ignore[arg-type]
-    monkeypatch.setattr(engine_module, "_engine", engine)
+    runtime_on(engine)
     yield engine
 
 
@@ -241,7 +241,9 @@ class PanelHarness:
         self.store = SettingsStore(folder / "comfy_memhooks.json")
         self.store.load()
         self.engine = no_gpu_engine()
-        self.backend = PanelBackend(self.engine, self.store, RecordingPublisher(), interval=lambda: 3600.0)
+        self.backend = PanelBackend(
+            self.engine, self.store, RecordingPublisher(), interval=lambda: 3600.0, pipeline=current_runtime().pipeline
+        )
         self.backend.start()
         self.loop = asyncio.new_event_loop()
         self.client: TestClient[Any, Any] = TestClient(TestServer(panel_app(self.backend)), loop=self.loop)

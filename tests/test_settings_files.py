@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
+from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.settings import AutoSettings, SettingsStore
 from comfy_memhooks.errors import SettingsFileProtected
 from comfy_memhooks.panel.backend import PanelBackend
@@ -62,7 +63,9 @@ async def test_an_unreadable_file_is_never_replaced_by_a_put(tmp_path: Path, aio
     store = SettingsStore(path)
     assert store.load() == AutoSettings()
     assert store.load_warning is not None and str(path) in store.load_warning
-    backend = PanelBackend(no_gpu_engine(), store, RecordingPublisher(), interval=lambda: 3600.0)
+    backend = PanelBackend(
+        no_gpu_engine(), store, RecordingPublisher(), interval=lambda: 3600.0, pipeline=current_runtime().pipeline
+    )
     backend.start()
     try:
         client: Client = await aiohttp_client(panel_app(backend))
@@ -152,7 +155,7 @@ def test_the_standalone_server_starts_on_a_bad_file(tmp_path: Path) -> None:
     path = tmp_path / "settings.json"
     path.write_bytes(BAD_FILES["deep"])
     result = subprocess.run(
-        [sys.executable, "-c", "from comfy_memhooks.engine.settings import get_settings_store as g; g()"],
+        [sys.executable, "-c", "from comfy_memhooks.engine.settings import load_settings_store as g; g()"],
         cwd=ROOT,
         check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT), "COMFY_MEMHOOKS_SETTINGS": str(path)},

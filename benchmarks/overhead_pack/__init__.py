@@ -59,8 +59,8 @@ def _time_memhooks() -> None:
     if "comfy_memhooks.hook.tracker" not in sys.modules:
         return
     from comfy_memhooks import signals
+    from comfy_memhooks.comfy.runtime import current_runtime
     from comfy_memhooks.hook.tracker import Tracker
-    from comfy_memhooks.pipeline import node_pipeline
 
     for method in ("node_enter", "node_started", "node_result"):
         if not hasattr(getattr(Tracker, method), _TIMED):
@@ -78,6 +78,7 @@ def _time_memhooks() -> None:
 
         setattr(send_safely, _TIMED, True)
         signals.send_safely = send_safely
+    node_pipeline = current_runtime().pipeline
     for name in ("start_steps", "heavy_start_steps", "end_steps", "heavy_end_steps"):
         steps = getattr(node_pipeline, name)
         phase = "start" if "start" in name else "end"

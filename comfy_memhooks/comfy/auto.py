@@ -3,39 +3,29 @@ and during long ones, and rescues heavy nodes from OOM.
 
 Its rules are steps of the per-node pipeline (:mod:`..pipeline`), in a fixed place among comfy_memhooks' other
 steps, and it asks the one engine to optimize, so the hook's optimizations share the cooldown and the history with
-the explicit node and the panel.
-:func:`start` is what ComfyUI's start-up calls: the hook and this subscriber together, or neither.
+the explicit node and the panel. The runtime (:mod:`.runtime`) installs it with the hook: the hook and this
+subscriber together, or neither.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import sys
-import threading
-from collections.abc import Callable
 from dataclasses import replace
-from types import ModuleType
 
 from .. import hook
-from ..engine.comfy_cache import remember_caches
-from ..engine.comfy_release import release_watch
-from ..engine.core import Engine, Outcome, get_engine
+from ..engine.core import Engine, Outcome
 from ..engine.history import Trigger, TriggerKind
 from ..engine.modes import Mode
 from ..engine.pressure import PressureGauge
-from ..engine.settings import SettingsStore, When, get_settings_store
+from ..engine.settings import SettingsStore, When
 from ..engine.watchdog import PressureWatchdog
 from ..hook.runs import NodeCall
 from ..hook.tracker import RetryReport
-from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, node_pipeline
+from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, hook_failures
 from .heavy import HeavyNodeIndex
 
 logger = logging.getLogger(__name__)
 
-HOOK_SWITCH = "COMFY_MEMHOOKS_HOOK"
-"""Environment variable: ``off`` (or ``0``, ``false``, ``no``) starts ComfyUI without the hook."""
-_OFF = frozenset({"0", "off", "false", "no"})
 _ERROR_TEXT_LIMIT = 200
 
 
@@ -43,24 +33,24 @@ class AutoOptimizer:
     """Applies the heavy-node rules before and after each heavy node, and the OOM rescue.
 
     Args:
-        engine: the engine that optimizes and keeps cooldown and history; the process's one by default.
+        engine: the engine that optimizes and keeps cooldown and history (the runtime's).
         store: the settings, read afresh for every node, so a change applies to the next node.
         watch: start the watchdog's thread on install; tests that drive :meth:`PressureWatchdog.tick` by hand
             pass ``False``.
-        pipeline: where its steps go; the process's per-node pipeline by default.
+        pipeline: where its steps go; the runtime's; one of its own by default.
     """
 
     def __init__(
         self,
-        engine: Engine | None = None,
-        store: SettingsStore | None = None,
+        engine: Engine,
+        store: SettingsStore,
         *,
         watch: bool = True,
-        pipeline: NodePipeline = node_pipeline,
+        pipeline: NodePipeline | None = None,
     ):
-        self.pipeline = pipeline
-        self.engine = engine if engine is not None else get_engine()
-        self.store = store if store is not None else get_settings_store()
+        self.pipeline = pipeline if pipeline is not None else NodePipeline(hook_failures)
+        self.engine = engine
+        self.store = store
         self.index = HeavyNodeIndex(lambda: self.store.current)
         self.gauge = PressureGauge()
         self.watchdog = PressureWatchdog(
@@ -165,91 +155,3 @@ class AutoOptimizer:
                 self.engine.history.replace(replace(record, trigger=amended))
 
         return report
-
-
-class _Installed:
-    """The running subscriber, so installing twice does not subscribe twice."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.optimizer: AutoOptimizer | None = None
-
-
-_installed = _Installed()
-
-
-def install(
-    execution_module: ModuleType | None = None, optimizer: AutoOptimizer | None = None
-) -> Callable[[], bool] | None:
-    """Installs the executor hook with the built-in subscriber and its watchdog; returns :func:`uninstall`."""
-    with _installed.lock:
-        current = _installed.optimizer
-        if current is not None:
-            return _install_hook(execution_module, current) and uninstall
-        optimizer = optimizer if optimizer is not None else AutoOptimizer()
-        optimizer.connect()
-        if _install_hook(execution_module, optimizer) is None:
-            optimizer.disconnect()
-            return None
-        if optimizer.watch:
-            optimizer.watchdog.start()
-        _installed.optimizer = optimizer
-        return uninstall
-
-
-def _install_hook(execution_module: ModuleType | None, optimizer: AutoOptimizer) -> Callable[[], bool] | None:
-    release_watch.hold = optimizer.engine.held_without_waiting
-    release_watch.cleanups = optimizer.engine.history.cleanups_freed
-    return hook.install(
-        execution_module,
-        heavy=optimizer.index.is_heavy,
-        rescue=optimizer.rescue,
-        pressure=optimizer.gauge,
-        boundary=optimizer.at_boundary,
-        caches_seen=remember_caches,
-        prompt_event=release_watch.prompt_event,
-    )
-
-
-def running_watchdog() -> PressureWatchdog | None:
-    """The installed subscriber's pressure watchdog, for the panel; ``None`` without the hook."""
-    optimizer = _installed.optimizer
-    return None if optimizer is None else optimizer.watchdog
-
-
-def uninstall() -> bool:
-    """Takes the hook and the subscriber out; ``True`` when ComfyUI's own functions are back in place."""
-    with _installed.lock:
-        optimizer, _installed.optimizer = _installed.optimizer, None
-        if optimizer is not None:
-            optimizer.watchdog.stop()
-            optimizer.disconnect()
-        return hook.uninstall()
-
-
-def start() -> bool:
-    """ComfyUI's start-up step: installs the hook and the subscriber unless switched off or outside ComfyUI.
-
-    Returns whether the hook is in place. Never raises: a failure is logged, whatever was patched is put back,
-    and ComfyUI starts as it would without comfy_memhooks' hook.
-    """
-    switch = os.environ.get(HOOK_SWITCH, "").strip().lower()
-    if switch in _OFF:
-        reason = f"turned off by {HOOK_SWITCH}={os.environ[HOOK_SWITCH]}"
-        hook.note_not_installed(reason)
-        logger.info("comfy_memhooks: executor hook %s", reason)
-        return False
-    if "execution" not in sys.modules:
-        hook.note_not_installed("not running inside ComfyUI (its execution module is not loaded)")
-        logger.info("comfy_memhooks: not running inside ComfyUI; the executor hook is not installed")
-        return False
-    try:
-        return install() is not None
-    except Exception as error:  # start-up must go on: ComfyUI runs unchanged, without the hook.
-        logger.exception("comfy_memhooks: installing the executor hook failed; ComfyUI runs without it")
-        try:
-            uninstall()
-        except Exception:  # already logged above; nothing more can be done safely.
-            logger.debug("comfy_memhooks: undoing a failed install failed too", exc_info=True)
-        hook.note_not_installed(f"installing failed: {type(error).__name__}: {error}")
-        return False

@@ -11,15 +11,15 @@ import dataclasses
 import math
 from typing import Any, ClassVar
 
-from ..engine.core import Engine, Outcome, get_engine
+from ..engine.core import Engine, Outcome
 from ..engine.history import TriggerKind
 from ..engine.modes import Mode
 from ..engine.policy import PolicySettings
 from ..engine.pressure import DEFAULT_THRESHOLDS, MAX_COOLDOWN_SECONDS
 from ..engine.report import detailed_report, status_line
-from ..engine.settings import get_settings_store
-from ..profile.store import get_profile_store
+from ..profile.store import ProfileStore
 from ..validation import parse_bool
+from .runtime import current_runtime
 
 
 class AnyType(str):
@@ -207,16 +207,17 @@ class UnifiedMemoryManager:
         monitoring = parse_bool(enable_monitoring, "enable_monitoring")
         want_report = parse_bool(detailed_report, "detailed_report")
 
-        engine = get_engine()
+        runtime = current_runtime()
+        engine = runtime.engine
         outcome = engine.evaluate(
             settings,
             TriggerKind.NODE,
             node_id=None if unique_id is None else str(unique_id),
             node_class=NODE_CLASS_NAME,
             # This node runs between the others, in the worker thread: the last rung may run, as the settings say.
-            unload_models=get_settings_store().current.pressure_unloads_models,
+            unload_models=runtime.settings.current.pressure_unloads_models,
         )
-        return self._outputs(outcome, monitoring, want_report, trigger_image, passthrough, engine)
+        return self._outputs(outcome, monitoring, want_report, trigger_image, passthrough, engine, runtime.profiles)
 
     @staticmethod
     def _outputs(
@@ -226,6 +227,7 @@ class UnifiedMemoryManager:
         trigger_image: Any,
         passthrough: Any,
         engine: Engine,
+        profiles: ProfileStore,
     ) -> dict[str, Any]:
         freed = outcome.record.freed_gb if outcome.record is not None else 0.0
         if monitoring:
@@ -233,7 +235,7 @@ class UnifiedMemoryManager:
             report = ""
             if want_report:
                 with_processes = dataclasses.replace(outcome.snapshot, processes=engine.probe.processes())
-                profile = get_profile_store().current()  # the running prompt's nodes so far
+                profile = profiles.current()  # the running prompt's nodes so far
                 report = detailed_report(with_processes, outcome.record, outcome.reason, profile)
             ram_percent = outcome.snapshot.ram.percent
             vram_percent = outcome.snapshot.vram_percent

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 from typing import Any
 
 from aiohttp import web
 
-from ..engine.core import get_engine
-from ..engine.settings import get_settings_store
 from ..panel.backend import PanelBackend
 from ..panel.guard import RequestGuard, allowed_hosts_from_environment, listens_on_loopback_only
 from ..panel.routes import register_routes
-from . import auto
+from .runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -62,39 +59,27 @@ def prompt_server() -> Any:
     return getattr(prompt_server_class, "instance", None)
 
 
-_backend: PanelBackend | None = None
-_lock = threading.Lock()
-
-
-def attach() -> PanelBackend | None:
+def attach(runtime: Runtime) -> PanelBackend | None:
     """Registers the panel on ComfyUI's server and starts live sampling; a second call returns the first backend.
 
     Never raises: a panel that cannot start leaves ComfyUI and the nodes working, and says why in the log.
     """
-    global _backend
-    with _lock:
-        if _backend is not None:
-            return _backend
-        server = prompt_server()
-        if server is None:
-            logger.debug("ComfyUI's PromptServer is not running; the Memory panel is not attached")
+    if runtime.backend is not None:
+        return runtime.backend
+    server = prompt_server()
+    if server is None:
+        logger.debug("ComfyUI's PromptServer is not running; the Memory panel is not attached")
+        return None
+    try:
+        routes = getattr(server, "routes", None)
+        if not isinstance(routes, web.RouteTableDef):
+            logger.warning("ComfyUI's server has no route table; the Memory panel is not available")
             return None
-        try:
-            routes = getattr(server, "routes", None)
-            if not isinstance(routes, web.RouteTableDef):
-                logger.warning("ComfyUI's server has no route table; the Memory panel is not available")
-                return None
-            backend = PanelBackend(
-                get_engine(),
-                get_settings_store(),
-                PromptServerPublisher(server),
-                busy=lambda: prompt_queue_busy(server),
-                watchdog=auto.running_watchdog,
-            )
-            register_routes(routes, backend, guard=comfyui_guard())
-            backend.start()
-        except Exception:  # the panel is optional; ComfyUI must start whatever happens here.
-            logger.exception("the Memory panel could not start; ComfyUI and the nodes are not affected")
-            return None
-        _backend = backend
-        return backend
+        backend = runtime.make_backend(PromptServerPublisher(server), busy=lambda: prompt_queue_busy(server))
+        register_routes(routes, backend, guard=comfyui_guard())
+        backend.start()
+    except Exception:  # the panel is optional; ComfyUI must start whatever happens here.
+        logger.exception("the Memory panel could not start; ComfyUI and the nodes are not affected")
+        return None
+    runtime.backend = backend
+    return backend

@@ -1,29 +1,34 @@
-"""Starts the per-node profile inside ComfyUI: the recorder in the per-node pipeline, fed by the engine's probes,
-and predictive cleanup, which learns from it.
+"""How the per-node profile and predictive cleanup are made inside ComfyUI: the recorder fed by the engine's probes,
+predictive cleanup on the learned peaks and the running-node file.
 
-Called by :func:`bootstrap.setup` after the hook and its optimizer are in place. Their steps' order around each
-node is the per-node pipeline's (:mod:`..pipeline`), whatever order they are started in: predictive cleanup makes
-room before the profile's "before" reading, so what it frees is not charged to the node. The ``node_profile`` and
-``predictive_cleanup`` settings are read at every node, so turning one off in the panel applies to the next node.
+:meth:`runtime.Runtime.start_profile` calls these after the hook and its optimizer are in place. Their steps' order
+around each node is the per-node pipeline's (:mod:`..pipeline`), whatever order they are started in: predictive
+cleanup makes room before the profile's "before" reading, so what it frees is not charged to the node. The
+``node_profile`` and ``predictive_cleanup`` settings are read at every node, so turning one off in the panel applies
+to the next node.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
-import threading
 
-from ..engine.core import Engine, get_engine
+from ..engine.core import Engine
 from ..engine.last_node import RUNNING_FILE_NAME, RunningNodeFile
-from ..engine.learned_file import get_learned_file
+from ..engine.learned_file import LearnedFile
 from ..engine.predictive import PredictiveCleanup
-from ..engine.settings import SettingsStore, get_settings_store
+from ..engine.settings import SettingsStore
+from ..pipeline import NodePipeline
 from ..profile.peaks import ContainerHighWater, ProcessHighWater, RamPeaks, platform_peak
 from ..profile.recorder import ProfileRecorder, profile_failures
-from ..profile.store import ProfileStore, get_profile_store
+from ..profile.store import ProfileStore
+
+logger = logging.getLogger(__name__)
 
 
-def recorder_for(engine: Engine, settings: SettingsStore, store: ProfileStore) -> ProfileRecorder:
+def recorder_for(
+    engine: Engine, settings: SettingsStore, store: ProfileStore, pipeline: NodePipeline | None = None
+) -> ProfileRecorder:
     """A recorder whose system RAM comes from the engine's RAM probe, and heavy nodes' from a fresh snapshot."""
     ram_probe = getattr(engine.probe, "ram", None)
 
@@ -41,6 +46,7 @@ def recorder_for(engine: Engine, settings: SettingsStore, store: ProfileStore) -
         ram_used=ram_used,
         heavy_reading=heavy_reading,
         peaks=peaks_for(engine),
+        pipeline=pipeline,
     )
 
 
@@ -60,10 +66,11 @@ def peaks_for(engine: Engine) -> RamPeaks:
     return RamPeaks(ProcessHighWater(profile_failures), container, take_sampled=take_sampled, platform=platform_peak)
 
 
-def predictor_for(engine: Engine, settings: SettingsStore) -> PredictiveCleanup:
-    """Predictive cleanup on the process's learned peaks, saved to their file after each prompt; the node that was
-    running when the previous ComfyUI stopped without warning (:mod:`..engine.last_node`) is learned first."""
-    learned = get_learned_file()
+def predictor_for(
+    engine: Engine, settings: SettingsStore, learned: LearnedFile, pipeline: NodePipeline | None = None
+) -> PredictiveCleanup:
+    """Predictive cleanup on the learned peaks, saved to their file after each prompt; the node that was running
+    when the previous ComfyUI stopped without warning (:mod:`..engine.last_node`) is learned first."""
     running = RunningNodeFile(learned.path.with_name(RUNNING_FILE_NAME))
     predictor = PredictiveCleanup(
         engine,
@@ -71,6 +78,7 @@ def predictor_for(engine: Engine, settings: SettingsStore) -> PredictiveCleanup:
         enabled=lambda: settings.current.enabled and settings.current.predictive_cleanup,
         save=learned.save,
         running=running,
+        pipeline=pipeline,
     )
     left = running.open()
     atexit.register(running.close)  # a clean exit leaves no node behind
@@ -78,34 +86,3 @@ def predictor_for(engine: Engine, settings: SettingsStore) -> PredictiveCleanup:
         predictor.learn_from_crash(left)
         learned.save()
     return predictor
-
-
-logger = logging.getLogger(__name__)
-
-_recorder: ProfileRecorder | None = None
-_predictor: PredictiveCleanup | None = None
-_lock = threading.Lock()
-
-
-def start() -> ProfileRecorder:
-    """Connects predictive cleanup, then the process's recorder, to the signals; a second call returns the first."""
-    global _recorder, _predictor
-    with _lock:
-        if _recorder is None:
-            _predictor = predictor_for(get_engine(), get_settings_store())
-            _predictor.connect()
-            _recorder = recorder_for(get_engine(), get_settings_store(), get_profile_store())
-            _recorder.connect()
-        return _recorder
-
-
-def stop() -> None:
-    """Disconnects the recorder and predictive cleanup; what they recorded and learned stays."""
-    global _recorder, _predictor
-    with _lock:
-        if _predictor is not None:
-            _predictor.disconnect()
-            _predictor = None
-        if _recorder is not None:
-            _recorder.disconnect()
-            _recorder = None

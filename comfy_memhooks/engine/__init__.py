@@ -1,13 +1,13 @@
 """Freeing memory: the modes and their actions, when to free (routine or pressure), the history, the engine.
 
 Above the probes, below the hook: the engine decides and acts; who asks (the node, the hook's subscriber, the
-panel, the watchdog) is the caller's business. One :class:`Engine` per process (:func:`get_engine`) keeps one
-cooldown, one effectiveness guard and one history for all of them.
+panel, the watchdog) is the caller's business. One :class:`Engine` per process (the runtime's,
+:mod:`..comfy.runtime`) keeps one cooldown, one effectiveness guard and one history for all of them.
 """
 
 from __future__ import annotations
 
-from .core import Engine, Outcome, get_engine
+from .core import Engine, Outcome
 from .history import ActionReport, OptimizationRecord, Trigger, TriggerKind
 from .modes import Mode
 from .pressure import PressureLevel, Thresholds
@@ -22,5 +22,4 @@ __all__ = [
     "Thresholds",
     "Trigger",
     "TriggerKind",
-    "get_engine",
 ]

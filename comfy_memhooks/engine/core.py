@@ -1,8 +1,8 @@
 """The cleanup engine: runs a mode's actions, measures them, keeps the cooldown, the guard and the history.
 
-There is one engine per process (:func:`get_engine`), shared by the node, the executor hook and the panel, so
-all three see the same cooldown and history. ComfyUI runs nodes in a worker thread and serves the panel from
-another, so every decision and optimization happens under one lock.
+There is one engine per process (the runtime's, :mod:`..comfy.runtime`), shared by the node, the executor hook
+and the panel, so all three see the same cooldown and history. ComfyUI runs nodes in a worker thread and serves the
+panel from another, so every decision and optimization happens under one lock.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from .policy import PolicySettings, decide
 from .pressure import EffectivenessGuard, Thresholds, pressure_levels
 from .reactor import kept_description
 
-__all__ = ["Engine", "HeldBack", "Outcome", "get_engine"]  # Outcome and HeldBack: callers import them from here
+__all__ = ["Engine", "HeldBack", "Outcome"]  # Outcome and HeldBack: callers import them from here
 
 logger = logging.getLogger(__name__)
 
@@ -383,17 +383,3 @@ def _notice(reports: Sequence[ActionReport]) -> str | None:
     name = REACTOR_MODELS_UNDER_PRESSURE.name
     unloaded = (r.detail is not None and r.error is None for r in reports if r.name == name)
     return UNLOADED_NOTICE if any(unloaded) else None
-
-
-_engine: Engine | None = None
-_engine_lock = threading.Lock()
-
-
-def get_engine() -> Engine:
-    """The process's one engine, created on first use."""
-    global _engine
-    if _engine is None:
-        with _engine_lock:
-            if _engine is None:
-                _engine = Engine()
-    return _engine

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from pathlib import Path
 
 from .files import load_json_file, write_atomically
@@ -71,17 +70,8 @@ class LearnedFile:
         logger.warning("comfy_memhooks predictive cleanup: %s", message)
 
 
-_file: LearnedFile | None = None
-_file_lock = threading.Lock()
-
-
-def get_learned_file() -> LearnedFile:
-    """The process's learned peaks, loaded from :func:`default_learned_path` on first use."""
-    global _file
-    if _file is None:
-        with _file_lock:
-            if _file is None:
-                learned = LearnedFile(default_learned_path(), LearnedPeaks())
-                learned.load()
-                _file = learned
-    return _file
+def load_learned_file(path: Path | None = None) -> LearnedFile:
+    """The learned peaks kept at ``path`` (:func:`default_learned_path` by default), read now."""
+    learned = LearnedFile(path if path is not None else default_learned_path(), LearnedPeaks())
+    learned.load()
+    return learned

@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import signals
 from ..failures import Failures
-from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, node_pipeline
+from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, hook_failures
 from ..probe.backends import loaded_torch
 from ..probe.readings import GIB, GpuBackend, MemorySnapshot, RamReading
 from .actions import CUDA_EMPTY_CACHE, MODEL_FREE_ACTIONS, Action, ActionContext, ActionOutcome
@@ -178,7 +178,7 @@ class PredictiveCleanup:
         enabled: read at each node (the ``predictive_cleanup`` setting); off, nothing is learned or predicted.
         save: called when a prompt finishes, to keep what was learned (``LearnedFile.save``).
         gpu_index: the GPU the nodes use.
-        pipeline: where its step goes; the process's per-node pipeline by default.
+        pipeline: where its step goes; the runtime's (:mod:`..comfy.runtime`); one of its own by default.
         running: where the node running now is kept, so that a ComfyUI killed in it learns it (:mod:`.last_node`).
     """
 
@@ -190,10 +190,10 @@ class PredictiveCleanup:
         enabled: Callable[[], bool] = lambda: True,
         save: Callable[[], object] = lambda: None,
         gpu_index: Callable[[], int] = comfy_gpu_index,
-        pipeline: NodePipeline = node_pipeline,
+        pipeline: NodePipeline | None = None,
         running: RunningNodeFile | None = None,
     ):
-        self.pipeline = pipeline
+        self.pipeline = pipeline if pipeline is not None else NodePipeline(hook_failures)
         self.running = running
         self.engine = engine
         self.table = table

@@ -303,17 +303,8 @@ class SettingsStore:
         write_atomically(self.path, json.dumps({**settings.to_json(), **self._unknown}, indent=2) + "\n")
 
 
-_store: SettingsStore | None = None
-_store_lock = threading.Lock()
-
-
-def get_settings_store() -> SettingsStore:
-    """The process's one settings store, loaded from :func:`default_settings_path` on first use."""
-    global _store
-    if _store is None:
-        with _store_lock:
-            if _store is None:
-                store = SettingsStore(default_settings_path())
-                store.load()
-                _store = store
-    return _store
+def load_settings_store(path: Path | None = None) -> SettingsStore:
+    """The settings kept at ``path`` (:func:`default_settings_path` by default), read now."""
+    store = SettingsStore(path if path is not None else default_settings_path())
+    store.load()
+    return store

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from ..pipeline import hook_failures
+from ..pipeline import NodePipeline, hook_failures
 from ..signals import receiver_failures
 from .introspect import comfyui_version, parameter_positions, sync_or_async
 from .status import HookStatus
@@ -88,6 +88,7 @@ def install(
     boundary: BoundaryFunction | None = None,
     caches_seen: CachesSeen | None = None,
     prompt_event: PromptEvent | None = None,
+    pipeline: NodePipeline | None = None,
 ) -> Callable[[], bool] | None:
     """Wraps ComfyUI's ``execution.execute`` (and ``PromptExecutor``) so every node and prompt sends signals.
 
@@ -104,6 +105,8 @@ def install(
         caches_seen: told ComfyUI's ``CacheSet`` once per prompt (what asks ComfyUI's cache for RAM needs it).
         prompt_event: told ComfyUI's ``PromptExecutor`` as each prompt starts and ends (what watches ComfyUI's
             own release after every node needs it).
+        pipeline: comfy_memhooks' own steps around each node (the runtime's); a pipeline of the hook's own, with
+            no steps, when none is given.
 
     Returns:
         :func:`uninstall`, or ``None`` when ComfyUI was left untouched (the reason is in :func:`hook_status`).
@@ -129,11 +132,14 @@ def install(
             _reactivate(ours, module, heavy, rescue, pressure, boundary)
             ours.tracker.caches_seen = caches_seen or ours.tracker.caches_seen
             ours.tracker.prompt_event = prompt_event or ours.tracker.prompt_event
+            ours.tracker.pipeline = pipeline or ours.tracker.pipeline
             return uninstall
         installed = _install_new(module, current, version, heavy, rescue, pressure, boundary)
         if installed is not None and _registry.node_patch is not None:
-            _registry.node_patch.tracker.caches_seen = caches_seen
-            _registry.node_patch.tracker.prompt_event = prompt_event
+            tracker = _registry.node_patch.tracker
+            tracker.caches_seen = caches_seen
+            tracker.prompt_event = prompt_event
+            tracker.pipeline = pipeline or NodePipeline(hook_failures)
         return installed
 
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from .. import signals
 from ..failures import Failures
-from ..pipeline import NodeEnding, NodePipeline, StartStep, node_pipeline
+from ..pipeline import NodeEnding, NodePipeline, StartStep
 from .oom import is_out_of_memory
 from .runs import NodeCall, NodeRun, PromptRun
 
@@ -72,7 +72,8 @@ class Tracker:
         rescue: frees memory after a heavy node's out-of-memory failure; ``None``: the failure stands.
         failures: where the tracker's own failures are counted.
         results: ComfyUI's ``ExecutionResult`` enum, when it has one.
-        pipeline: comfy_memhooks' own steps at each node's start and end, run before the public signals.
+        pipeline: comfy_memhooks' own steps at each node's start and end, run before the public signals (the
+            runtime's; one of its own, empty, by default).
     """
 
     def __init__(
@@ -82,7 +83,7 @@ class Tracker:
         rescue: RescueFunction | None,
         failures: Failures,
         results: Any = None,
-        pipeline: NodePipeline = node_pipeline,
+        pipeline: NodePipeline | None = None,
     ):
         self.heavy = heavy
         self.rescue = rescue
@@ -106,7 +107,7 @@ class Tracker:
         self._failure: BaseException | None = None
         self._failed = False
         self._active_prompts: set[Any] = set()
-        self.pipeline = pipeline
+        self.pipeline = pipeline if pipeline is not None else NodePipeline(failures)
         # The node that started last and has not finished: what the watchdog names when it cleans up mid-node.
         self.running: NodeRun | None = None
 

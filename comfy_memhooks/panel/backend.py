@@ -7,6 +7,7 @@ while no browser is connected, and the sample loop then takes no readings at all
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -15,14 +16,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .. import hook, signals
 from ..engine.core import Engine
 from ..engine.history import OptimizationRecord
-from ..engine.learned_file import LearnedFile, get_learned_file
+from ..engine.learned_file import LearnedFile, load_learned_file
 from ..engine.modes import Mode
 from ..engine.settings import SettingsStore
 from ..engine.watchdog import PressureWatchdog
 from ..failures import Failures
-from ..pipeline import EndStep, NodePipeline, node_pipeline
+from ..pipeline import EndStep, NodePipeline, hook_failures
 from ..probe.readings import MemorySnapshot
-from ..profile.store import ProfileStore, get_profile_store
+from ..profile.store import ProfileStore
 from .manual import ManualRequests
 from .manual_answer import ManualAnswer
 from .node_stats import NodeStats
@@ -75,11 +76,13 @@ class PanelBackend:
         busy: whether the host runs a prompt (see :class:`manual.ManualRequests`).
         ring: the recent samples; a new ten-minute ring when not given.
         watchdog: the pressure watchdog, when the host runs one (inside ComfyUI, with the executor hook).
-        profiles: the per-node profile; the process's store by default (empty outside ComfyUI).
+        profiles: the per-node profile; an empty store of its own by default (the standalone panel's).
         peak_vram_by_class: the last prompt's per-node peak VRAM by node class, for the metrics; the profile's
             by default.
         peak_ram_by_class: the same for the RAM each node needed while it ran; the profile's by default.
-        learned: predictive cleanup's learned peaks; the process's file by default, read when first asked for.
+        learned: predictive cleanup's learned peaks; those at the default path by default, read when first asked
+            for.
+        pipeline: where the manual requests' steps go (the runtime's); one of its own by default.
     """
 
     def __init__(
@@ -95,13 +98,13 @@ class PanelBackend:
         profiles: ProfileStore | None = None,
         peak_vram_by_class: Callable[[], Mapping[str, int]] | None = None,
         peak_ram_by_class: Callable[[], Mapping[str, int]] | None = None,
-        learned: Callable[[], LearnedFile] = get_learned_file,
-        pipeline: NodePipeline = node_pipeline,
+        learned: Callable[[], LearnedFile] | None = None,
+        pipeline: NodePipeline | None = None,
     ):
-        self.pipeline = pipeline
+        self.pipeline = pipeline if pipeline is not None else NodePipeline(hook_failures)
         self.engine = engine
-        self.profiles = profiles if profiles is not None else get_profile_store()
-        self.learned = learned
+        self.profiles = profiles if profiles is not None else ProfileStore()
+        self.learned = learned if learned is not None else functools.cache(load_learned_file)
         self._watchdog = watchdog if watchdog is not None else (lambda: None)
         self.store = store
         self.publisher = publisher

@@ -21,7 +21,7 @@ from ..engine.core import Engine
 from ..engine.history import Trigger, TriggerKind
 from ..engine.modes import MODE_STRENGTH, Mode
 from ..engine.settings import AutoSettings
-from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, node_pipeline
+from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, hook_failures
 from .manual_answer import ManualAnswer, ManualState
 
 logger = logging.getLogger(__name__)
@@ -65,9 +65,9 @@ class ManualRequests:
         busy: Callable[[], bool] = _never_busy,
         on_done: Callable[[ManualAnswer], None] = _ignore,
         prompt_start_wait_seconds: float = PROMPT_START_WAIT_SECONDS,
-        pipeline: NodePipeline = node_pipeline,
+        pipeline: NodePipeline | None = None,
     ):
-        self._pipeline = pipeline
+        self._pipeline = pipeline if pipeline is not None else NodePipeline(hook_failures)
         self._engine = engine
         self._settings = settings
         self._busy = busy

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from ..engine.core import Engine
-from ..engine.settings import SettingsStore, get_settings_store
+from ..engine.settings import SettingsStore, load_settings_store
 from .backend import PanelBackend
 from .guard import SAFE_METHODS, TOKEN_ENV, Refused, RequestGuard
 from .hub import WebsocketHub
@@ -109,7 +109,7 @@ def build_app(
     """
     guard = guard if guard is not None else RequestGuard()
     hub = WebsocketHub()
-    store = settings_store if settings_store is not None else get_settings_store()
+    store = settings_store if settings_store is not None else load_settings_store()
     backend = PanelBackend(engine, store, hub, interval=lambda: interval)
     routes = web.RouteTableDef()
     register_routes(routes, backend, guard=guard)

@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import signals
 from ..failures import Failures
-from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, node_pipeline
+from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, hook_failures
 from .peaks import PeakSpan, RamPeak, RamPeaks
 from .records import NodeProfile
 from .sampling import ResidentSet, TorchCounters
@@ -74,7 +74,7 @@ class ProfileRecorder:
         heavy_reading: a fresh reading for heavy nodes; ``None``: heavy nodes are read as ordinary ones.
         resident_set: this process's resident set reader.
         peaks: the RAM peak counters; ``None``: only the readings before and after (no peak).
-        pipeline: where its node steps go; the process's per-node pipeline by default.
+        pipeline: where its node steps go; the runtime's (:mod:`..comfy.runtime`); one of its own by default.
     """
 
     def __init__(
@@ -86,7 +86,7 @@ class ProfileRecorder:
         heavy_reading: HeavyReading | None = None,
         resident_set: ResidentSet | None = None,
         peaks: RamPeaks | None = None,
-        pipeline: NodePipeline = node_pipeline,
+        pipeline: NodePipeline | None = None,
     ):
         self.store = store
         self.enabled = enabled
@@ -95,7 +95,7 @@ class ProfileRecorder:
         self.resident_set = resident_set if resident_set is not None else ResidentSet()
         self.failures = profile_failures
         self.peaks = peaks
-        self.pipeline = pipeline
+        self.pipeline = pipeline if pipeline is not None else NodePipeline(hook_failures)
         self.torch = TorchCounters(self.failures)
         self._open: dict[Any, _Before] = {}
         self._prompt: tuple[str, float] | None = None  # the prompt recorded now and its start, read at every node

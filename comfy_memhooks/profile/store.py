@@ -128,17 +128,3 @@ class ProfileStore:
         """As :meth:`peak_vram_by_class`, for RAM (:attr:`NodeProfile.ram_peak_bytes`)."""
         latest = self.latest()
         return {} if latest is None else latest.peak_ram_by_class()
-
-
-_store: ProfileStore | None = None
-_store_lock = threading.Lock()
-
-
-def get_profile_store() -> ProfileStore:
-    """The process's one profile store: what the recorder fills inside ComfyUI and the panel serves."""
-    global _store
-    if _store is None:
-        with _store_lock:
-            if _store is None:
-                _store = ProfileStore()
-    return _store

@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
+from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
@@ -36,7 +37,9 @@ def publisher() -> RecordingPublisher:
 @pytest.fixture
 def backend(engine: Engine, settings_store: SettingsStore, publisher: RecordingPublisher) -> Iterator[PanelBackend]:
     # An hour between ticks: the tests take samples themselves, when they want one.
-    panel = PanelBackend(engine, settings_store, publisher, interval=lambda: 3600.0)
+    panel = PanelBackend(
+        engine, settings_store, publisher, interval=lambda: 3600.0, pipeline=current_runtime().pipeline
+    )
     panel.start()
     yield panel
     panel.close()

@@ -23,14 +23,14 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from comfy_memhooks.comfy import auto
+from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.hub import WebsocketHub
 from comfy_memhooks.panel.sampler import RING_MAX_SAMPLES
 from comfy_memhooks.panel.standalone import BACKEND, HUB, build_app
-from tests.hook_support import FakeProbe, chain_prompt
+from tests.hook_support import FakeProbe, chain_prompt, hooked_runtime
 from tests.panel.panel_support import stuck_reader
 from tests.standin_executor import StandInNode, make_execution_module
 
@@ -139,8 +139,7 @@ def _executions(
     }
     module = make_execution_module("async11", classes)
     try:
-        if auto.install(module, auto.AutoOptimizer(engine, store, watch=False)) is None:
-            raise RuntimeError("the executor hook did not install")
+        hooked_runtime(module, engine, store)
         executor = module.PromptExecutor()
         prompt, order = chain_prompt(*PROMPT)
         for number in range(nodes // NODES_PER_PROMPT):
@@ -154,7 +153,7 @@ def _executions(
     except Exception as error:  # reported as a failure of the run, never lost in the thread
         result.errors.append(f"executor: {type(error).__name__}: {error}")
     finally:
-        auto.uninstall()
+        current_runtime().uninstall()
         done.set()
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from pytest_aiohttp import AiohttpClient
 
+from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from tests.panel.metrics_support import Scrape
@@ -44,6 +45,7 @@ async def _exposed_names(aiohttp_client: AiohttpClient, tmp_path: Path, store: S
         interval=lambda: 3600.0,
         peak_vram_by_class=lambda: {"KSampler": 6 * GIB},
         peak_ram_by_class=lambda: {"VAEDecode": 2 * GIB},
+        pipeline=current_runtime().pipeline,
     )
     backend.start()
     try:

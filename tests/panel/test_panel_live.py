@@ -15,7 +15,7 @@ from aiohttp import web
 from comfy_memhooks import signals
 from comfy_memhooks.comfy import bootstrap
 from comfy_memhooks.comfy import panel as comfy_panel
-from comfy_memhooks.engine import settings as settings_module
+from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
@@ -56,7 +56,7 @@ def test_each_tick_pushes_a_sample_with_the_status(backend: PanelBackend, publis
 def test_the_sample_loop_follows_the_interval_setting(engine: Engine, settings_store: SettingsStore) -> None:
     settings_store.update({"sample_interval_seconds": 0.1})
     publisher = RecordingPublisher()
-    backend = PanelBackend(engine, settings_store, publisher)
+    backend = PanelBackend(engine, settings_store, publisher, pipeline=current_runtime().pipeline)
     backend.start()
     try:
         assert len(publisher.wait_for("memhooks.status", count=3)) >= 3
@@ -158,7 +158,9 @@ def test_a_broken_publisher_is_counted_and_never_reaches_the_worker(
         def publish(self, event: str, payload: dict[str, Any]) -> None:
             raise RuntimeError("Event loop is closed")
 
-    backend = PanelBackend(engine, settings_store, Broken(), interval=lambda: 3600.0)
+    backend = PanelBackend(
+        engine, settings_store, Broken(), interval=lambda: 3600.0, pipeline=current_runtime().pipeline
+    )
     backend.start()
     failures_before = signals.receiver_failures.count
     try:
@@ -177,11 +179,10 @@ def test_a_broken_publisher_is_counted_and_never_reaches_the_worker(
 
 def test_outside_comfyui_setup_attaches_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "server", raising=False)
-    monkeypatch.setattr(comfy_panel, "_backend", None)
     threads = threading.active_count()
     mappings, _names = bootstrap.setup()
     assert "UnifiedMemoryManager" in mappings
-    assert comfy_panel._backend is None
+    assert current_runtime().backend is None
     assert threading.active_count() == threads
 
 
@@ -204,13 +205,12 @@ def test_attach_registers_once_on_comfyuis_route_table(monkeypatch: pytest.Monke
     module = types.ModuleType("server")
     module.PromptServer = type("PromptServer", (), {"instance": server})  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "server", module)
-    monkeypatch.setattr(comfy_panel, "_backend", None)
     monkeypatch.setenv("COMFY_MEMHOOKS_SETTINGS", str(tmp_path / "settings.json"))
-    monkeypatch.setattr(settings_module, "_store", None)
-    backend = comfy_panel.attach()
+    runtime = current_runtime()
+    backend = comfy_panel.attach(runtime)
     try:
         assert backend is not None
-        assert comfy_panel.attach() is backend
+        assert comfy_panel.attach(runtime) is backend
         paths = sorted((route.method, route.path) for route in server.routes if isinstance(route, web.RouteDef))
         assert paths == [
             ("GET", "/memhooks/history"),

@@ -8,14 +8,8 @@ all the nodes is within 5 MB of memory after the first 100. The long version is 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from comfy_memhooks.comfy import auto
-from comfy_memhooks.hook import patch as hook_patch
-from tests.hook_support import fresh_hook_failures
 from tests.panel.load_harness import MAX_HISTORY, RING_MAX_SAMPLES, run_load
 
 NODES = 2000
@@ -23,14 +17,6 @@ HTTP_CLIENTS = 50
 WS_CLIENTS = 20
 MAX_GAP_SECONDS = 2.0
 MAX_GROWTH_BYTES = 5 * 1024 * 1024
-
-
-@pytest.fixture(autouse=True)
-def fresh_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
-    fresh_hook_failures(monkeypatch)
-    yield
-    auto.uninstall()
 
 
 async def test_the_server_stays_responsive_and_bounded_under_load(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks import signals
+from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
@@ -22,7 +23,7 @@ from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.manual import ManualRequests
 from comfy_memhooks.panel.manual_answer import ManualState
-from comfy_memhooks.pipeline import EndStep, StartStep, node_pipeline
+from comfy_memhooks.pipeline import EndStep, StartStep
 from tests.panel.panel_support import (
     RecordingPublisher,
     in_worker,
@@ -156,7 +157,14 @@ async def test_without_the_hook_a_busy_host_queues_and_the_sample_loop_carries_o
     running = threading.Event()
     running.set()
     publisher = RecordingPublisher()
-    backend = PanelBackend(engine, settings_store, publisher, interval=lambda: 3600.0, busy=running.is_set)
+    backend = PanelBackend(
+        engine,
+        settings_store,
+        publisher,
+        interval=lambda: 3600.0,
+        busy=running.is_set,
+        pipeline=current_runtime().pipeline,
+    )
     backend.start()
     try:
         client = await aiohttp_client(panel_app(backend))
@@ -175,7 +183,7 @@ async def test_without_the_hook_a_busy_host_queues_and_the_sample_loop_carries_o
 def test_a_prompt_that_starts_during_an_idle_optimization_waits_for_it(
     engine: Engine, settings_store: SettingsStore
 ) -> None:
-    manual = ManualRequests(engine, lambda: settings_store.current)
+    manual = ManualRequests(engine, lambda: settings_store.current, pipeline=current_runtime().pipeline)
     manual.connect()
     inside = threading.Event()
     release = threading.Event()
@@ -208,7 +216,7 @@ def test_a_prompt_that_starts_during_an_idle_optimization_waits_for_it(
 
 
 def test_boundaries_cost_nothing_without_a_request(engine: Engine, settings_store: SettingsStore) -> None:
-    manual = ManualRequests(engine, lambda: settings_store.current)
+    manual = ManualRequests(engine, lambda: settings_store.current, pipeline=current_runtime().pipeline)
     manual.connect()
     try:
         for index in range(50):
@@ -224,11 +232,12 @@ def test_node_boundaries_are_listened_to_only_while_a_request_waits(
     engine: Engine, settings_store: SettingsStore
 ) -> None:
     settings_store.update({"cooldown_seconds": 0})
-    manual = ManualRequests(engine, lambda: settings_store.current)
+    manual = ManualRequests(engine, lambda: settings_store.current, pipeline=current_runtime().pipeline)
     manual.connect()
 
     def listening() -> bool:
-        return node_pipeline.occupied(StartStep.MANUAL) and node_pipeline.occupied(EndStep.MANUAL)
+        pipeline = current_runtime().pipeline
+        return pipeline.occupied(StartStep.MANUAL) and pipeline.occupied(EndStep.MANUAL)
 
     try:
         assert not listening()  # an ordinary node costs the panel nothing

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks import hook, signals
-from comfy_memhooks.comfy import auto
+from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import TriggerKind
 from comfy_memhooks.engine.settings import SettingsStore
@@ -28,7 +28,7 @@ from comfy_memhooks.panel.standalone import build_app
 from comfy_memhooks.profile import ProfileRecorder, ProfileStore
 from comfy_memhooks.profile.peaks import ProcessHighWater, RamPeaks
 from comfy_memhooks.profile.recorder import profile_failures
-from tests.hook_support import FakeProbe, chain_prompt
+from tests.hook_support import FakeProbe, chain_prompt, hooked_runtime
 from tests.panel.metrics_support import FAMILIES, Scrape
 from tests.panel.panel_support import GIB, RecordingPublisher, container_engine, in_worker, panel_app
 from tests.pipeline_support import finish_node
@@ -76,7 +76,9 @@ def backends() -> Iterator[list[PanelBackend]]:
 async def _serve(
     aiohttp_client: AiohttpClient, engine: Engine, store: SettingsStore, made: list[PanelBackend], **options: Any
 ) -> tuple[Client, PanelBackend]:
-    backend = PanelBackend(engine, store, RecordingPublisher(), interval=lambda: 3600.0, **options)
+    backend = PanelBackend(
+        engine, store, RecordingPublisher(), interval=lambda: 3600.0, **options, pipeline=current_runtime().pipeline
+    )
     backend.start()
     made.append(backend)
     return await aiohttp_client(panel_app(backend)), backend
@@ -323,7 +325,6 @@ async def test_a_prompt_through_the_hook_shows_in_the_metrics(
     tmp_path: Path,
     settings_store: SettingsStore,
     backends: list[PanelBackend],
-    fresh_hook_state: None,
     kind: str,
 ) -> None:
     """A stand-in ComfyUI runs a prompt whose heavy node runs out of memory once: the rescue, the hook's
@@ -340,7 +341,7 @@ async def test_a_prompt_through_the_hook_shows_in_the_metrics(
     engine = Engine(probe=FakeProbe(ram_percent=50.0))
     client, _ = await _serve(aiohttp_client, engine, settings_store, backends)
     module = make_execution_module(kind, nodes)
-    assert auto.install(module, auto.AutoOptimizer(engine, settings_store, watch=False)) is not None
+    hooked_runtime(module, engine, settings_store)
     executor = module.PromptExecutor()
     prompt, order = chain_prompt("Const", "ReActorFaceSwap")
 
@@ -367,7 +368,6 @@ async def test_the_peak_ram_by_class_is_what_the_profile_route_says_each_node_ne
     aiohttp_client: AiohttpClient,
     settings_store: SettingsStore,
     backends: list[PanelBackend],
-    fresh_hook_state: None,
 ) -> None:
     """A node that takes 96 MiB while it runs and gives them back, and one that keeps 32 MiB, recorded with the
     process's peak counter as in ComfyUI: the metric is each class's largest peak in ``/memhooks/profile``, and
@@ -381,10 +381,12 @@ async def test_the_peak_ram_by_class_is_what_the_profile_route_says_each_node_ne
     store = ProfileStore()
     engine = Engine(probe=FakeProbe(ram_percent=50.0))
     client, _ = await _serve(aiohttp_client, engine, settings_store, backends, profiles=store)
-    recorder = ProfileRecorder(store, peaks=RamPeaks(ProcessHighWater(profile_failures)))
+    recorder = ProfileRecorder(
+        store, peaks=RamPeaks(ProcessHighWater(profile_failures)), pipeline=current_runtime().pipeline
+    )
     recorder.connect()
     module = make_execution_module("sync9", nodes)
-    hook.install(module, heavy=lambda name: False)
+    hook.install(module, heavy=lambda name: False, pipeline=current_runtime().pipeline)
     try:
         prompt, order = chain_prompt("Const", "Spike", "Hold", "Spike")
         await asyncio.to_thread(in_worker, lambda: module.PromptExecutor().execute(prompt, "p-1", {}, order))

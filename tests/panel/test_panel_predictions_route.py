@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from comfy_memhooks.engine import learned_file
+from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.learned import MAX_CLASSES, LearnedPeaks, Prediction, Sample, Workload
 from comfy_memhooks.engine.learned_file import LEARNED_FILE_NAME, LearnedFile
@@ -45,7 +45,12 @@ async def test_each_class_with_its_predicted_and_actual_peaks(
 ) -> None:
     learned = taught(tmp_path / LEARNED_FILE_NAME)
     backend = PanelBackend(
-        engine, settings_store, RecordingPublisher(), interval=lambda: 3600.0, learned=lambda: learned
+        engine,
+        settings_store,
+        RecordingPublisher(),
+        interval=lambda: 3600.0,
+        learned=lambda: learned,
+        pipeline=current_runtime().pipeline,
     )
     client = await aiohttp_client(panel_app(backend))
 
@@ -85,7 +90,6 @@ async def test_the_standalone_server_serves_what_comfyui_saved(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("COMFY_MEMHOOKS_SETTINGS", str(tmp_path / "comfy_memhooks.json"))
-    monkeypatch.setattr(learned_file, "_file", None)
     assert taught(tmp_path / LEARNED_FILE_NAME).save()
     client = await aiohttp_client(build_app(engine, settings_store=settings_store))
 

@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
+from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
@@ -31,7 +32,14 @@ def profiles() -> ProfileStore:
 async def profile_client(
     aiohttp_client: AiohttpClient, engine: Engine, settings_store: SettingsStore, profiles: ProfileStore
 ) -> AsyncIterator[Client]:
-    backend = PanelBackend(engine, settings_store, RecordingPublisher(), interval=lambda: 3600.0, profiles=profiles)
+    backend = PanelBackend(
+        engine,
+        settings_store,
+        RecordingPublisher(),
+        interval=lambda: 3600.0,
+        profiles=profiles,
+        pipeline=current_runtime().pipeline,
+    )
     yield await aiohttp_client(panel_app(backend))
 
 

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
+from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.settings import AutoSettings, SettingsStore
 from comfy_memhooks.failures import Failures, failure_registry
@@ -33,7 +34,9 @@ async def _json(response: Any) -> dict[str, Any]:
 async def _client_for(
     aiohttp_client: AiohttpClient, engine: Engine, store: SettingsStore
 ) -> tuple[Client, PanelBackend]:
-    backend = PanelBackend(engine, store, RecordingPublisher(), interval=lambda: 3600.0)
+    backend = PanelBackend(
+        engine, store, RecordingPublisher(), interval=lambda: 3600.0, pipeline=current_runtime().pipeline
+    )
     backend.start()
     return await aiohttp_client(panel_app(backend)), backend
 

@@ -31,9 +31,7 @@ if "comfy_memhooks" not in sys.modules and str(_PROJECT) not in sys.path:
 
 import comfy_memhooks  # noqa: E402 - after the project is on the path
 from comfy_memhooks import hook, signals  # noqa: E402
-from comfy_memhooks.comfy import auto  # noqa: E402
-from comfy_memhooks.engine.core import get_engine  # noqa: E402
-from comfy_memhooks.engine.settings import get_settings_store  # noqa: E402
+from comfy_memhooks.comfy.runtime import current_runtime  # noqa: E402
 from comfy_memhooks.panel.payloads import to_plain  # noqa: E402
 
 _FAILED_TOKENS: set[str] = set()
@@ -341,7 +339,7 @@ def _routes() -> None:
 
     @routes.get("/memhooks_test/history")
     async def get_history(request: web.Request) -> web.Response:
-        records = get_engine().history.records()
+        records = current_runtime().engine.history.records()
         return web.json_response(
             [
                 {"sequence": r.sequence, "mode": r.cleanup_name, "trigger": to_plain(r.trigger), "freed_gb": r.freed_gb}
@@ -353,9 +351,9 @@ def _routes() -> None:
     async def post_hook(request: web.Request) -> web.Response:
         body = await request.json()
         if body.get("installed"):
-            auto.install()
+            current_runtime().install_hook()
         else:
-            auto.uninstall()
+            current_runtime().uninstall()
         return web.json_response(status())
 
     @routes.post("/memhooks_test/provider")
@@ -372,7 +370,7 @@ def _routes() -> None:
 
     @routes.post("/memhooks_test/settings")
     async def post_settings(request: web.Request) -> web.Response:
-        return web.json_response(get_settings_store().update(await request.json()).to_json())
+        return web.json_response(current_runtime().settings.update(await request.json()).to_json())
 
 
 _routes()
