@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
 from types import ModuleType
 
 from .. import hook
+from ..comfyui_modules.process import comfyui_execution
 from ..engine.comfy_cache import remember_caches
 from ..engine.comfy_release import release_watch
 from ..engine.core import Engine, Outcome, get_engine
@@ -239,7 +239,7 @@ def start() -> bool:
         hook.note_not_installed(reason)
         logger.info("comfy_memhooks: executor hook %s", reason)
         return False
-    if "execution" not in sys.modules:
+    if comfyui_execution() is None:
         hook.note_not_installed("not running inside ComfyUI (its execution module is not loaded)")
         logger.info("comfy_memhooks: not running inside ComfyUI; the executor hook is not installed")
         return False

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
+from ..comfyui_modules.process import comfyui_nodes
 from . import auto, profiling
 from . import panel as comfy_panel
 from .node import NODE_CLASS_MAPPINGS, NODE_CLASS_NAME, NODE_DISPLAY_NAME_MAPPINGS
@@ -19,7 +19,7 @@ def check_node_name_conflict() -> str | None:
     ComfyUI keeps whichever pack loaded last under a class name, so a user who installed another memory pack
     with the same node name may be running that one without knowing.
     """
-    comfy_nodes = sys.modules.get("nodes")
+    comfy_nodes = comfyui_nodes()
     registered: Any = getattr(comfy_nodes, "NODE_CLASS_MAPPINGS", {}).get(NODE_CLASS_NAME)
     ours = NODE_CLASS_MAPPINGS[NODE_CLASS_NAME]
     if registered is None or registered is ours:
