@@ -1,8 +1,9 @@
 """The architecture, checked: layers import only downwards, no cycles, a short dependency chain, small modules.
 
 The layers, bottom to top (the README's Architecture section draws them): the shared base (errors, the failure
-counter, the checks, the public signals) → probe → profile → engine → hook → panel → comfy → the command line and the
-package's front door. A module may import its own layer and the ones below, never one above.
+counter, the checks, the public signals) → comfyui_modules (ComfyUI's own modules, found in ``sys.modules``) → probe →
+profile → engine → hook → panel → comfy → the command line and the package's front door. A module may import its own
+layer and the ones below, never one above.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "comfy_memhooks"
 BASE = {"errors", "failures", "validation", "signals", "pipeline", "ticker"}
-LAYERS = ("base", "probe", "profile", "engine", "hook", "panel", "comfy", "front")
+LAYERS = ("base", "comfyui_modules", "probe", "profile", "engine", "hook", "panel", "comfy", "front")
 MAX_CHAIN = 12  # the front door down to errors.py through all seven layers (it was 14 with one flat package)
 MAX_CHAIN_IN_A_LAYER = 5  # counting the subpackage's own __init__
 MAX_LINES = 400
@@ -84,7 +85,14 @@ def test_layers_import_only_downwards() -> None:
 
 def test_the_hook_mechanism_knows_nothing_of_modes_thresholds_or_settings() -> None:
     hook_imports = {target for module, imported in graph().items() if module.startswith("hook") for target in imported}
-    assert {layer_of(target) for target in hook_imports} <= {"base", "hook"}
+    assert {layer_of(target) for target in hook_imports} <= {"base", "comfyui_modules", "hook"}
+
+
+def test_the_lookups_into_comfyui_stand_on_the_base_alone() -> None:
+    adapter_imports = {
+        target for module, imported in graph().items() if module.startswith("comfyui_modules") for target in imported
+    }
+    assert {layer_of(target) for target in adapter_imports} <= {"base", "comfyui_modules"}
 
 
 def test_a_mode_drags_in_no_action_and_the_report_no_engine() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from typing import Any
 
 from .. import hook
+from ..comfyui_modules.process import comfyui_execution, comfyui_nodes
 from . import panel as comfy_panel
 from .node import NODE_CLASS_MAPPINGS, NODE_CLASS_NAME, NODE_DISPLAY_NAME_MAPPINGS
 from .runtime import Runtime, use_runtime
@@ -25,7 +25,7 @@ def check_node_name_conflict() -> str | None:
     ComfyUI keeps whichever pack loaded last under a class name, so a user who installed another memory pack
     with the same node name may be running that one without knowing.
     """
-    comfy_nodes = sys.modules.get("nodes")
+    comfy_nodes = comfyui_nodes()
     registered: Any = getattr(comfy_nodes, "NODE_CLASS_MAPPINGS", {}).get(NODE_CLASS_NAME)
     ours = NODE_CLASS_MAPPINGS[NODE_CLASS_NAME]
     if registered is None or registered is ours:
@@ -52,7 +52,7 @@ def start_hook(runtime: Runtime) -> bool:
         hook.note_not_installed(reason)
         logger.info("comfy_memhooks: executor hook %s", reason)
         return False
-    if "execution" not in sys.modules:
+    if comfyui_execution() is None:
         hook.note_not_installed("not running inside ComfyUI (its execution module is not loaded)")
         logger.info("comfy_memhooks: not running inside ComfyUI; the executor hook is not installed")
         return False

@@ -9,11 +9,12 @@ is started. ComfyUI is found in ``sys.modules``, never imported: outside ComfyUI
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 from aiohttp import web
 
+from ..comfyui_modules.cli_args import comfy_args
+from ..comfyui_modules.process import comfyui_server
 from ..panel.backend import PanelBackend
 from ..panel.guard import RequestGuard, allowed_hosts_from_environment, listens_on_loopback_only
 from ..panel.routes import register_routes
@@ -44,8 +45,7 @@ def prompt_queue_busy(server: Any) -> bool:
 def comfyui_guard() -> RequestGuard:
     """The panel's request checks inside ComfyUI: ``Host`` names are checked only while ComfyUI listens on loopback
     alone (``--listen`` left at 127.0.0.1), where DNS rebinding is the threat; the ``Origin`` checks always apply."""
-    cli_args = sys.modules.get("comfy.cli_args")
-    listen = getattr(getattr(cli_args, "args", None), "listen", None)
+    listen = getattr(comfy_args(), "listen", None)
     return RequestGuard(
         allowed_hosts_from_environment(),
         check_host_names=listens_on_loopback_only(listen if isinstance(listen, str) else None),
@@ -54,8 +54,7 @@ def comfyui_guard() -> RequestGuard:
 
 def prompt_server() -> Any:
     """ComfyUI's ``PromptServer.instance``, or ``None`` outside ComfyUI (the attribute is set in its __init__)."""
-    server_module = sys.modules.get("server")
-    prompt_server_class = getattr(server_module, "PromptServer", None)
+    prompt_server_class = getattr(comfyui_server(), "PromptServer", None)
     return getattr(prompt_server_class, "instance", None)
 
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import gc
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
+from ..comfyui_modules.model_management import comfy_model_management
 from ..probe.backends import loaded_torch, torch_backend
 from ..probe.readings import GIB, GpuBackend, MemorySnapshot, RamReading
 from .comfy_cache import release as release_comfy_cache
@@ -68,11 +67,6 @@ class Action:
     description: str
     run: Callable[[ActionContext], ActionOutcome]
     unloads_models: bool = False
-
-
-def comfy_model_management() -> ModuleType | None:
-    """ComfyUI's ``comfy.model_management`` when this process is ComfyUI, else ``None``."""
-    return sys.modules.get("comfy.model_management")
 
 
 def _gc_collect(_: ActionContext) -> ActionOutcome:

@@ -22,11 +22,14 @@ when it resets, and a strong reference would keep every output of the old ones a
 
 from __future__ import annotations
 
-import sys
 import weakref
 from dataclasses import dataclass
 from typing import Any
 
+from ..comfyui_modules.cli_args import comfy_args, comfy_cli_args
+from ..comfyui_modules.memory_management import comfy_memory_management
+from ..comfyui_modules.model_management import comfy_model_management
+from ..comfyui_modules.system_memory import comfy_system_memory
 from ..probe.ram import host_available_bytes
 from ..probe.readings import GIB, MIB, RamReading, RamSource
 from .comfy_release import release_watch
@@ -61,7 +64,7 @@ def output_cache() -> Any | None:
 
 
 def _extra_ram_release() -> Any | None:
-    release = getattr(sys.modules.get("comfy.memory_management"), "extra_ram_release", None)
+    release = getattr(comfy_memory_management(), "extra_ram_release", None)
     return release if callable(release) else None
 
 
@@ -73,7 +76,7 @@ def _cache_ram_gb() -> float | None:
     """The RAM-pressure cache's headroom, in GB: ``--cache-ram``'s value (0.8 to 0.18: one number, unset without
     the option; 0.33: a list, empty by default, whose first value is the headroom for this prompt's outputs, else
     10% of the RAM between 2 and 10 GB). ``None`` when ComfyUI runs another cache or it is unknown."""
-    args = getattr(sys.modules.get("comfy.cli_args"), "args", None)
+    args = comfy_args()
     value = getattr(args, "cache_ram", None)
     if not isinstance(value, list):
         return _number(value)
@@ -85,18 +88,18 @@ def _cache_ram_gb() -> float | None:
         return None
     if value:
         return _number(value[0])
-    total_mb = _number(getattr(sys.modules.get("comfy.model_management"), "total_ram", None))
+    total_mb = _number(getattr(comfy_model_management(), "total_ram", None))
     return None if total_mb is None else min(10.0, max(2.0, total_mb * 0.10 / 1024.0))
 
 
 def _core_reads_container() -> bool:
     """ComfyUI's cache reads the container's limit (after 0.33: ``comfy.system_memory``)."""
-    return callable(getattr(sys.modules.get("comfy.system_memory"), "virtual_memory_available", None))
+    return callable(getattr(comfy_system_memory(), "virtual_memory_available", None))
 
 
 def _between_prompts() -> bool:
     """ComfyUI (0.33 and later) runs no prompt: it unsets its release callback when a prompt ends."""
-    memory_management = sys.modules.get("comfy.memory_management")
+    memory_management = comfy_memory_management()
     return hasattr(memory_management, "extra_ram_release_callback") and (
         getattr(memory_management, "extra_ram_release_callback", None) is None
     )
@@ -104,7 +107,7 @@ def _between_prompts() -> bool:
 
 def comfyui_available_bytes() -> int:
     """The available RAM as ComfyUI's own cache reads it: its container-aware reading where it has one."""
-    reading = getattr(sys.modules.get("comfy.system_memory"), "virtual_memory_available", None)
+    reading = getattr(comfy_system_memory(), "virtual_memory_available", None)
     if callable(reading):
         return int(reading())
     return host_available_bytes()
@@ -211,7 +214,7 @@ class CacheNotice:
 
 def cache_notice(ram: RamReading, host_available: int | None = None) -> CacheNotice | None:
     """Whether ComfyUI's RAM cache misreads a container; ``None`` outside ComfyUI."""
-    if "comfy.cli_args" not in sys.modules:
+    if comfy_cli_args() is None:
         return None
     outputs = output_cache()
     kind = None if outputs is None else type(outputs).__name__

@@ -22,6 +22,7 @@ from __future__ import annotations
 import gc
 import sys
 
+from ..comfyui_modules.model_management import comfy_model_management
 from ..probe.ram import host_available_bytes
 from ..probe.readings import GIB, MemorySnapshot, RamReading
 from .heap import find_heap_release
@@ -83,7 +84,7 @@ def free_comfy_models_for_ram(ram: RamReading, ram_threshold: float) -> Result:
     ``free_memory`` reads the host's available RAM (psutil) for the CPU device; inside a container the target is
     that reading plus the container's shortfall, as for ComfyUI's output cache.
     """
-    model_management = sys.modules.get("comfy.model_management")
+    model_management = comfy_model_management()
     torch = sys.modules.get("torch")
     if model_management is None or torch is None:
         return None, "ComfyUI is not loaded in this process (comfy.model_management is missing)"

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import signals
+from ..comfyui_modules.model_management import comfy_model_management as _model_management
 from ..failures import Failures
 from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, hook_failures
 from ..probe.backends import loaded_torch
 from ..probe.readings import GIB, GpuBackend, MemorySnapshot, RamReading
 from .actions import CUDA_EMPTY_CACHE, MODEL_FREE_ACTIONS, Action, ActionContext, ActionOutcome
-from .actions import comfy_model_management as _model_management
 from .comfy_cache import release_until
 from .core import Engine
 from .history import OptimizationRecord, Trigger, TriggerKind

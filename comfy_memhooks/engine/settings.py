@@ -16,13 +16,13 @@ import fnmatch
 import json
 import logging
 import os
-import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..comfyui_modules.folder_paths import comfyui_folder_paths
 from ..errors import InvalidSetting, SettingsFileProtected
 from ..validation import parse_bool, parse_choice, parse_seconds
 from .files import load_json_file, write_atomically
@@ -214,7 +214,7 @@ def default_settings_path() -> Path:
     explicit = os.environ.get("COMFY_MEMHOOKS_SETTINGS")
     if explicit:
         return Path(explicit)
-    folder_paths = sys.modules.get("folder_paths")
+    folder_paths = comfyui_folder_paths()
     get_user_directory = getattr(folder_paths, "get_user_directory", None)
     if callable(get_user_directory):
         return Path(get_user_directory()) / SETTINGS_FILE_NAME

@@ -15,13 +15,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ..comfyui_modules.process import loaded_comfyui_version
+
 _VERSION_PATTERN = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.MULTILINE)
 
 
 def comfyui_version(execution_module: ModuleType | None = None) -> str | None:
     """ComfyUI's version: its loaded ``comfyui_version`` module, else the file beside ``execution.py``."""
-    version = getattr(sys.modules.get("comfyui_version"), "__version__", None)
-    if isinstance(version, str):
+    version = loaded_comfyui_version()
+    if version is not None:
         return version
     path = getattr(execution_module, "__file__", None)
     if not isinstance(path, str):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from ..comfyui_modules.model_management import comfy_model_management
+
 
 def is_out_of_memory(error: BaseException | None) -> bool:
     """Whether ``error`` means memory ran out: RAM or VRAM, in Python, numpy, torch or ComfyUI.
@@ -24,7 +26,7 @@ def is_out_of_memory(error: BaseException | None) -> bool:
     torch_oom = getattr(getattr(sys.modules.get("torch"), "cuda", None), "OutOfMemoryError", None)
     if isinstance(torch_oom, type) and isinstance(error, torch_oom):
         return True
-    model_management = sys.modules.get("comfy.model_management")
+    model_management = comfy_model_management()
     comfy_oom = getattr(model_management, "OOM_EXCEPTION", None)
     if not isinstance(comfy_oom, type) or comfy_oom in (Exception, BaseException):
         return False

@@ -16,13 +16,13 @@ and no hook. A node's own exception passes through the wrapper unchanged.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from ..comfyui_modules.process import comfyui_execution
 from ..pipeline import NodePipeline, hook_failures
 from ..signals import receiver_failures
 from .introspect import comfyui_version, parameter_positions, sync_or_async
@@ -112,7 +112,7 @@ def install(
         :func:`uninstall`, or ``None`` when ComfyUI was left untouched (the reason is in :func:`hook_status`).
     """
     with _registry.lock:
-        module = execution_module if execution_module is not None else sys.modules.get("execution")
+        module = execution_module if execution_module is not None else comfyui_execution()
         if module is None:
             _refuse(
                 "ComfyUI's execution module is not loaded (not running inside ComfyUI): no executor hook",

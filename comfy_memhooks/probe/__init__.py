@@ -1,6 +1,7 @@
 """Reading memory: RAM (container-aware: cgroup v1 and v2), VRAM per GPU through NVML or torch, GPU processes.
 
-The bottom layer: it knows nothing of modes, thresholds or ComfyUI. :class:`MemoryProbe` takes immutable
+The bottom layer but for the base: it knows nothing of modes or thresholds, and of ComfyUI only what
+:mod:`..comfyui_modules` finds loaded. :class:`MemoryProbe` takes immutable
 :class:`MemorySnapshot` readings (:mod:`.readings`); :mod:`.cgroup` and :mod:`.ram` read the container's limit,
 :mod:`.nvml` is the one module that touches the NVIDIA driver, :mod:`.gpu` numbers GPUs as CUDA does, and
 :mod:`.backends` reads torch's CUDA, ROCm, XPU and MPS devices where NVML cannot; on ROCm, :mod:`.amdsmi` (when the

@@ -16,17 +16,16 @@ call is contained by the façade (:class:`..probe.memory.MemoryProbe`): the read
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from dataclasses import dataclass, replace
 
+from ..comfyui_modules.system_memory import comfy_system_memory
 from .readings import RamReader, RamReading, RamSource
 
 logger = logging.getLogger(__name__)
 
 AGREEMENT_PERCENT = 5.0
 """Limit and usage each within this share of the larger of the two figures: the readings agree."""
-MODULE = "comfy.system_memory"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +75,7 @@ class CoreRamReader:
 
     def reconcile(self, ours: RamReading) -> RamReading:
         """``ours``, or the same reading with ComfyUI's limit and usage when ComfyUI has a reader that agrees."""
-        module = sys.modules.get(MODULE)
+        module = comfy_system_memory()
         limit_of = getattr(module, "cgroup_memory_limit", None)
         usage_of = getattr(module, "cgroup_memory_usage", None)
         if not (callable(limit_of) and callable(usage_of)):

@@ -14,15 +14,17 @@ comfy-aimdo really has, as this process already loaded them (never imported here
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
+from ..comfyui_modules.aimdo import comfy_aimdo_control, comfy_aimdo_model_vbar
+from ..comfyui_modules.memory_management import comfy_memory_management
+from ..comfyui_modules.model_management import comfy_model_management
 from .readings import DynamicVramReading
 
 
 def dynamic_vram_enabled() -> bool:
     """Whether the running ComfyUI has dynamic VRAM on; ``False`` outside ComfyUI and before 2026."""
-    return getattr(sys.modules.get("comfy.memory_management"), "aimdo_enabled", False) is True
+    return getattr(comfy_memory_management(), "aimdo_enabled", False) is True
 
 
 def _bytes(read: Any) -> int | None:
@@ -37,7 +39,7 @@ def _bytes(read: Any) -> int | None:
 
 
 def _device_index() -> int:
-    model_management = sys.modules.get("comfy.model_management")
+    model_management = comfy_model_management()
     get_device = getattr(model_management, "get_torch_device", None)
     try:
         index = get_device().index if callable(get_device) else None
@@ -50,8 +52,8 @@ def read_dynamic_vram() -> DynamicVramReading | None:
     """The allocator's figures when dynamic VRAM is on, else ``None`` (also when comfy-aimdo is not loaded)."""
     if not dynamic_vram_enabled():
         return None
-    control = sys.modules.get("comfy_aimdo.control")
-    vbar = sys.modules.get("comfy_aimdo.model_vbar")
+    control = comfy_aimdo_control()
+    vbar = comfy_aimdo_model_vbar()
     return DynamicVramReading(
         device_index=_device_index(),
         resident_bytes=_bytes(getattr(control, "get_total_vram_usage", None)),
