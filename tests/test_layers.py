@@ -1,6 +1,6 @@
 """The architecture, checked: layers import only downwards, no cycles, a short dependency chain, small modules.
 
-The layers, bottom to top (the README's Architecture section draws them): the shared base (errors, the failure
+The layers, bottom to top (docs/architecture.md draws them): the shared base (errors, the failure
 counter, the checks, the public signals) → probe → profile → engine → hook → panel → comfy → the command line and the
 package's front door. A module may import its own layer and the ones below, never one above.
 """
