@@ -1,9 +1,9 @@
 """The architecture, checked: layers import only downwards, no cycles, a short dependency chain, small modules.
 
-The layers, bottom to top (the README's Architecture section draws them): the shared base (errors, the failure
-counter, the checks, the public signals) → comfyui_modules (ComfyUI's own modules, found in ``sys.modules``) → probe →
-profile → engine → hook → panel → comfy → the command line and the package's front door. A module may import its own
-layer and the ones below, never one above.
+The layers, bottom to top (docs/architecture.md draws them): the shared base (errors, the failure counter, the
+checks, the public signals) → comfyui_modules (ComfyUI's own modules, found in ``sys.modules``) → probe → profile →
+engine → hook → panel → comfy → the command line and the package's front door. A module may import its own layer and
+the ones below, never one above.
 """
 
 from __future__ import annotations

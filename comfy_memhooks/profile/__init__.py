@@ -1,8 +1,8 @@
 """The per-node profile: each node's memory before, at its peak while it ran, and after, for the last prompts.
 
 :class:`ProfileRecorder` (two steps of the per-node pipeline, :mod:`..pipeline`) fills a :class:`ProfileStore`; the
-panel, the node's report and other extensions read the store (``comfy_memhooks.get_profile_store()``) or subscribe to
-``signals.node_profiled``.
+panel, the node's report and other extensions read the store (``comfy_memhooks.get_profile_store()``) or
+subscribe to ``signals.node_profiled``.
 """
 
 from __future__ import annotations

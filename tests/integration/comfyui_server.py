@@ -46,7 +46,7 @@ def skip_reason() -> str | None:
     """Why a real ComfyUI cannot be started here, or ``None`` when it can."""
     directory = comfyui_dir()
     if directory is None:
-        return "COMFYUI_DIR is not set: these tests need a ComfyUI checkout (see the README's testing section)"
+        return "COMFYUI_DIR is not set: these tests need a ComfyUI checkout (see docs/testing.md)"
     if not (directory / "main.py").is_file():
         return f"COMFYUI_DIR={directory} holds no main.py"
     return None

@@ -38,7 +38,7 @@ def reactor_skip_reason() -> str | None:
     if comfy is not None:
         return comfy
     if not REACTOR_DIR:
-        return "REACTOR_DIR is not set: no ComfyUI-ReActor checkout to load (see the README's testing section)"
+        return "REACTOR_DIR is not set: no ComfyUI-ReActor checkout to load (see docs/testing.md)"
     if not (Path(REACTOR_DIR) / "scripts" / "reactor_swapper.py").is_file():
         return f"REACTOR_DIR={REACTOR_DIR} holds no scripts/reactor_swapper.py"
     return None

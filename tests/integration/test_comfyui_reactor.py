@@ -122,7 +122,7 @@ def test_the_default_rule_keeps_reactors_models_and_aggressive_releases_them(mod
         above = released["rss_bytes"] - floor["rss_bytes"]
         assert above <= FLOOR_MARGIN, f"RSS {above / MIB:.0f} MB above the floor after Aggressive"
         unloaded = next(a for a in node["actions"] if a["name"] == "release_reactor_caches")["ram_freed_bytes"]
-        logger.info(  # the README's figures (pytest -o log_cli=true --log-cli-level=INFO shows them)
+        logger.info(  # docs/cleanup.md's ReActor figures (pytest -o log_cli=true --log-cli-level=INFO shows them)
             "ReActor in ComfyUI %s: %.0f MB before any swap, floor %.0f MB; after a swap and the default rule +%.0f MB "
             "(malloc_trim returned "
             "%.0f MB); after Aggressive +%.0f MB (ReActor's caches: %.0f MB)",

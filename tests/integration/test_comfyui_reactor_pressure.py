@@ -116,7 +116,7 @@ def test_near_the_limit_reactors_sessions_make_room_and_reload_on_the_next_swap(
     assert unloaded["escalation"] and "swap model inswapper_128.onnx" in unloaded["detail"]
     assert unloaded["ram_freed_bytes"] > 500 * MIB
     assert run["tracebacks"] == []
-    logger.info(  # the README's figures (pytest -o log_cli=true --log-cli-level=INFO shows them)
+    logger.info(  # docs/cleanup.md's ReActor figures (pytest -o log_cli=true --log-cli-level=INFO shows them)
         "last rung in a %.0f MB container: %s at RAM %.0f%%, ReActor's sessions gave %.0f MB back",
         LIMIT_BYTES / MIB,
         record["trigger"]["reason"],

@@ -268,7 +268,7 @@ def _plain(value: Any) -> Any:
 
 
 class _EventWriter:
-    """Appends each signal as a JSON line; connected strongly, as the README tells subscribers to."""
+    """Appends each signal as a JSON line; connected strongly, as docs/signals.md tells subscribers to."""
 
     def __init__(self, path: str):
         self._path = path
