@@ -16,6 +16,7 @@ from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.learned import LearnedPeaks
 from comfy_memhooks.engine.learned_file import LearnedFile
 from comfy_memhooks.engine.settings import SettingsStore
+from comfy_memhooks.failures import failure_registry
 from comfy_memhooks.hook import patch as hook_patch
 from comfy_memhooks.probe.gpu import GpuProbe
 from comfy_memhooks.probe.memory import MemoryProbe
@@ -167,6 +168,10 @@ def fresh_process_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     failure counter of its own. Afterwards the test's runtime is stopped and its hook taken out."""
     monkeypatch.setenv("COMFY_MEMHOOKS_SETTINGS", str(tmp_path / "comfy_memhooks.json"))
     monkeypatch.setattr(hook_patch, "_registry", hook_patch._Registry())
+    for _part, failures in failure_registry.items():  # every part's counter reads zero, each kind unlogged
+        monkeypatch.setattr(failures, "count", 0)
+        monkeypatch.setattr(failures, "last_error", None)
+        monkeypatch.setattr(failures, "_logged", set())
     fresh_hook_failures(monkeypatch)
     previous = use_runtime(None)
     yield

@@ -28,8 +28,8 @@ from comfy_memhooks.engine.settings import MAX_INTERVAL, MIN_INTERVAL, AutoSetti
 from comfy_memhooks.errors import InvalidSetting, shown_field
 from comfy_memhooks.panel.backend import PanelBackend
 from tests.conftest import FakeClock, runtime_on
+from tests.engine.test_pressure import LIMIT, ScriptedProbe
 from tests.panel.panel_support import RecordingPublisher, no_gpu_engine, panel_app
-from tests.test_pressure import LIMIT, ScriptedProbe
 
 PROPERTY = settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]

@@ -229,7 +229,7 @@ class UnifiedMemoryManager:
         engine: Engine,
         profiles: ProfileStore,
     ) -> dict[str, Any]:
-        freed = outcome.record.freed_gb if outcome.record is not None else 0.0
+        freed = outcome.record.freed_gib if outcome.record is not None else 0.0
         if monitoring:
             summary = status_line(outcome.snapshot)
             report = ""

@@ -337,7 +337,7 @@ class Engine:
             f" {trigger.node_class}#{trigger.node_id}" if trigger.node_class else "",
             ", pressure " + ", ".join(level.describe() for level in trigger.pressure) if trigger.pressure else "",
             ", escalated" if record.escalated else "",
-            record.freed_gb,
+            record.freed_gib,
             duration * 1000,
         )
         signals.send_safely(signals.optimization_performed, self, record=record)

@@ -141,7 +141,7 @@ class OptimizationRecord:
         return any(action.escalation for action in self.actions)
 
     @property
-    def freed_gb(self) -> float:
+    def freed_gib(self) -> float:
         """RAM returned plus VRAM returned, in GiB; a part that grew counts as 0, not as a negative."""
         freed = max(self.ram_freed_bytes or 0, 0) + max(self.vram_freed_bytes or 0, 0)
         return freed / GIB

@@ -197,7 +197,7 @@ def record_lines(record: OptimizationRecord) -> list[str]:
     lines = [
         f"Optimization #{record.sequence}: {record.cleanup_name}{escalated}, {trigger.kind.value}{pressure}{where}"
         f"{phase} — {trigger.reason}",
-        f"  freed {record.freed_gb:.2f}GB in all (RAM {format_freed(record.ram_freed_bytes)}, "
+        f"  freed {record.freed_gib:.2f}GB in all (RAM {format_freed(record.ram_freed_bytes)}, "
         f"VRAM {format_freed(record.vram_freed_bytes)}) in {record.duration_seconds * 1000:.0f} ms; each action:",
     ]
     lines.extend(_action_line(action) for action in record.actions)

@@ -71,7 +71,7 @@ class CleanupTotals:
         trigger: what asked for it (``hook``, ``node``, ``manual``, ``boundary``, ``watchdog``).
         count: optimizations performed.
         ram_freed_bytes, vram_freed_bytes: what they returned, added up; an optimization after which usage grew
-            adds 0, not a negative figure (as ``freed_gb`` counts it), so the totals only grow.
+            adds 0, not a negative figure (as ``freed_gib`` counts it), so the totals only grow.
     """
 
     cleanup_name: str

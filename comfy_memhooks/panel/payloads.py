@@ -136,7 +136,7 @@ def record_json(record: OptimizationRecord) -> dict[str, Any]:
     data: dict[str, Any] = to_plain(record)
     data["mode"] = record.cleanup_name
     data["escalated"] = record.escalated
-    data["freed_gb"] = record.freed_gb
+    data["freed_gib"] = record.freed_gib
     data["before"] = snapshot_json(record.before)
     data["after"] = snapshot_json(record.after)
     for action, plain in zip(record.actions, data["actions"], strict=True):

@@ -215,7 +215,7 @@ async def test_optimize_now_adds_a_history_row(serve: Callable[..., Awaitable[Se
     (record,) = history["records"]
     assert await rows.first.get_attribute("data-sequence") == str(record["sequence"])
     cells = await rows.first.locator("td").all_text_contents()
-    assert cells[1:4] == ["manual", "Conservative", f"{record['freed_gb']:.2f} GB"]
+    assert cells[1:4] == ["manual", "Conservative", f"{record['freed_gib']:.2f} GB"]
     result = page.locator('[data-role="optimize-result"]')
     assert (await result.text_content()).startswith("Conservative: freed")
 

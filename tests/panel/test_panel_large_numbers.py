@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.errors import InvalidSetting
-from tests.test_node import run
+from tests.comfy.test_node import run
 
 Client = TestClient[web.Request, web.Application]
 

@@ -110,7 +110,7 @@ def test_optimizations_of_this_engine_are_pushed(
     other.optimize(Mode.CONSERVATIVE, Trigger(TriggerKind.MANUAL, "another engine"))
     (pushed,) = publisher.of("memhooks.optimization")
     assert pushed["record"]["sequence"] == record.sequence
-    assert pushed["record"]["freed_gb"] == record.freed_gb
+    assert pushed["record"]["freed_gib"] == record.freed_gib
 
 
 def test_heavy_node_activity_is_pushed_as_plain_json(backend: PanelBackend, publisher: RecordingPublisher) -> None:

@@ -145,7 +145,7 @@ async def test_history_holds_records_and_samples(client: Client, backend: PanelB
     assert record["sequence"] == answer["record"]["sequence"]
     assert record["trigger"]["kind"] == "manual"
     assert record["mode"] == "Conservative"
-    assert record["freed_gb"] >= 0
+    assert record["freed_gib"] >= 0
     assert record["duration_seconds"] >= 0
     assert [action["name"] for action in record["actions"]] == ["gc_collect", "cuda_empty_cache"]
     assert record["before"]["ram"]["percent"] > 0

@@ -342,7 +342,12 @@ def _routes() -> None:
         records = current_runtime().engine.history.records()
         return web.json_response(
             [
-                {"sequence": r.sequence, "mode": r.cleanup_name, "trigger": to_plain(r.trigger), "freed_gb": r.freed_gb}
+                {
+                    "sequence": r.sequence,
+                    "mode": r.cleanup_name,
+                    "trigger": to_plain(r.trigger),
+                    "freed_gib": r.freed_gib,
+                }
                 for r in records
             ]
         )

@@ -81,7 +81,7 @@ export class HistorySection {
       element(doc, "td", { text: formatClock(record.started_at) }),
       element(doc, "td", { text: formatTrigger(record.trigger) }),
       element(doc, "td", { text: record.escalated ? `${record.mode} ↑` : record.mode }),
-      element(doc, "td", { class: "memhooks-number", text: `${record.freed_gb.toFixed(2)} GB` }),
+      element(doc, "td", { class: "memhooks-number", text: `${record.freed_gib.toFixed(2)} GB` }),
       element(doc, "td", { class: "memhooks-number", text: formatDuration(record.duration_seconds) }),
       element(doc, "td", {}, toggle),
     );

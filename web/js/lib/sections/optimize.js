@@ -73,7 +73,7 @@ export class OptimizeSection {
   showAnswer(answer, later) {
     let text;
     if (answer.state === "performed") {
-      const { freed_gb: freed, duration_seconds: took } = answer.record;
+      const { freed_gib: freed, duration_seconds: took } = answer.record;
       text = `${answer.mode}: freed ${freed.toFixed(2)} GB in ${formatDuration(took)}`;
       if (later) text = `Queued request done. ${text}`;
     } else if (answer.state === "queued") {

@@ -24,8 +24,8 @@ from comfy_memhooks.engine.workload import workload_of
 from comfy_memhooks.probe.readings import GIB, GpuBackend, GpuReading, GpuSource, MemorySnapshot
 from comfy_memhooks.profile import ProfileRecorder, ProfileStore
 from tests.conftest import FakeClock
+from tests.engine.test_pressure import LIMIT, ScriptedProbe, ram_at, scripted_engine
 from tests.standin_executor import KINDS, StandInNode, make_execution_module
-from tests.test_pressure import LIMIT, ScriptedProbe, ram_at, scripted_engine
 
 MIB = 1024**2
 PIXELS = 64 * 64  # one "frame" of the stand-in video node is 64 x 64 pixels of 4 bytes x 8: 128 KiB

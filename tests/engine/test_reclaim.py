@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-FRAGMENTING_NODE = Path(__file__).resolve().parent.parent / "benchmarks" / "fragmenting_node.py"
+ROOT = Path(__file__).resolve().parents[2]
+FRAGMENTING_NODE = Path(__file__).resolve().parents[2] / "benchmarks" / "fragmenting_node.py"
 
 pytestmark = pytest.mark.skipif(
     not hasattr(ctypes.CDLL(None), "malloc_trim"), reason="the C library has no malloc_trim (not glibc)"

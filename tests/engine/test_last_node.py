@@ -19,7 +19,7 @@ from comfy_memhooks.engine.predictive import PredictiveCleanup
 from tests.hook_support import FakeProbe
 
 MIB = 1024**2
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_node_killed_with_sigkill_is_found_by_the_next_process(tmp_path: Path) -> None:

@@ -520,7 +520,7 @@ def test_setup_outside_comfyui_gives_the_nodes_and_installs_nothing(
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_under_pressure_every_node_boundary_gets_a_model_free_cleanup(tmp_path: Path, kind: str) -> None:
-    # The model-free cleanup alone: at 90% the last rung would follow it (tests/test_last_rung.py).
+    # The model-free cleanup alone: at 90% the last rung would follow it (tests/engine/test_last_rung.py).
     setup = Setup(tmp_path, kind, basic_nodes(), cooldown_seconds=30, pressure_unloads_models=False)
     setup.probe.ram_percent = 90.0
     setup.probe.grow_percent_per_snapshot = 1.5  # garbage keeps arriving, as from nodes that leave it behind

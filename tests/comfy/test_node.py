@@ -209,7 +209,7 @@ def test_any_type_links_with_every_type_on_old_and_new_comfyui() -> None:
 
 
 def test_the_example_workflows_match_the_node() -> None:
-    workflows = Path(__file__).resolve().parent.parent / "workflows"
+    workflows = Path(__file__).resolve().parents[2] / "workflows"
     spec = UnifiedMemoryManager.INPUT_TYPES()
     checked = 0
     for ui_path in sorted(workflows.glob("*.json")):

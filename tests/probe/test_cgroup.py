@@ -201,7 +201,7 @@ def test_a_process_in_a_real_memory_limited_cgroup_sees_the_limit() -> None:
             capture_output=True,
             text=True,
             timeout=60,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=Path(__file__).resolve().parents[2],
             env={**os.environ, "PYTHONPATH": "."},
         ).stdout
     reading = json.loads(output)

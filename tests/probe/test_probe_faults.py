@@ -20,12 +20,12 @@ from comfy_memhooks.probe.gpu import GpuProbe
 from comfy_memhooks.probe.memory import MemoryProbe
 from comfy_memhooks.probe.nvml import Nvml
 from comfy_memhooks.probe.ram import RamProbe
+from tests.comfy.test_node import run
 from tests.conftest import FakeClock, hide_torch, runtime_on
 from tests.fake_nvml import make_fake_pynvml, two_gpus
 from tests.hook_support import chain_prompt, hooked_runtime
 from tests.panel.panel_support import RecordingPublisher, panel_app
 from tests.standin_executor import StandInNode, make_execution_module
-from tests.test_node import run
 
 
 def _raises(error: BaseException) -> Callable[..., Any]:

@@ -17,7 +17,7 @@ from comfy_memhooks.comfy.node import UnifiedMemoryManager
 from comfy_memhooks.engine.policy import PolicySettings
 from tests.workflow_prompt import WorkflowError, is_widget, to_prompt, widget_inputs
 
-WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 UMM = "UnifiedMemoryManager"
 REACTOR = "ReActorFaceSwap"
 LOAD_VIDEO = "VHS_LoadVideo"
