@@ -38,6 +38,7 @@ from comfy_memhooks import hook  # noqa: E402
 from comfy_memhooks.engine.core import Engine  # noqa: E402
 from comfy_memhooks.engine.history import Trigger, TriggerKind  # noqa: E402
 from comfy_memhooks.engine.modes import MANUAL_MODES  # noqa: E402
+from comfy_memhooks.engine.request import CleanupRequest  # noqa: E402
 from comfy_memhooks.engine.settings import SettingsStore  # noqa: E402
 from comfy_memhooks.hook.runs import NodeRun  # noqa: E402
 from comfy_memhooks.panel.backend import PanelBackend  # noqa: E402
@@ -85,7 +86,7 @@ def _filled_backend() -> PanelBackend:
         for sample in range(20):
             backend.node_stats.observe(f"NodeClass{index:03d}", 0.002 * 1.6**sample)  # 2 ms to 15 min
     for mode in MANUAL_MODES:
-        engine.optimize(mode, Trigger(TriggerKind.MANUAL, "benchmark"))
+        engine.run(CleanupRequest(trigger=Trigger(kind=TriggerKind.MANUAL, reason="benchmark"), mode=mode))
     return backend
 
 

@@ -21,6 +21,7 @@ import psutil
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
+from comfy_memhooks.engine.request import CleanupRequest
 
 FRAME_BYTES = 4 * 1024**2  # a 1024x1024 RGBA frame
 SURVIVOR_BYTES = 3000  # above pymalloc's 512-byte limit, so it comes from the same heap as the frames
@@ -61,7 +62,11 @@ def main() -> int:
     if arguments.cleanup == "gc":
         gc.collect()
     elif arguments.cleanup != "none":
-        engine.optimize(Mode.parse(arguments.cleanup), Trigger(TriggerKind.MANUAL, "benchmark"))
+        engine.run(
+            CleanupRequest(
+                trigger=Trigger(kind=TriggerKind.MANUAL, reason="benchmark"), mode=Mode.parse(arguments.cleanup)
+            )
+        )
     duration = time.perf_counter() - started
     after_cleanup = process.memory_info().rss
     left_behind = after_node - baseline

@@ -15,6 +15,7 @@ from .engine.core import Engine
 from .engine.history import Trigger, TriggerKind
 from .engine.modes import Mode
 from .engine.report import detailed_report, record_lines, status_line
+from .engine.request import CleanupRequest, Urgency
 from .errors import InvalidSetting
 from .panel.payloads import record_json, snapshot_json
 
@@ -133,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _print(status_line(snapshot))
     elif arguments.command == "optimize":
-        outcome = engine.optimize(arguments.mode, Trigger(TriggerKind.MANUAL, "command line"))
+        trigger = Trigger(kind=TriggerKind.MANUAL, reason="command line")
+        outcome = engine.run(CleanupRequest(trigger=trigger, mode=arguments.mode, urgency=Urgency.ROUTINE))
         if arguments.json:
             _print(json.dumps(None if outcome.record is None else record_json(outcome.record), indent=2))
         elif outcome.record is None:

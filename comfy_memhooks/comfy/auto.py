@@ -17,6 +17,7 @@ from ..engine.core import Engine, Outcome
 from ..engine.history import Trigger, TriggerKind
 from ..engine.modes import Mode
 from ..engine.pressure import PressureGauge
+from ..engine.request import CleanupRequest, Urgency
 from ..engine.settings import SettingsStore, When
 from ..engine.watchdog import PressureWatchdog
 from ..hook.runs import NodeCall
@@ -92,13 +93,15 @@ class AutoOptimizer:
             return None
         every = "every time" if when is When.ALWAYS else "at the threshold"
         reason = f"{phase} {node_class}: rule {rule.pattern!r} runs {mode.value} {every}"
-        outcome = self.engine.optimize(
-            mode,
-            Trigger(TriggerKind.HOOK, reason, node_id, node_class, phase),
+        trigger = Trigger(kind=TriggerKind.HOOK, reason=reason, node_id=node_id, node_class=node_class, phase=phase)
+        request = CleanupRequest(
+            trigger=trigger,
+            mode=mode,
             thresholds=settings.thresholds,
-            only_under_pressure=when is When.THRESHOLD,
+            urgency=Urgency.UNDER_PRESSURE if when is When.THRESHOLD else Urgency.BY_READING,
             unload_models=settings.pressure_unloads_models,  # before or after the node: none is running
         )
+        outcome = self.engine.run(request)
         self.gauge.update(outcome.snapshot.ram.percent, settings.thresholds.ram_percent)
         logger.debug("%s %s #%s: %s (%s)", phase, node_class, node_id, outcome.reason, outcome.performed)
         return outcome
@@ -116,13 +119,14 @@ class AutoOptimizer:
         rule = self.index.rule_for(node_class)
         if rule is not None and rule.before_mode is not Mode.MONITOR_ONLY:
             return None
-        outcome = self.engine.reclaim(
+        request = CleanupRequest.model_free(
             TriggerKind.BOUNDARY,
             settings.thresholds.ram_percent,
             node_id=node_id,
             node_class=node_class,
             unload_models=settings.pressure_unloads_models,  # in the worker thread, before the node starts
         )
+        outcome = self.engine.run(request)
         if outcome is not None:
             self.gauge.update(outcome.snapshot.ram.percent, settings.thresholds.ram_percent)
         return outcome
@@ -139,12 +143,16 @@ class AutoOptimizer:
         failure = f"{type(error).__name__}: {error}"[:_ERROR_TEXT_LIMIT]
         reason = f"OOM rescue of {call.node_class} #{call.node_id} after {failure}"
         logger.warning("comfy_memhooks: %s; freeing memory (Aggressive) and running the node once more", reason)
-        outcome = self.engine.optimize(
-            Mode.AGGRESSIVE,
-            Trigger(TriggerKind.RESCUE, reason, call.node_id, call.node_class, "rescue"),
-            thresholds=replace(settings.thresholds, cooldown_seconds=0.0),
-            routine=True,
+        trigger = Trigger(
+            kind=TriggerKind.RESCUE, reason=reason, node_id=call.node_id, node_class=call.node_class, phase="rescue"
         )
+        request = CleanupRequest(
+            trigger=trigger,
+            mode=Mode.AGGRESSIVE,
+            thresholds=replace(settings.thresholds, cooldown_seconds=0.0),
+            urgency=Urgency.ROUTINE,
+        )
+        outcome = self.engine.run(request)
         record = outcome.record
 
         def report(succeeded: bool) -> None:

@@ -17,6 +17,7 @@ from ..engine.modes import Mode
 from ..engine.policy import PolicySettings
 from ..engine.pressure import DEFAULT_THRESHOLDS, MAX_COOLDOWN_SECONDS
 from ..engine.report import detailed_report, status_line
+from ..engine.request import CleanupRequest
 from ..profile.store import ProfileStore
 from ..validation import parse_bool
 from .runtime import current_runtime
@@ -209,7 +210,7 @@ class UnifiedMemoryManager:
 
         runtime = current_runtime()
         engine = runtime.engine
-        outcome = engine.evaluate(
+        request = CleanupRequest.decided_by(
             settings,
             TriggerKind.NODE,
             node_id=None if unique_id is None else str(unique_id),
@@ -217,6 +218,7 @@ class UnifiedMemoryManager:
             # This node runs between the others, in the worker thread: the last rung may run, as the settings say.
             unload_models=runtime.settings.current.pressure_unloads_models,
         )
+        outcome = engine.run(request)
         return self._outputs(outcome, monitoring, want_report, trigger_image, passthrough, engine, runtime.profiles)
 
     @staticmethod

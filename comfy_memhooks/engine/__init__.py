@@ -11,9 +11,11 @@ from .core import Engine, Outcome
 from .history import ActionReport, OptimizationRecord, Trigger, TriggerKind
 from .modes import Mode
 from .pressure import PressureLevel, Thresholds
+from .request import CleanupRequest, Urgency
 
 __all__ = [
     "ActionReport",
+    "CleanupRequest",
     "Engine",
     "Mode",
     "OptimizationRecord",
@@ -22,4 +24,5 @@ __all__ = [
     "Thresholds",
     "Trigger",
     "TriggerKind",
+    "Urgency",
 ]

@@ -43,9 +43,10 @@ from .history import (
 )
 from .last_rung import UNLOADED_NOTICE, near_limit, rung_for
 from .modes import MODE_STRENGTH, MODEL_FREE_STRENGTH, UNLOADING_STRENGTH, Mode
-from .policy import PolicySettings, decide
-from .pressure import EffectivenessGuard, Thresholds, pressure_levels
+from .policy import decide
+from .pressure import DEFAULT_THRESHOLDS, EffectivenessGuard, Thresholds, pressure_levels
 from .reactor import kept_description
+from .request import CleanupRequest, RoomToMake, Urgency
 
 __all__ = ["Engine", "HeldBack", "Outcome"]  # Outcome and HeldBack: callers import them from here
 
@@ -101,119 +102,96 @@ class Engine:
             return 0.0
         return max(0.0, last + cooldown_seconds - self._clock())
 
-    def evaluate(
-        self,
-        settings: PolicySettings,
-        trigger_kind: TriggerKind,
-        *,
-        node_id: str | None = None,
-        node_class: str | None = None,
-        phase: str | None = None,
-        before: MemorySnapshot | None = None,
-        unload_models: bool = False,
-    ) -> Outcome:
-        """Applies the decision table, then the cooldown (routine) or the effectiveness guard (pressure);
-        ``unload_models``: the last rung may end a pressure one (:mod:`.last_rung`: from the worker thread only)."""
-        with self._lock:
-            snapshot = before if before is not None else self.probe.snapshot()
-            decision = decide(settings, snapshot)
-            if not decision.optimize:
-                return Outcome(False, decision.reason, snapshot)
-            trigger = Trigger(trigger_kind, decision.reason, node_id, node_class, phase, decision.pressure)
-            return self._request(settings.mode, trigger, snapshot, settings.thresholds, unload_models)
+    def run(self, request: CleanupRequest) -> Outcome:
+        """Answers ``request``, waiting for an optimization in progress to end: the one door into the engine.
 
-    def optimize(
-        self,
-        mode: Mode,
-        trigger: Trigger,
-        *,
-        thresholds: Thresholds | None = None,
-        only_under_pressure: bool = False,
-        routine: bool = False,
-        unload_models: bool = False,
-    ) -> Outcome:
-        """Runs ``mode`` for ``trigger``, as its caller named it (a heavy-node rule, a manual request, a rescue).
-
-        A reading at or above one of ``thresholds`` makes it a pressure optimization, unless it is ``routine``
-        (the panel's button, the command line, an OOM rescue): then only the cooldown in ``thresholds`` can hold
-        it back (no ``thresholds``: no cooldown). ``only_under_pressure`` (a rule that runs at the threshold)
-        does nothing under the thresholds. ``thresholds`` also tells Balanced how far to bring VRAM down.
-        ``unload_models``: the last rung may end a pressure one (:mod:`.last_rung`: from the worker thread only).
+        By what the request names: ``room`` (predictive cleanup) runs its steps, weakest first, until the node
+        fits, held back by neither the cooldown nor the guard; no ``mode`` is the model-free cleanup when RAM is at
+        or above the RAM threshold, held back by the effectiveness guard; ``policy`` is the node's decision table,
+        then its mode; otherwise the mode runs by its ``urgency``. A routine optimization waits for the cooldown; a
+        pressure one (a reading at or above its threshold, :mod:`.pressure`) does not: the effectiveness guard
+        decides instead, and when the mode leaves usage still over a threshold the engine climbs
+        :func:`actions.escalation_ladder`, then (``unload_models``) the last rung.
         """
         with self._lock:
-            snapshot = self.probe.snapshot()
-            if mode is Mode.MONITOR_ONLY:
-                return Outcome(False, "mode is Monitor Only", snapshot)
-            levels = () if thresholds is None or routine else thresholds.pressure(snapshot)
-            if only_under_pressure and not levels:
-                under = "" if thresholds is None else f" ({thresholds.describe()})"
-                return Outcome(False, f"under the thresholds{under}", snapshot)
-            return self._request(mode, replace(trigger, pressure=levels), snapshot, thresholds, unload_models)
+            return self._run(request, quiet=False)
 
-    def reclaim(
-        self,
-        kind: TriggerKind,
-        ram_threshold: float,
-        *,
-        node_id: str | None = None,
-        node_class: str | None = None,
-        snapshot: MemorySnapshot | None = None,
-        quiet: bool = False,
-        unload_models: bool = False,
-    ) -> Outcome | None:
-        """The model-free cleanup under RAM pressure, at a node boundary or from the watchdog.
-
-        Runs :data:`actions.MODEL_FREE_ACTIONS` (at a boundary :data:`actions.BOUNDARY_ACTIONS`, which then asks
-        ComfyUI's output cache for RAM when that was not enough) when RAM is at or above ``ram_threshold`` and the
-        effectiveness guard lets it. ``snapshot`` is a reading the caller already took (the watchdog's RAM-only
-        one); a full one is taken for the record when the cleanup runs. ``quiet`` is the watchdog's way: it does
-        not wait for the engine (``None`` when another optimization runs, which is already doing the work), cleans
-        up only when usage grew since the last one, and a hold is neither counted nor signalled (it would be, several
-        times a second). ``unload_models``: at a boundary (never from the watchdog), when RAM is still over its
-        threshold and close to the limit afterwards, the last rung (:mod:`.last_rung`) runs.
-        """
-        if not self._lock.acquire(blocking=not quiet):
+    def run_if_free(self, request: CleanupRequest) -> Outcome | None:
+        """The watchdog's way, for a model-free request: ``None`` at once when another optimization runs (it is
+        already doing the work); it cleans up only when usage grew since the last one, and a hold is neither
+        counted nor signalled (it would be, several times a second). ComfyUI's worker is never made to wait."""
+        if not self._lock.acquire(blocking=False):
             return None
         try:
-            given = snapshot
-            snapshot = given if given is not None else self.probe.snapshot()
-            levels = pressure_levels(snapshot, ram_threshold, math.inf)
-            if not levels:
-                return Outcome(False, f"RAM is under its {ram_threshold:g}% threshold", snapshot)
-            preposition = "during" if kind is TriggerKind.WATCHDOG else "before"
-            where = f" {preposition} {node_class} #{node_id}" if node_class else ""
-            reason = f"{levels[0].describe()}{where}: model-free cleanup"
-            trigger = Trigger(kind, reason, node_id, node_class, None, levels)
-            allowed = unload_models and kind is TriggerKind.BOUNDARY and not quiet
-            rung, near = rung_for(allowed, ram_threshold, snapshot)
-            strength = UNLOADING_STRENGTH if near else MODEL_FREE_STRENGTH
-            held = self.guard.hold_reason(snapshot, levels, strength, require_growth=quiet)
-            if held is not None:
-                if not quiet:
-                    self._signal_pressure(trigger, snapshot)
-                    self._hold(trigger, held)
-                return Outcome(False, held, snapshot, held_back=True)
-            self._signal_pressure(trigger, snapshot)
-            before = snapshot if given is None else self.probe.snapshot()
-            steps = BOUNDARY_ACTIONS if kind is TriggerKind.BOUNDARY else MODEL_FREE_ACTIONS
-            record = self._optimize(None, steps, trigger, before, None, None, ram_threshold, last_rung=rung)
-            return Outcome(True, reason, record.after, record)
+            return self._run(request, quiet=True)
         finally:
             self._lock.release()
 
-    def make_room(
-        self, trigger: Trigger, steps: Sequence[tuple[Action, ...]], short: Callable[[MemorySnapshot], bool]
-    ) -> OptimizationRecord | None:
-        """Runs ``steps``, weakest first, until ``short`` no longer finds the snapshot short: predictive cleanup.
+    def _run(self, request: CleanupRequest, quiet: bool) -> Outcome:
+        if request.room is not None:
+            return self._make_room(request.trigger, request.room)
+        if request.mode is None:
+            return self._reclaim(request, quiet)
+        snapshot = request.reading if request.reading is not None else self.probe.snapshot()
+        trigger = request.trigger
+        if request.policy is not None:
+            decision = decide(request.policy, snapshot)
+            if not decision.optimize:
+                return Outcome(False, decision.reason, snapshot)
+            trigger = replace(trigger, reason=decision.reason, pressure=decision.pressure)
+            return self._request(request.mode, trigger, snapshot, request.thresholds, request.unload_models)
+        if request.mode is Mode.MONITOR_ONLY:
+            return Outcome(False, "mode is Monitor Only", snapshot)
+        thresholds = request.thresholds
+        routine = request.urgency is Urgency.ROUTINE
+        levels = () if thresholds is None or routine else thresholds.pressure(snapshot)
+        if request.urgency is Urgency.UNDER_PRESSURE and not levels:
+            under = "" if thresholds is None else f" ({thresholds.describe()})"
+            return Outcome(False, f"under the thresholds{under}", snapshot)
+        trigger = replace(trigger, pressure=levels)
+        return self._request(request.mode, trigger, snapshot, thresholds, request.unload_models)
 
-        Neither the cooldown nor the effectiveness guard holds it back: it runs because a node about to start is
-        predicted not to fit, and stops as soon as it would. ``None`` when a fresh reading already leaves room.
+    def _reclaim(self, request: CleanupRequest, quiet: bool) -> Outcome:
+        """The model-free cleanup under RAM pressure, at a node boundary or from the watchdog.
+
+        Runs :data:`actions.MODEL_FREE_ACTIONS` (at a boundary :data:`actions.BOUNDARY_ACTIONS`, which then asks
+        ComfyUI's output cache for RAM when that was not enough) when RAM is at or above the request's RAM threshold
+        and the effectiveness guard lets it. At a boundary (never from the watchdog), with ``unload_models``, when
+        RAM is still over its threshold and close to the limit afterwards, the last rung (:mod:`.last_rung`) runs.
         """
-        with self._lock:
-            before = self.probe.snapshot()
-            if not steps or not short(before):
-                return None
-            return self._optimize(None, steps[0], trigger, before, None, None, until=(steps[1:], short))
+        ram_threshold = DEFAULT_THRESHOLDS.ram_percent if request.thresholds is None else request.thresholds.ram_percent
+        given = request.reading
+        snapshot = given if given is not None else self.probe.snapshot()
+        levels = pressure_levels(snapshot, ram_threshold, math.inf)
+        if not levels:
+            return Outcome(False, f"RAM is under its {ram_threshold:g}% threshold", snapshot)
+        kind, node_id, node_class = request.trigger.kind, request.trigger.node_id, request.trigger.node_class
+        preposition = "during" if kind is TriggerKind.WATCHDOG else "before"
+        where = f" {preposition} {node_class} #{node_id}" if node_class else ""
+        reason = f"{levels[0].describe()}{where}: model-free cleanup"
+        trigger = replace(request.trigger, reason=reason, pressure=levels)
+        allowed = request.unload_models and kind is TriggerKind.BOUNDARY and not quiet
+        rung, near = rung_for(allowed, ram_threshold, snapshot)
+        strength = UNLOADING_STRENGTH if near else MODEL_FREE_STRENGTH
+        held = self.guard.hold_reason(snapshot, levels, strength, require_growth=quiet)
+        if held is not None:
+            if not quiet:
+                self._signal_pressure(trigger, snapshot)
+                self._hold(trigger, held)
+            return Outcome(False, held, snapshot, held_back=True)
+        self._signal_pressure(trigger, snapshot)
+        before = snapshot if given is None else self.probe.snapshot()
+        steps = BOUNDARY_ACTIONS if kind is TriggerKind.BOUNDARY else MODEL_FREE_ACTIONS
+        record = self._optimize(trigger, before, steps, ram_threshold=ram_threshold, last_rung=rung)
+        return Outcome(True, reason, record.after, record)
+
+    def _make_room(self, trigger: Trigger, room: RoomToMake) -> Outcome:
+        """Runs the room's steps, weakest first, until its test no longer finds the snapshot short."""
+        before = self.probe.snapshot()
+        if not room.steps or not room.short(before):
+            return Outcome(False, "a fresh reading leaves room", before)
+        record = self._optimize(trigger, before, room.steps[0], until=(room.steps[1:], room.short))
+        return Outcome(True, trigger.reason, record.after, record)
 
     def _request(
         self,
@@ -238,13 +216,22 @@ class Engine:
                 self._hold(trigger, held)
                 return Outcome(False, held, snapshot, held_back=True)
             record = self._optimize(
-                mode, MODE_ACTIONS[mode], trigger, snapshot, vram_threshold, thresholds, ram_threshold, last_rung=rung
+                trigger,
+                snapshot,
+                MODE_ACTIONS[mode],
+                mode=mode,
+                vram_threshold=vram_threshold,
+                ram_threshold=ram_threshold,
+                escalate_over=thresholds,
+                last_rung=rung,
             )
             return Outcome(True, trigger.reason, record.after, record)
         remaining = self.cooldown_remaining(0.0 if thresholds is None else thresholds.cooldown_seconds)
         if remaining > 0:
             return Outcome(False, f"cooldown: {remaining:.1f} s left", snapshot, None, remaining)
-        record = self._optimize(mode, MODE_ACTIONS[mode], trigger, snapshot, vram_threshold, None, ram_threshold)
+        record = self._optimize(
+            trigger, snapshot, MODE_ACTIONS[mode], mode=mode, vram_threshold=vram_threshold, ram_threshold=ram_threshold
+        )
         return Outcome(True, trigger.reason, record.after, record)
 
     def _signal_pressure(self, trigger: Trigger, snapshot: MemorySnapshot) -> None:
@@ -262,13 +249,14 @@ class Engine:
 
     def _optimize(
         self,
-        mode: Mode | None,
-        steps: tuple[Action, ...],
         trigger: Trigger,
         before: MemorySnapshot,
-        vram_threshold: float | None,
-        escalate_over: Thresholds | None,
+        steps: tuple[Action, ...],
+        *,
+        mode: Mode | None = None,
+        vram_threshold: float | None = None,
         ram_threshold: float | None = None,
+        escalate_over: Thresholds | None = None,
         until: tuple[Sequence[tuple[Action, ...]], Callable[[MemorySnapshot], bool]] | None = None,
         last_rung: float | None = None,
     ) -> OptimizationRecord:

@@ -41,7 +41,7 @@ def measured_total(parts: Iterable[int | None]) -> int | None:
     return sum(measured) if measured else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Trigger:
     """Who asked and why.
 

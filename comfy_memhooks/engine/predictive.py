@@ -31,6 +31,7 @@ from .core import Engine
 from .history import OptimizationRecord, Trigger, TriggerKind
 from .last_node import RunningNode, RunningNodeFile
 from .learned import LearnedPeaks, Prediction, Sample, Workload
+from .request import CleanupRequest, RoomToMake
 from .workload import workload_of
 
 logger = logging.getLogger(__name__)
@@ -298,17 +299,16 @@ class PredictiveCleanup:
         first = short[0]
         reason = f"{node_class} #{node_id}: " + "; ".join(_describe(item, prediction) for item in short)
         trigger = Trigger(
-            TriggerKind.PREDICTIVE,
-            reason,
-            node_id,
-            node_class,
-            "before",
-            (),
-            first.predicted_bytes,
-            first.headroom_bytes,
+            kind=TriggerKind.PREDICTIVE,
+            reason=reason,
+            node_id=node_id,
+            node_class=node_class,
+            phase="before",
+            predicted_bytes=first.predicted_bytes,
+            headroom_bytes=first.headroom_bytes,
         )
-        steps = self.steps(short)
-        return self.engine.make_room(trigger, steps, lambda snapshot: bool(shortfalls(prediction, snapshot, gpu_index)))
+        room = RoomToMake(self.steps(short), lambda snapshot: bool(shortfalls(prediction, snapshot, gpu_index)))
+        return self.engine.run(CleanupRequest(trigger=trigger, room=room)).record
 
     def steps(self, short: list[Shortfall]) -> list[tuple[Action, ...]]:
         """The model-free cleanup first; then, for RAM, ComfyUI's output cache; only then, for each resource still

@@ -54,6 +54,7 @@ from ..ticker import Ticker
 from .core import Engine, Outcome
 from .history import TriggerKind
 from .pressure import PressureGauge
+from .request import CleanupRequest
 from .settings import AutoSettings
 
 logger = logging.getLogger(__name__)
@@ -177,13 +178,14 @@ class PressureWatchdog:
             taken_at=time.time(), ram=ram, gpus=(), gpu_source=None, gpu_unavailable_reason="not read by the watchdog"
         )
         node_id, node_class = self._running_node() or (None, None)
-        outcome = self.engine.reclaim(
-            TriggerKind.WATCHDOG,
-            settings.thresholds.ram_percent,
-            node_id=node_id,
-            node_class=node_class,
-            snapshot=reading,
-            quiet=True,
+        outcome = self.engine.run_if_free(
+            CleanupRequest.model_free(
+                TriggerKind.WATCHDOG,
+                settings.thresholds.ram_percent,
+                node_id=node_id,
+                node_class=node_class,
+                reading=reading,
+            )
         )
         if outcome is not None and outcome.performed:
             self.cleanups += 1

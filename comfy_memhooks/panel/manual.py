@@ -20,6 +20,7 @@ from .. import signals
 from ..engine.core import Engine
 from ..engine.history import Trigger, TriggerKind
 from ..engine.modes import MODE_STRENGTH, Mode
+from ..engine.request import CleanupRequest, Urgency
 from ..engine.settings import AutoSettings
 from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, hook_failures
 from .manual_answer import ManualAnswer, ManualState
@@ -177,11 +178,9 @@ class ManualRequests:
         phase: str | None = None,
     ) -> ManualAnswer:
         settings = self._settings()
-        outcome = self._engine.optimize(
-            mode,
-            Trigger(TriggerKind.MANUAL, reason, node_id, node_class, phase),
-            thresholds=settings.thresholds,
-            routine=True,
+        trigger = Trigger(kind=TriggerKind.MANUAL, reason=reason, node_id=node_id, node_class=node_class, phase=phase)
+        outcome = self._engine.run(
+            CleanupRequest(trigger=trigger, mode=mode, thresholds=settings.thresholds, urgency=Urgency.ROUTINE)
         )
         if outcome.performed:
             return ManualAnswer(ManualState.PERFORMED, mode, outcome.reason, outcome.record)

@@ -21,6 +21,7 @@ from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.pressure import Thresholds
+from comfy_memhooks.engine.request import CleanupRequest, Urgency
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.hook.oom import is_out_of_memory
 from tests.hook_support import FakeProbe, Recorder, chain_prompt, spy
@@ -174,11 +175,13 @@ def test_the_cooldown_is_shared_with_the_engine_and_holds_routine_cleanups(tmp_p
     setup = Setup(tmp_path, "async11", basic_nodes(), cooldown_seconds=30)
     setup.probe.ram_percent = 50.0  # under the thresholds: the "after" rule is routine
 
-    setup.engine.optimize(
-        Mode.CONSERVATIVE,
-        Trigger(TriggerKind.MANUAL, "panel"),
-        thresholds=Thresholds(cooldown_seconds=30),
-        routine=True,
+    setup.engine.run(
+        CleanupRequest(
+            trigger=Trigger(kind=TriggerKind.MANUAL, reason="panel"),
+            mode=Mode.CONSERVATIVE,
+            thresholds=Thresholds(cooldown_seconds=30),
+            urgency=Urgency.ROUTINE,
+        )
     )
     setup.run("Const", "ReActorFaceSwap")
     assert setup.phases() == [(None, None, Mode.CONSERVATIVE)]  # "after" held by the panel's cooldown
@@ -422,7 +425,7 @@ def test_a_broken_rescue_leaves_the_failure_as_it_was(tmp_path: Path, monkeypatc
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("engine bug")
 
-    monkeypatch.setattr(setup.engine, "optimize", broken)
+    monkeypatch.setattr(setup.engine, "run", broken)
     setup.run("Const", "ReActorFaceSwap")
     assert nodes["ReActorFaceSwap"].calls == 1
     assert not setup.executor.success
@@ -584,7 +587,7 @@ def test_a_failing_boundary_cleanup_is_counted_and_the_node_runs(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise OSError("cgroup went away")
 
-    monkeypatch.setattr(setup.engine, "reclaim", broken)
+    monkeypatch.setattr(setup.engine, "run", broken)
     setup.run("Const", "Double")
 
     assert setup.executor.success

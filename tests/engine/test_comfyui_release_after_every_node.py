@@ -17,6 +17,7 @@ from comfy_memhooks.engine.comfy_release import PromptReleaseWatch, release_watc
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import TriggerKind
 from comfy_memhooks.engine.report import detailed_report
+from comfy_memhooks.engine.request import CleanupRequest
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.payloads import comfyui_json, serialize
 from comfy_memhooks.probe.core_ram import CoreRamReader
@@ -124,13 +125,13 @@ def test_the_boundary_cleanup_comes_after_comfyuis_release_and_counts_only_its_o
     setup.ram.available = int(1.5 * GIB)
     setup.optimizer.gauge.update(90.0, 80.0)
     seen_by_boundary: list[int] = []
-    reclaim = setup.engine.reclaim
+    run = setup.engine.run
 
     def watching(*args: Any, **kwargs: Any) -> Any:
         seen_by_boundary.append(setup.ram.available)
-        return reclaim(*args, **kwargs)
+        return run(*args, **kwargs)
 
-    monkeypatch.setattr(setup.engine, "reclaim", watching)
+    monkeypatch.setattr(setup.engine, "run", watching)
     setup.run("second", 10)
 
     release = setup.watch.last
@@ -159,7 +160,9 @@ def test_no_cleanup_of_ours_runs_while_comfyui_releases(tmp_path: Path, monkeypa
 
     def releasing(cache: RAMPressureCache, *args: Any, **kwargs: Any) -> int:
         worker = threading.Thread(
-            target=lambda: outcomes.append(setup.engine.reclaim(TriggerKind.WATCHDOG, 80.0, quiet=True))
+            target=lambda: outcomes.append(
+                setup.engine.run_if_free(CleanupRequest.model_free(TriggerKind.WATCHDOG, 80.0))
+            )
         )
         worker.start()
         worker.join()
@@ -170,7 +173,9 @@ def test_no_cleanup_of_ours_runs_while_comfyui_releases(tmp_path: Path, monkeypa
 
     assert outcomes == [None, None]  # the watchdog's way: it skips a reading while the engine is held
     assert setup.engine.history.records() == ()
-    outside = setup.engine.reclaim(TriggerKind.WATCHDOG, 80.0, quiet=True)  # not held between prompts
+    outside = setup.engine.run_if_free(
+        CleanupRequest.model_free(TriggerKind.WATCHDOG, 80.0)
+    )  # not held between prompts
     assert outside is not None and outside.performed
 
 

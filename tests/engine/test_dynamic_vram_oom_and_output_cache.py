@@ -23,6 +23,7 @@ from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.pressure import Thresholds
 from comfy_memhooks.engine.report import detailed_report, status_line
+from comfy_memhooks.engine.request import CleanupRequest, Urgency
 from comfy_memhooks.hook.oom import is_out_of_memory
 from comfy_memhooks.panel.payloads import comfyui_json, serialize
 from comfy_memhooks.probe.dynamic_vram import read_dynamic_vram
@@ -35,7 +36,7 @@ from tests.standin_executor import StandInNode, make_execution_module
 torch = pytest.importorskip("torch")
 
 VRAM_85 = Thresholds(ram_percent=80, vram_percent=85, cooldown_seconds=0)
-MANUAL = Trigger(TriggerKind.MANUAL, "test")
+MANUAL = Trigger(kind=TriggerKind.MANUAL, reason="test")
 TOTAL = 24 * GIB
 
 
@@ -79,7 +80,9 @@ def test_full_looking_vram_is_not_pressure_when_the_allocator_can_evict_it(
     pressure = snapshot.vram_pressure_percent
     assert pressure is not None and 44 < pressure < 46  # (22.8 - 12) / 24 GB: what cannot be evicted
     assert not VRAM_85.pressure(snapshot)
-    outcome = engine.optimize(Mode.BALANCED, MANUAL, thresholds=VRAM_85, routine=True)
+    outcome = engine.run(
+        CleanupRequest(trigger=MANUAL, mode=Mode.BALANCED, thresholds=VRAM_85, urgency=Urgency.ROUTINE)
+    )
     assert outcome.record is not None
     free = next(a for a in outcome.record.actions if a.name == "comfy_free_memory_to_threshold")
     assert free.skipped_reason == "VRAM is under the 85% threshold"

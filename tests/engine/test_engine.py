@@ -13,12 +13,13 @@ from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.pressure import Thresholds
+from comfy_memhooks.engine.request import CleanupRequest, Urgency
 from tests.fake_nvml import GIB, FakeGpu
 
 # Loaded as it is inside ComfyUI: the VRAM actions name CUDA devices with it.
 torch = pytest.importorskip("torch")
 
-MANUAL = Trigger(TriggerKind.MANUAL, "test")
+MANUAL = Trigger(kind=TriggerKind.MANUAL, reason="test")
 VRAM_85 = Thresholds(ram_percent=80, vram_percent=85, cooldown_seconds=0)
 COMFY_ACTIONS = {
     "comfy_soft_empty_cache",
@@ -34,7 +35,7 @@ def one_gpu_at(percent: float) -> list[FakeGpu]:
 
 def test_monitor_only_frees_nothing(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine()
-    outcome = engine.optimize(Mode.MONITOR_ONLY, MANUAL)
+    outcome = engine.run(CleanupRequest(trigger=MANUAL, mode=Mode.MONITOR_ONLY))
     assert not outcome.performed and outcome.record is None
     assert engine.history.records() == ()
 
@@ -59,7 +60,7 @@ def test_every_mode_outside_comfyui_runs_and_says_what_it_skipped(
     make_engine: Callable[..., Engine], mode: Mode
 ) -> None:
     assert "comfy.model_management" not in sys.modules
-    outcome = make_engine().optimize(mode, MANUAL)
+    outcome = make_engine().run(CleanupRequest(trigger=MANUAL, mode=mode))
     assert outcome.performed and outcome.record is not None
     reports = {report.name: report for report in outcome.record.actions}
     assert list(reports) == [action.name for action in MODE_ACTIONS[mode]]
@@ -79,14 +80,18 @@ def test_every_mode_outside_comfyui_runs_and_says_what_it_skipped(
 def test_conservative_never_touches_comfyui(
     make_engine: Callable[..., Engine], comfy_model_management: types.ModuleType
 ) -> None:
-    make_engine(one_gpu_at(95)).optimize(Mode.CONSERVATIVE, MANUAL, thresholds=VRAM_85, routine=True)
+    make_engine(one_gpu_at(95)).run(
+        CleanupRequest(trigger=MANUAL, mode=Mode.CONSERVATIVE, thresholds=VRAM_85, urgency=Urgency.ROUTINE)
+    )
     assert comfy_model_management.calls == []  # type: ignore[attr-defined]
 
 
 def test_balanced_frees_just_enough_vram_to_get_under_the_threshold(
     make_engine: Callable[..., Engine], comfy_model_management: types.ModuleType
 ) -> None:
-    outcome = make_engine(one_gpu_at(95)).optimize(Mode.BALANCED, MANUAL, thresholds=VRAM_85, routine=True)
+    outcome = make_engine(one_gpu_at(95)).run(
+        CleanupRequest(trigger=MANUAL, mode=Mode.BALANCED, thresholds=VRAM_85, urgency=Urgency.ROUTINE)
+    )
     calls = comfy_model_management.calls  # type: ignore[attr-defined]
     assert ("free_memory", int(24 * GIB * 0.15), "cuda:0") in calls
     assert ("soft_empty_cache",) in calls
@@ -99,7 +104,9 @@ def test_balanced_frees_just_enough_vram_to_get_under_the_threshold(
 def test_balanced_under_the_threshold_unloads_nothing(
     make_engine: Callable[..., Engine], comfy_model_management: types.ModuleType
 ) -> None:
-    outcome = make_engine(one_gpu_at(50)).optimize(Mode.BALANCED, MANUAL, thresholds=VRAM_85, routine=True)
+    outcome = make_engine(one_gpu_at(50)).run(
+        CleanupRequest(trigger=MANUAL, mode=Mode.BALANCED, thresholds=VRAM_85, urgency=Urgency.ROUTINE)
+    )
     assert [c[0] for c in comfy_model_management.calls] == ["soft_empty_cache"]  # type: ignore[attr-defined]
     assert outcome.record is not None
     free = next(a for a in outcome.record.actions if a.name == "comfy_free_memory_to_threshold")
@@ -109,7 +116,9 @@ def test_balanced_under_the_threshold_unloads_nothing(
 def test_aggressive_unloads_every_model(
     make_engine: Callable[..., Engine], comfy_model_management: types.ModuleType
 ) -> None:
-    make_engine(one_gpu_at(50)).optimize(Mode.AGGRESSIVE, MANUAL, thresholds=VRAM_85, routine=True)
+    make_engine(one_gpu_at(50)).run(
+        CleanupRequest(trigger=MANUAL, mode=Mode.AGGRESSIVE, thresholds=VRAM_85, urgency=Urgency.ROUTINE)
+    )
     names = [c[0] for c in comfy_model_management.calls]  # type: ignore[attr-defined]
     assert names == ["unload_all_models", "soft_empty_cache"]
 
@@ -121,7 +130,7 @@ def test_one_failing_action_never_stops_the_others(
         raise RuntimeError("driver went away")
 
     comfy_model_management.unload_all_models = broken  # type: ignore[attr-defined]
-    outcome = make_engine().optimize(Mode.AGGRESSIVE, MANUAL)
+    outcome = make_engine().run(CleanupRequest(trigger=MANUAL, mode=Mode.AGGRESSIVE))
     assert outcome.record is not None
     reports = {a.name: a for a in outcome.record.actions}
     assert reports["comfy_unload_all_models"].error == "RuntimeError: driver went away"
@@ -157,7 +166,7 @@ def test_aggressive_releases_reactors_caches(
     make_engine: Callable[..., Engine], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reactor = _reactor_stand_in(monkeypatch)
-    outcome = make_engine().optimize(Mode.AGGRESSIVE, MANUAL)
+    outcome = make_engine().run(CleanupRequest(trigger=MANUAL, mode=Mode.AGGRESSIVE))
     assert reactor.unloaded == 1  # type: ignore[attr-defined]
     assert reactor.FS_MODEL is None and reactor.ANALYSIS_MODELS == {"640": None, "320": None}  # type: ignore[attr-defined]
     assert reactor.SOURCE_FACES is None and reactor.SOURCE_IMAGE_HASH is None  # type: ignore[attr-defined]
@@ -171,12 +180,12 @@ def test_aggressive_releases_reactors_caches(
 
 def test_balanced_leaves_reactor_alone(make_engine: Callable[..., Engine], monkeypatch: pytest.MonkeyPatch) -> None:
     reactor = _reactor_stand_in(monkeypatch)
-    make_engine().optimize(Mode.BALANCED, MANUAL)
+    make_engine().run(CleanupRequest(trigger=MANUAL, mode=Mode.BALANCED))
     assert reactor.unloaded == 0 and reactor.SOURCE_FACES == ["face"]  # type: ignore[attr-defined]
 
 
 def test_without_reactor_the_action_says_so(make_engine: Callable[..., Engine]) -> None:
-    outcome = make_engine().optimize(Mode.AGGRESSIVE, MANUAL)
+    outcome = make_engine().run(CleanupRequest(trigger=MANUAL, mode=Mode.AGGRESSIVE))
     assert outcome.record is not None
     report = next(a for a in outcome.record.actions if a.name == "release_reactor_caches")
     assert report.skipped_reason == "ReActor is not loaded"

@@ -18,6 +18,7 @@ from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.last_rung import UNLOADED_NOTICE, near_limit
 from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.pressure import Thresholds
+from comfy_memhooks.engine.request import CleanupRequest, Urgency
 from comfy_memhooks.engine.settings import AutoSettings
 from comfy_memhooks.errors import InvalidSetting
 from comfy_memhooks.panel.payloads import record_json
@@ -71,7 +72,11 @@ class ReActorProbe(FakeProbe):
 
 
 def boundary(engine: Engine, unload_models: bool = True) -> Any:
-    return engine.reclaim(TriggerKind.BOUNDARY, 80.0, node_id="5", node_class="Hold", unload_models=unload_models)
+    return engine.run(
+        CleanupRequest.model_free(
+            TriggerKind.BOUNDARY, 80.0, node_id="5", node_class="Hold", unload_models=unload_models
+        )
+    )
 
 
 def names(outcome: Any) -> list[str]:
@@ -154,8 +159,15 @@ def test_the_setting_off_or_the_watchdogs_thread_never_unload(monkeypatch: pytes
     engine = Engine(probe=ReActorProbe(module, base=70, faces=5, models=20))  # 95%
 
     off = boundary(engine, unload_models=False)
-    watchdog = engine.reclaim(TriggerKind.WATCHDOG, 80.0, quiet=True, unload_models=True)
-    manual = engine.optimize(Mode.BALANCED, Trigger(TriggerKind.MANUAL, "panel"), thresholds=THRESHOLDS, routine=True)
+    watchdog = engine.run_if_free(CleanupRequest.model_free(TriggerKind.WATCHDOG, 80.0, unload_models=True))
+    manual = engine.run(
+        CleanupRequest(
+            trigger=Trigger(kind=TriggerKind.MANUAL, reason="panel"),
+            mode=Mode.BALANCED,
+            thresholds=THRESHOLDS,
+            urgency=Urgency.ROUTINE,
+        )
+    )
 
     for outcome in (off, watchdog, manual):
         assert outcome is None or outcome.record is None or not set(names(outcome)) & set(RUNG)
@@ -168,21 +180,25 @@ def test_a_heavy_node_rule_under_pressure_ends_with_the_rung_and_aggressive_need
     module = reactor(monkeypatch)
     probe = ReActorProbe(module, base=60, faces=1, models=35)  # 96%
     engine = Engine(probe=probe)
-    rule = Trigger(TriggerKind.HOOK, "after ReActorFaceSwap", "3", "ReActorFaceSwap", "after")
+    rule = Trigger(
+        kind=TriggerKind.HOOK, reason="after ReActorFaceSwap", node_id="3", node_class="ReActorFaceSwap", phase="after"
+    )
 
-    outcome = engine.optimize(Mode.BALANCED, rule, thresholds=THRESHOLDS, unload_models=True)
+    outcome = engine.run(CleanupRequest(trigger=rule, mode=Mode.BALANCED, thresholds=THRESHOLDS, unload_models=True))
 
     assert outcome.record is not None and outcome.record.escalated
     assert names(outcome)[-2:] == RUNG[:2] and module.FS_MODEL is None
     probe.module = reactor(monkeypatch)  # loaded again
-    aggressive = engine.optimize(Mode.AGGRESSIVE, rule, thresholds=THRESHOLDS, unload_models=True)
+    aggressive = engine.run(
+        CleanupRequest(trigger=rule, mode=Mode.AGGRESSIVE, thresholds=THRESHOLDS, unload_models=True)
+    )
     assert aggressive.record is not None and not set(names(aggressive)) & set(RUNG)
 
 
 def test_a_weaker_cleanup_that_freed_nothing_does_not_hold_the_rung_back(monkeypatch: pytest.MonkeyPatch) -> None:
     module = reactor(monkeypatch)
     engine = Engine(probe=ReActorProbe(module, base=60, faces=1, models=33))  # 94%
-    assert engine.reclaim(TriggerKind.WATCHDOG, 80.0, quiet=True) is not None  # freed nothing
+    assert engine.run_if_free(CleanupRequest.model_free(TriggerKind.WATCHDOG, 80.0)) is not None  # freed nothing
 
     outcome = boundary(engine)
 

@@ -12,6 +12,7 @@ from comfy_memhooks.engine.history import TriggerKind
 from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.policy import PolicySettings, decide
 from comfy_memhooks.engine.pressure import PressureLevel, Thresholds
+from comfy_memhooks.engine.request import CleanupRequest
 from comfy_memhooks.errors import InvalidSetting
 from comfy_memhooks.validation import parse_percent, parse_seconds
 from tests.conftest import FakeClock
@@ -71,40 +72,46 @@ def test_threshold_decision_names_what_was_exceeded() -> None:
 def test_cooldown_holds_then_releases(make_engine: Callable[..., Engine], clock: FakeClock) -> None:
     engine = make_engine()
     policy = settings(mode=Mode.CONSERVATIVE, cooldown_seconds=30.0)
-    first = engine.evaluate(policy, TriggerKind.NODE, before=LOW)
+    first = engine.run(CleanupRequest.decided_by(policy, TriggerKind.NODE, reading=LOW))
     assert first.performed
     clock.advance(10)
-    held = engine.evaluate(policy, TriggerKind.NODE, before=LOW)
+    held = engine.run(CleanupRequest.decided_by(policy, TriggerKind.NODE, reading=LOW))
     assert not held.performed
     assert held.cooldown_remaining_seconds == pytest.approx(20.0)
     assert held.reason == "cooldown: 20.0 s left"
     clock.advance(20)
-    assert engine.evaluate(policy, TriggerKind.NODE, before=LOW).performed
+    assert engine.run(CleanupRequest.decided_by(policy, TriggerKind.NODE, reading=LOW)).performed
     assert len(engine.history.records()) == 2
 
 
 def test_cooldown_zero_is_off(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine()
     policy = settings(mode=Mode.CONSERVATIVE, cooldown_seconds=0.0)
-    assert all(engine.evaluate(policy, TriggerKind.NODE, before=LOW).performed for _ in range(3))
+    assert all(engine.run(CleanupRequest.decided_by(policy, TriggerKind.NODE, reading=LOW)).performed for _ in range(3))
 
 
 def test_cooldown_is_shared_between_callers(make_engine: Callable[..., Engine], clock: FakeClock) -> None:
     engine = make_engine()
-    engine.evaluate(settings(mode=Mode.CONSERVATIVE), TriggerKind.NODE, before=LOW)
+    engine.run(CleanupRequest.decided_by(settings(mode=Mode.CONSERVATIVE), TriggerKind.NODE, reading=LOW))
     clock.advance(5)
-    manual = engine.evaluate(settings(mode=Mode.CONSERVATIVE, cooldown_seconds=30), TriggerKind.MANUAL, before=LOW)
+    manual = engine.run(
+        CleanupRequest.decided_by(
+            settings(mode=Mode.CONSERVATIVE, cooldown_seconds=30), TriggerKind.MANUAL, reading=LOW
+        )
+    )
     assert not manual.performed and manual.cooldown_remaining_seconds == pytest.approx(25.0)
 
 
 def test_a_threshold_decision_is_recorded_as_pressure_with_its_level(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine()
-    outcome = engine.evaluate(
-        settings(auto_optimize=True, mode=Mode.CONSERVATIVE),
-        TriggerKind.NODE,
-        node_id="7",
-        node_class="UnifiedMemoryManager",
-        before=HIGH,
+    outcome = engine.run(
+        CleanupRequest.decided_by(
+            settings(auto_optimize=True, mode=Mode.CONSERVATIVE),
+            TriggerKind.NODE,
+            node_id="7",
+            node_class="UnifiedMemoryManager",
+            reading=HIGH,
+        )
     )
     assert outcome.record is not None
     trigger = outcome.record.trigger
@@ -116,7 +123,7 @@ def test_a_threshold_decision_is_recorded_as_pressure_with_its_level(make_engine
 def test_history_keeps_the_last_ten_newest_first(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine()
     for _ in range(13):
-        engine.evaluate(settings(mode=Mode.CONSERVATIVE), TriggerKind.NODE, before=LOW)
+        engine.run(CleanupRequest.decided_by(settings(mode=Mode.CONSERVATIVE), TriggerKind.NODE, reading=LOW))
     records = engine.history.records()
     assert [r.sequence for r in records] == list(range(13, 3, -1))
     assert engine.history.total_recorded == 13
@@ -136,7 +143,7 @@ def test_many_threads_optimizing_and_reading_at_once(make_engine: Callable[..., 
         try:
             start.wait()
             for _ in range(5):
-                engine.evaluate(policy, TriggerKind.NODE, before=LOW)
+                engine.run(CleanupRequest.decided_by(policy, TriggerKind.NODE, reading=LOW))
         except BaseException as error:  # collected and asserted below
             errors.append(error)
 

@@ -29,6 +29,7 @@ from comfy_memhooks.engine.pressure import (
     Thresholds,
     effectiveness_floor_bytes,
 )
+from comfy_memhooks.engine.request import CleanupRequest, Urgency
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.engine.watchdog import (
     FAST_SECONDS,
@@ -166,13 +167,13 @@ def test_routine_waits_for_the_cooldown_and_pressure_does_not(
     engine: Engine, probe: ScriptedProbe, clock: FakeClock
 ) -> None:
     always = PolicySettings(auto_optimize=False)  # the node's placement is the trigger: routine under 80%
-    assert engine.evaluate(always, TriggerKind.NODE).performed
+    assert engine.run(CleanupRequest.decided_by(always, TriggerKind.NODE)).performed
     clock.advance(5)
-    routine = engine.evaluate(always, TriggerKind.NODE)
+    routine = engine.run(CleanupRequest.decided_by(always, TriggerKind.NODE))
     assert not routine.performed and routine.reason == "cooldown: 25.0 s left"
 
     probe.percent(90)
-    pressure = engine.evaluate(DEFAULTS, TriggerKind.NODE)
+    pressure = engine.run(CleanupRequest.decided_by(DEFAULTS, TriggerKind.NODE))
     assert pressure.performed and pressure.record is not None
     assert [level.describe() for level in pressure.record.trigger.pressure] == ["RAM 90% >= 80%"]
     assert pressure.record.trigger.kind is TriggerKind.NODE  # the caller's kind is kept; the level says why
@@ -182,8 +183,8 @@ def test_the_guard_skips_then_runs_again_once_usage_grows(
     engine: Engine, probe: ScriptedProbe, pressure_signals: list[dict[str, Any]]
 ) -> None:
     probe.percent(90)  # live data: the cleanup finds nothing to free
-    assert engine.evaluate(DEFAULTS, TriggerKind.NODE).performed
-    held = engine.evaluate(DEFAULTS, TriggerKind.NODE)
+    assert engine.run(CleanupRequest.decided_by(DEFAULTS, TriggerKind.NODE)).performed
+    held = engine.run(CleanupRequest.decided_by(DEFAULTS, TriggerKind.NODE))
     assert not held.performed and held.held_back
     assert held.reason.startswith("nothing new to free since ")
     assert held.reason.endswith("the last one freed 0 MB of RAM")
@@ -191,7 +192,7 @@ def test_the_guard_skips_then_runs_again_once_usage_grows(
     assert engine.last_held_back is not None and engine.last_held_back.reason == held.reason
 
     probe.used += 64 * MIB  # as much again as the floor arrived
-    assert engine.evaluate(DEFAULTS, TriggerKind.NODE).performed
+    assert engine.run(CleanupRequest.decided_by(DEFAULTS, TriggerKind.NODE)).performed
     assert len(engine.history.records()) == 2
     # Every consideration of a pressure cleanup was signalled, run or held back.
     assert [(s["sender"], s["source"], s["level"].resource) for s in pressure_signals] == [("node", "node", "RAM")] * 3
@@ -200,8 +201,8 @@ def test_the_guard_skips_then_runs_again_once_usage_grows(
 
 def test_routine_cleanups_are_never_held_by_the_guard(engine: Engine, probe: ScriptedProbe) -> None:
     probe.percent(50)
-    manual = Trigger(TriggerKind.MANUAL, "panel")
-    assert all(engine.optimize(Mode.CONSERVATIVE, manual).performed for _ in range(3))
+    manual = Trigger(kind=TriggerKind.MANUAL, reason="panel")
+    assert all(engine.run(CleanupRequest(trigger=manual, mode=Mode.CONSERVATIVE)).performed for _ in range(3))
     assert engine.held_back_total == 0
 
 
@@ -210,7 +211,11 @@ def test_pressure_climbs_the_ladder_until_usage_is_under_the_threshold(engine: E
     probe.frees_per_action = {"malloc_trim": int(LIMIT * 0.2)}  # only returning the heap frees anything
     conservative = PolicySettings(mode=Mode.CONSERVATIVE)
 
-    outcome = engine.evaluate(conservative, TriggerKind.HOOK, node_id="3", node_class="ReActorFaceSwap", phase="before")
+    outcome = engine.run(
+        CleanupRequest.decided_by(
+            conservative, TriggerKind.HOOK, node_id="3", node_class="ReActorFaceSwap", phase="before"
+        )
+    )
 
     assert outcome.record is not None
     ran = [(action.name, action.escalation) for action in outcome.record.actions]
@@ -230,8 +235,13 @@ def test_escalation_never_unloads_a_model_the_mode_did_not() -> None:
 
 def test_a_routine_cleanup_does_not_escalate(engine: Engine, probe: ScriptedProbe) -> None:
     probe.percent(50)
-    outcome = engine.optimize(
-        Mode.CONSERVATIVE, Trigger(TriggerKind.MANUAL, "panel"), thresholds=Thresholds(40, 85), routine=True
+    outcome = engine.run(
+        CleanupRequest(
+            trigger=Trigger(kind=TriggerKind.MANUAL, reason="panel"),
+            mode=Mode.CONSERVATIVE,
+            thresholds=Thresholds(40, 85),
+            urgency=Urgency.ROUTINE,
+        )
     )
     assert outcome.record is not None and not outcome.record.escalated
 
@@ -256,7 +266,9 @@ def node_inputs(**changes: Any) -> dict[str, Any]:
 
 
 def test_the_node_under_pressure_is_not_held_by_the_cooldown(engine: Engine, probe: ScriptedProbe) -> None:
-    engine.optimize(Mode.CONSERVATIVE, Trigger(TriggerKind.MANUAL, "panel"))  # starts the 30 s cooldown
+    engine.run(
+        CleanupRequest(trigger=Trigger(kind=TriggerKind.MANUAL, reason="panel"), mode=Mode.CONSERVATIVE)
+    )  # starts the 30 s cooldown
     probe.percent(92)
     probe.frees_per_action = {"malloc_trim": 200 * MIB}
 

@@ -9,6 +9,7 @@ from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.pressure import Thresholds
+from comfy_memhooks.engine.request import CleanupRequest
 from comfy_memhooks.engine.totals import Buckets, OptimizationTotals
 from comfy_memhooks.panel.node_stats import OTHER_CLASSES, NodeStats
 from comfy_memhooks.pipeline import NodeEnding
@@ -45,7 +46,11 @@ def test_the_totals_keep_counting_past_the_history_bound(make_engine: Callable[.
     engine = make_engine()
     no_cooldown = Thresholds(80.0, 85.0, 0.0)
     for _ in range(13):
-        engine.optimize(Mode.CONSERVATIVE, Trigger(TriggerKind.MANUAL, "test"), thresholds=no_cooldown)
+        engine.run(
+            CleanupRequest(
+                trigger=Trigger(kind=TriggerKind.MANUAL, reason="test"), mode=Mode.CONSERVATIVE, thresholds=no_cooldown
+            )
+        )
     assert len(engine.history.records()) == 10
     totals = engine.history.totals()
     assert totals.count == engine.history.total_recorded == 13

@@ -16,6 +16,7 @@ from pytest_aiohttp import AiohttpServer
 
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import TriggerKind
+from comfy_memhooks.engine.request import CleanupRequest
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.standalone import BACKEND, HUB, build_app
@@ -176,9 +177,9 @@ async def test_pressure_cleanups_are_marked_and_a_held_back_one_is_said(
     serve: Callable[..., Awaitable[Served]], tmp_path: Path
 ) -> None:
     engine = container_engine(tmp_path, 4 * GIB, int(3.6 * GIB))  # 90% of the container's limit
-    done = engine.reclaim(TriggerKind.BOUNDARY, 80.0, node_id="5", node_class="ImageScale")
+    done = engine.run(CleanupRequest.model_free(TriggerKind.BOUNDARY, 80.0, node_id="5", node_class="ImageScale"))
     assert done is not None and done.performed
-    held = engine.reclaim(TriggerKind.BOUNDARY, 80.0, node_id="6", node_class="ImageScale")
+    held = engine.run(CleanupRequest.model_free(TriggerKind.BOUNDARY, 80.0, node_id="6", node_class="ImageScale"))
     assert held is not None and held.held_back  # the fake cgroup's usage never drops: nothing new to free
     served = await serve(engine)
     await served.goto_panel()

@@ -19,6 +19,7 @@ from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
+from comfy_memhooks.engine.request import CleanupRequest
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.sampler import Sample, SampleRing, sample_loop
@@ -104,10 +105,12 @@ def test_the_ring_keeps_ten_minutes_and_a_hard_bound() -> None:
 def test_optimizations_of_this_engine_are_pushed(
     backend: PanelBackend, publisher: RecordingPublisher, engine: Engine
 ) -> None:
-    record = engine.optimize(Mode.CONSERVATIVE, Trigger(TriggerKind.MANUAL, "test")).record
+    record = engine.run(
+        CleanupRequest(trigger=Trigger(kind=TriggerKind.MANUAL, reason="test"), mode=Mode.CONSERVATIVE)
+    ).record
     assert record is not None
     other = no_gpu_engine()
-    other.optimize(Mode.CONSERVATIVE, Trigger(TriggerKind.MANUAL, "another engine"))
+    other.run(CleanupRequest(trigger=Trigger(kind=TriggerKind.MANUAL, reason="another engine"), mode=Mode.CONSERVATIVE))
     (pushed,) = publisher.of("memhooks.optimization")
     assert pushed["record"]["sequence"] == record.sequence
     assert pushed["record"]["freed_gib"] == record.freed_gib

@@ -19,6 +19,7 @@ from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.pressure import Thresholds
+from comfy_memhooks.engine.request import CleanupRequest
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.manual import ManualRequests
@@ -135,14 +136,12 @@ async def test_a_queued_request_meets_the_cooldown_if_the_hook_optimized_meanwhi
     in_worker(prompt_started)
     assert (await client.post("/memhooks/optimize", json={"mode": "Balanced"})).status == 202
     # The automatic hook frees memory around a heavy node in the meantime (same engine, same cooldown).
-    hook_trigger = backend.engine.optimize
-    in_worker(
-        lambda: hook_trigger(
-            Mode.CONSERVATIVE,
-            Trigger(TriggerKind.HOOK, "after a heavy node"),
-            thresholds=Thresholds(cooldown_seconds=30),
-        )
+    request = CleanupRequest(
+        trigger=Trigger(kind=TriggerKind.HOOK, reason="after a heavy node"),
+        mode=Mode.CONSERVATIVE,
+        thresholds=Thresholds(cooldown_seconds=30),
     )
+    in_worker(lambda: backend.engine.run(request))
     in_worker(lambda: node_started("2", "ReActorFaceSwap", heavy=True))
     assert backend.engine.history.total_recorded == 1
     (done,) = publisher.of("memhooks.manual")

@@ -21,6 +21,7 @@ from comfy_memhooks import hook, signals
 from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import TriggerKind
+from comfy_memhooks.engine.request import CleanupRequest
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.node_stats import NODE_BUCKETS_SECONDS
@@ -122,8 +123,9 @@ async def test_values_match_status(
         assert (await client.post("/memhooks/optimize", json={"mode": mode})).status == 200
     # RAM at 37.5% of the container: over a 10% threshold, a boundary cleanup runs, then the guard holds one back
     # (it freed nothing, and the fake usage does not grow).
-    assert (await asyncio.to_thread(engine.reclaim, TriggerKind.BOUNDARY, 10.0)) is not None
-    held = await asyncio.to_thread(engine.reclaim, TriggerKind.BOUNDARY, 10.0)
+    boundary = CleanupRequest.model_free(TriggerKind.BOUNDARY, 10.0)
+    assert (await asyncio.to_thread(engine.run, boundary)) is not None
+    held = await asyncio.to_thread(engine.run, boundary)
     assert held is not None and held.held_back
 
     metrics = await scrape(client)

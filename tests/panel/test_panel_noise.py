@@ -23,11 +23,12 @@ from aiohttp import web
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
+from comfy_memhooks.engine.request import CleanupRequest
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.standalone import build_app
 from tests.conftest import ROOT
 
-MANUAL = Trigger(TriggerKind.MANUAL, "test")
+MANUAL = Trigger(kind=TriggerKind.MANUAL, reason="test")
 
 
 def test_a_failing_action_logs_one_traceback_then_counts(
@@ -40,7 +41,7 @@ def test_a_failing_action_logs_one_traceback_then_counts(
     engine = make_engine()
     with caplog.at_level(logging.DEBUG):
         for _ in range(6):
-            assert engine.optimize(Mode.AGGRESSIVE, MANUAL).record is not None
+            assert engine.run(CleanupRequest(trigger=MANUAL, mode=Mode.AGGRESSIVE)).record is not None
     tracebacks = [record for record in caplog.records if record.exc_info]
     assert len(tracebacks) == 1
     assert engine.action_failures.count == 6

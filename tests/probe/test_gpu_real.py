@@ -19,7 +19,9 @@ from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
+from comfy_memhooks.engine.pressure import Thresholds
 from comfy_memhooks.engine.report import status_line
+from comfy_memhooks.engine.request import CleanupRequest
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.hook import patch as hook_patch
 from comfy_memhooks.probe.gpu import GpuProbe
@@ -58,7 +60,9 @@ def test_empty_cache_returns_torchs_cached_blocks_and_the_engine_measures_it() -
     assert (before.gpus[0].torch_reserved_bytes or 0) >= 4 * GIB
     assert (before.gpus[0].torch_allocated_bytes or 0) < GIB
     own = [p for p in before.processes or () if p.is_current_process]
-    outcome = engine.optimize(Mode.CONSERVATIVE, Trigger(TriggerKind.MANUAL, "gpu test"))
+    outcome = engine.run(
+        CleanupRequest(trigger=Trigger(kind=TriggerKind.MANUAL, reason="gpu test"), mode=Mode.CONSERVATIVE)
+    )
     assert outcome.record is not None
     report = next(a for a in outcome.record.actions if a.name == "cuda_empty_cache")
     assert report.skipped_reason is None and report.error is None
@@ -71,7 +75,13 @@ def test_empty_cache_returns_torchs_cached_blocks_and_the_engine_measures_it() -
 
 def test_balanced_runs_every_cuda_action_without_error() -> None:
     torch.ones(1, device="cuda:0")
-    outcome = Engine().optimize(Mode.BALANCED, Trigger(TriggerKind.MANUAL, "gpu test"), vram_threshold=85)
+    outcome = Engine().run(
+        CleanupRequest(
+            trigger=Trigger(kind=TriggerKind.MANUAL, reason="gpu test"),
+            mode=Mode.BALANCED,
+            thresholds=Thresholds(vram_percent=85.0),
+        )
+    )
     assert outcome.record is not None
     reports = {a.name: a for a in outcome.record.actions}
     assert reports["cuda_empty_cache"].skipped_reason is None

@@ -14,11 +14,12 @@ from comfy_memhooks.engine.actions import NOT_IN_COMFYUI
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
+from comfy_memhooks.engine.request import CleanupRequest
 from comfy_memhooks.probe.backends import torch_backend
 from comfy_memhooks.probe.readings import GpuBackend
 from tests import standin_platforms as standin
 
-MANUAL = Trigger(TriggerKind.MANUAL, "stand-in allocator")
+MANUAL = Trigger(kind=TriggerKind.MANUAL, reason="stand-in allocator")
 
 
 def _release(platform: str, libraries: dict[str | None, standin.StandinLibrary]) -> tuple[str | None, str | None]:
@@ -86,7 +87,7 @@ def test_without_a_trim_function_the_rest_of_the_mode_runs(
     monkeypatch: pytest.MonkeyPatch, make_engine: Callable[..., Engine], mode: Mode
 ) -> None:
     monkeypatch.setattr(heap, "library_loader", standin.standin_loader(standin.musl()))
-    outcome = make_engine().optimize(mode, MANUAL)
+    outcome = make_engine().run(CleanupRequest(trigger=MANUAL, mode=mode))
     assert outcome.performed and outcome.record is not None
     reports = {report.name: report for report in outcome.record.actions}
     assert reports["malloc_trim"].skipped_reason == heap.NO_MALLOC_TRIM
@@ -100,7 +101,7 @@ def test_the_model_free_cleanup_runs_without_a_trim_function(
     monkeypatch: pytest.MonkeyPatch, make_engine: Callable[..., Engine]
 ) -> None:
     monkeypatch.setattr(heap, "library_loader", standin.standin_loader(standin.musl()))
-    outcome = make_engine().reclaim(TriggerKind.BOUNDARY, ram_threshold=0.0)
+    outcome = make_engine().run(CleanupRequest.model_free(TriggerKind.BOUNDARY, ram_threshold=0.0))
     assert outcome is not None and outcome.record is not None
     assert [(a.name, a.skipped_reason) for a in outcome.record.actions] == [
         ("gc_collect", None),
@@ -134,7 +135,7 @@ def test_a_device_torch_has_not_initialised_is_never_asked(
     snapshot = engine.snapshot()
     assert snapshot.gpus == () and snapshot.gpu_unavailable_reason is not None
     assert "torch has not initialised CUDA in this process (nor ROCm, XPU or MPS)" in snapshot.gpu_unavailable_reason
-    outcome = engine.optimize(Mode.AGGRESSIVE, MANUAL)
+    outcome = engine.run(CleanupRequest(trigger=MANUAL, mode=Mode.AGGRESSIVE))
     assert outcome.record is not None
     skipped = {a.name: a.skipped_reason for a in outcome.record.actions}
     assert skipped["cuda_empty_cache"] == (

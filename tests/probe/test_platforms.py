@@ -26,6 +26,7 @@ from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import MANUAL_MODES, Mode
 from comfy_memhooks.engine.pressure import Thresholds
 from comfy_memhooks.engine.report import detailed_report, status_line
+from comfy_memhooks.engine.request import CleanupRequest, Urgency
 from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.payloads import serialize
@@ -42,7 +43,7 @@ from tests.panel.panel_support import RecordingPublisher
 
 GIB = standin.GIB
 LIMIT = 4 * GIB
-MANUAL = Trigger(TriggerKind.MANUAL, "platform matrix")
+MANUAL = Trigger(kind=TriggerKind.MANUAL, reason="platform matrix")
 # Under every RAM figure, over the GPUs' 25%: ComfyUI is asked to free VRAM on the platform's own device.
 THRESHOLDS = Thresholds(ram_percent=100, vram_percent=20, cooldown_seconds=0)
 NVML_NOT_SUPPORTED = 3
@@ -323,7 +324,7 @@ def _expected_actions(platform: Platform, mode: Mode) -> list[tuple[str, str]]:
 def test_every_modes_actions(platform: Platform, engine: Engine, mode: Mode, request: pytest.FixtureRequest) -> None:
     if platform.comfy:
         request.getfixturevalue("comfy_model_management")
-    outcome = engine.optimize(mode, MANUAL, thresholds=THRESHOLDS, routine=True)
+    outcome = engine.run(CleanupRequest(trigger=MANUAL, mode=mode, thresholds=THRESHOLDS, urgency=Urgency.ROUTINE))
     assert outcome.performed and outcome.record is not None
     done = [
         (action.name, f"skipped: {action.skipped_reason}" if action.skipped_reason else action.detail or "")
