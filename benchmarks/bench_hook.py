@@ -41,7 +41,7 @@ from bench_support import SUCCESS, ExecutionResult, OneNodePrompt, report  # noq
 from comfy_memhooks import hook  # noqa: E402
 from comfy_memhooks.comfy.runtime import Runtime  # noqa: E402
 from comfy_memhooks.engine.core import Engine  # noqa: E402
-from comfy_memhooks.engine.settings import SettingsStore  # noqa: E402
+from comfy_memhooks.triggers.settings import SettingsStore  # noqa: E402
 from tests.integration.comfyui_server import ComfyUI, skip_reason  # noqa: E402
 
 
@@ -234,7 +234,7 @@ def pressure_check_cost(revision: str, batches: int, calls: int) -> None:
     """
     before = _load_revision(revision)
     before_engine = _module_of(before.__name__, "engine.core", "engine")
-    before_settings = _module_of(before.__name__, "engine.settings", "settings")
+    before_settings = _module_of(before.__name__, "triggers.settings", "engine.settings", "settings")
     folder = Path(tempfile.mkdtemp(prefix="memhooks-bench-"))
     report(f"installed hook and subscriber, ordinary node, no pressure: today against {revision}")
     for kind in ("async", "sync"):

@@ -39,12 +39,12 @@ from comfy_memhooks.engine.core import Engine  # noqa: E402
 from comfy_memhooks.engine.history import Trigger, TriggerKind  # noqa: E402
 from comfy_memhooks.engine.modes import MANUAL_MODES  # noqa: E402
 from comfy_memhooks.engine.request import CleanupRequest  # noqa: E402
-from comfy_memhooks.engine.settings import SettingsStore  # noqa: E402
 from comfy_memhooks.hook.runs import NodeRun  # noqa: E402
 from comfy_memhooks.panel.backend import PanelBackend  # noqa: E402
 from comfy_memhooks.panel.node_stats import NodeStats  # noqa: E402
 from comfy_memhooks.panel.routes import register_routes  # noqa: E402
 from comfy_memhooks.pipeline import EndStep, NodeEnding, NodePipeline, hook_failures  # noqa: E402
+from comfy_memhooks.triggers.settings import SettingsStore  # noqa: E402
 
 CLASSES = 100
 

@@ -27,10 +27,10 @@ from bench_profile import NODES_PER_PROMPT, _module, _prompt_runner, report  # n
 from comfy_memhooks.comfy.profiling import recorder_for  # noqa: E402
 from comfy_memhooks.comfy.runtime import Runtime  # noqa: E402
 from comfy_memhooks.engine.core import Engine  # noqa: E402
-from comfy_memhooks.engine.learned import LearnedPeaks, Sample, Workload  # noqa: E402
-from comfy_memhooks.engine.predictive import PredictiveCleanup  # noqa: E402
-from comfy_memhooks.engine.settings import SettingsStore  # noqa: E402
 from comfy_memhooks.profile import ProfileStore  # noqa: E402
+from comfy_memhooks.triggers.learned import LearnedPeaks, Sample, Workload  # noqa: E402
+from comfy_memhooks.triggers.predictive import PredictiveCleanup  # noqa: E402
+from comfy_memhooks.triggers.settings import SettingsStore  # noqa: E402
 
 MIB = 1024**2
 

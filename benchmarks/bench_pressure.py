@@ -53,9 +53,9 @@ from comfy_memhooks import signals  # noqa: E402
 from comfy_memhooks.engine.core import Engine  # noqa: E402
 from comfy_memhooks.engine.history import OptimizationRecord, TriggerKind  # noqa: E402
 from comfy_memhooks.engine.pressure import PressureGauge, effectiveness_floor_bytes  # noqa: E402
-from comfy_memhooks.engine.settings import SettingsStore  # noqa: E402
-from comfy_memhooks.engine.watchdog import FAST_SECONDS, PressureWatchdog, poll_interval  # noqa: E402
 from comfy_memhooks.probe.readings import MemorySnapshot, RamReading  # noqa: E402
+from comfy_memhooks.triggers.settings import SettingsStore  # noqa: E402
+from comfy_memhooks.triggers.watchdog import FAST_SECONDS, PressureWatchdog, poll_interval  # noqa: E402
 from tests.cgroups import enter_group_launcher, limited_v1_group  # noqa: E402
 
 MIB = 1024**2

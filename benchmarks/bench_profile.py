@@ -33,10 +33,10 @@ from comfy_memhooks import signals  # noqa: E402
 from comfy_memhooks.comfy.profiling import recorder_for  # noqa: E402
 from comfy_memhooks.comfy.runtime import Runtime  # noqa: E402
 from comfy_memhooks.engine.core import Engine  # noqa: E402
-from comfy_memhooks.engine.settings import SettingsStore  # noqa: E402
 from comfy_memhooks.hook.runs import NodeRun  # noqa: E402
 from comfy_memhooks.pipeline import NodeEnding  # noqa: E402
 from comfy_memhooks.profile import NODES_KEPT_PER_PROMPT, PROMPTS_KEPT, ProfileStore  # noqa: E402
+from comfy_memhooks.triggers.settings import SettingsStore  # noqa: E402
 
 NODES_PER_PROMPT = 100
 

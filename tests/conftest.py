@@ -13,14 +13,14 @@ import pytest
 from comfy_memhooks import hook
 from comfy_memhooks.comfy.runtime import Runtime, use_runtime
 from comfy_memhooks.engine.core import Engine
-from comfy_memhooks.engine.learned import LearnedPeaks
-from comfy_memhooks.engine.learned_file import LearnedFile
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.failures import failure_registry
 from comfy_memhooks.hook import patch as hook_patch
 from comfy_memhooks.probe.gpu import GpuProbe
 from comfy_memhooks.probe.memory import MemoryProbe
 from comfy_memhooks.probe.nvml import Nvml
+from comfy_memhooks.triggers.learned import LearnedPeaks
+from comfy_memhooks.triggers.learned_file import LearnedFile
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.fake_nvml import FakeGpu, make_fake_pynvml
 from tests.hook_support import fresh_hook_failures
 

@@ -17,10 +17,10 @@ from comfy_memhooks import signals
 from comfy_memhooks.comfy import runtime as runtime_module
 from comfy_memhooks.comfy.runtime import Runtime, use_runtime
 from comfy_memhooks.engine.core import Engine
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.failures import Failures, failure_registry
 from comfy_memhooks.hook import patch as hook_patch
 from comfy_memhooks.probe.readings import MemorySnapshot, RamReading, RamSource
+from comfy_memhooks.triggers.settings import SettingsStore
 
 SIGNAL_NAMES = ("prompt_started", "node_started", "node_finished", "prompt_finished", "optimization_performed")
 GIB = 1024**3

@@ -37,7 +37,6 @@ from comfy_memhooks import signals
 from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine import actions
 from comfy_memhooks.engine.core import Engine
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.failures import Failures, failure_registry
 from comfy_memhooks.hook import patch as hook_patch
 from comfy_memhooks.panel.backend import PanelBackend
@@ -46,6 +45,7 @@ from comfy_memhooks.probe.gpu import GpuProbe
 from comfy_memhooks.probe.memory import MemoryProbe
 from comfy_memhooks.probe.nvml import Nvml
 from comfy_memhooks.probe.ram import RamProbe
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.conftest import FakeClock, hide_torch, runtime_on
 from tests.fake_nvml import make_fake_pynvml, nvml_error, two_gpus
 from tests.hook_support import chain_prompt, hooked_runtime

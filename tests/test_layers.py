@@ -2,8 +2,8 @@
 
 The layers, bottom to top (docs/architecture.md draws them): the shared base (errors, the failure counter, the
 checks, the public signals) → comfyui_modules (ComfyUI's own modules, found in ``sys.modules``) → probe → profile →
-engine → hook → panel → comfy → the command line and the package's front door. A module may import its own layer and
-the ones below, never one above.
+engine → triggers → hook → panel → comfy → the command line and the package's front door. A module may import its
+own layer and the ones below, never one above.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "comfy_memhooks"
 BASE = {"errors", "failures", "validation", "signals", "pipeline", "ticker"}
-LAYERS = ("base", "comfyui_modules", "probe", "profile", "engine", "hook", "panel", "comfy", "front")
+LAYERS = ("base", "comfyui_modules", "probe", "profile", "engine", "triggers", "hook", "panel", "comfy", "front")
 MAX_CHAIN = 12  # the front door down to readings.py through the layers (it was 14 with one flat package)
 MAX_CHAIN_IN_A_LAYER = 5  # counting the subpackage's own __init__
 MAX_LINES = 400

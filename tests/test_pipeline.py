@@ -17,9 +17,9 @@ from comfy_memhooks.comfy import auto
 from comfy_memhooks.comfy.profiling import recorder_for
 from comfy_memhooks.comfy.runtime import Runtime
 from comfy_memhooks.engine.core import Engine
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.pipeline import EndStep, NodeEnding, NodePipeline, StartStep
 from comfy_memhooks.profile.store import ProfileStore
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.hook_support import chain_prompt
 from tests.standin_executor import StandInNode, make_execution_module
 

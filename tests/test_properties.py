@@ -24,9 +24,9 @@ from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.modes import MANUAL_MODES, Mode
 from comfy_memhooks.engine.pressure import MAX_COOLDOWN_SECONDS
-from comfy_memhooks.engine.settings import MAX_INTERVAL, MIN_INTERVAL, AutoSettings, SettingsStore, When
 from comfy_memhooks.errors import InvalidSetting, shown_field
 from comfy_memhooks.panel.backend import PanelBackend
+from comfy_memhooks.triggers.settings import MAX_INTERVAL, MIN_INTERVAL, AutoSettings, SettingsStore, When
 from tests.conftest import FakeClock, runtime_on
 from tests.engine.test_pressure import LIMIT, ScriptedProbe
 from tests.panel.panel_support import RecordingPublisher, no_gpu_engine, panel_app

@@ -18,12 +18,12 @@ from ..engine.history import Trigger, TriggerKind
 from ..engine.modes import Mode
 from ..engine.pressure import PressureGauge
 from ..engine.request import CleanupRequest, Urgency
-from ..engine.settings import SettingsStore, When
-from ..engine.watchdog import PressureWatchdog
 from ..hook.runs import NodeCall
 from ..hook.tracker import RetryReport
 from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, hook_failures
-from .heavy import HeavyNodeIndex
+from ..triggers.heavy import HeavyNodeIndex
+from ..triggers.settings import SettingsStore, When
+from ..triggers.watchdog import PressureWatchdog
 
 logger = logging.getLogger(__name__)
 

@@ -14,14 +14,14 @@ import atexit
 import logging
 
 from ..engine.core import Engine
-from ..engine.last_node import RUNNING_FILE_NAME, RunningNodeFile
-from ..engine.learned_file import LearnedFile
-from ..engine.predictive import PredictiveCleanup
-from ..engine.settings import SettingsStore
 from ..pipeline import NodePipeline
 from ..profile.peaks import ContainerHighWater, ProcessHighWater, RamPeaks, platform_peak
 from ..profile.recorder import ProfileRecorder, profile_failures
 from ..profile.store import ProfileStore
+from ..triggers.last_node import RUNNING_FILE_NAME, RunningNodeFile
+from ..triggers.learned_file import LearnedFile
+from ..triggers.predictive import PredictiveCleanup
+from ..triggers.settings import SettingsStore
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def predictor_for(
     engine: Engine, settings: SettingsStore, learned: LearnedFile, pipeline: NodePipeline | None = None
 ) -> PredictiveCleanup:
     """Predictive cleanup on the learned peaks, saved to their file after each prompt; the node that was running
-    when the previous ComfyUI stopped without warning (:mod:`..engine.last_node`) is learned first."""
+    when the previous ComfyUI stopped without warning (:mod:`..triggers.last_node`) is learned first."""
     running = RunningNodeFile(learned.path.with_name(RUNNING_FILE_NAME))
     predictor = PredictiveCleanup(
         engine,

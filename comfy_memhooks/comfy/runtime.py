@@ -22,15 +22,15 @@ from .. import hook
 from ..engine.comfy_cache import remember_caches
 from ..engine.comfy_release import release_watch
 from ..engine.core import Engine
-from ..engine.learned_file import LearnedFile, load_learned_file
-from ..engine.predictive import PredictiveCleanup
-from ..engine.settings import SettingsStore, load_settings_store
-from ..engine.watchdog import PressureWatchdog
 from ..failures import FailureRegistry, failure_registry
 from ..panel.backend import PanelBackend, Publisher
 from ..pipeline import NodePipeline, hook_failures
 from ..profile.recorder import ProfileRecorder
 from ..profile.store import ProfileStore
+from ..triggers.learned_file import LearnedFile, load_learned_file
+from ..triggers.predictive import PredictiveCleanup
+from ..triggers.settings import SettingsStore, load_settings_store
+from ..triggers.watchdog import PressureWatchdog
 from .auto import AutoOptimizer
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
-"""Freeing memory: the modes and their actions, when to free (routine or pressure), the history, the engine.
+"""Freeing memory: what each mode does, the engine that runs it (cooldown, guard, escalation), the history.
 
-Above the probes, below the hook: the engine decides and acts; who asks (the node, the hook's subscriber, the
-panel, the watchdog) is the caller's business. One :class:`Engine` per process (the runtime's,
+Above the probes, below what decides when to free (:mod:`..triggers`): the engine acts; who asks (the node, the
+hook's subscriber, the panel, the watchdog) is the caller's business. One :class:`Engine` per process (the runtime's,
 :mod:`..comfy.runtime`) keeps one cooldown, one effectiveness guard and one history for all of them.
 """
 

@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .. import hook, signals
 from ..engine.core import Engine
 from ..engine.history import OptimizationRecord
-from ..engine.learned_file import LearnedFile, load_learned_file
 from ..engine.modes import Mode
-from ..engine.settings import SettingsStore
-from ..engine.watchdog import PressureWatchdog
 from ..failures import Failures
 from ..pipeline import EndStep, NodePipeline, hook_failures
 from ..probe.readings import MemorySnapshot
 from ..profile.store import ProfileStore
+from ..triggers.learned_file import LearnedFile, load_learned_file
+from ..triggers.settings import SettingsStore
+from ..triggers.watchdog import PressureWatchdog
 from .manual import ManualRequests
 from .manual_answer import ManualAnswer
 from .node_stats import NodeStats

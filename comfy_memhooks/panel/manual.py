@@ -21,8 +21,8 @@ from ..engine.core import Engine
 from ..engine.history import Trigger, TriggerKind
 from ..engine.modes import MODE_STRENGTH, Mode
 from ..engine.request import CleanupRequest, Urgency
-from ..engine.settings import AutoSettings
 from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, hook_failures
+from ..triggers.settings import AutoSettings
 from .manual_answer import ManualAnswer, ManualState
 
 logger = logging.getLogger(__name__)

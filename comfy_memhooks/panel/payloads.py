@@ -19,15 +19,15 @@ from typing import Any
 from ..engine.comfy_cache import cache_notice
 from ..engine.comfy_release import release_watch
 from ..engine.history import OptimizationRecord
-from ..engine.learned_file import LearnedFile
 from ..engine.modes import MANUAL_MODES, Mode
 from ..engine.report import action_summary, dynamic_vram_label, process_label, ram_reader_text
-from ..engine.settings import AutoSettings, HeavyNodeRule, When, rule_json
 from ..failures import failure_registry
 from ..hook.status import HookStatus
 from ..probe.core_ram import core_ram_reader
 from ..probe.readings import GpuProcess, MemorySnapshot, RamSource
 from ..profile.records import NodeProfile, PromptProfile
+from ..triggers.learned_file import LearnedFile
+from ..triggers.settings import AutoSettings, HeavyNodeRule, When, rule_json
 from .manual_answer import ManualAnswer
 from .sampler import Sample
 

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from ..engine.core import Engine
-from ..engine.settings import SettingsStore, load_settings_store
+from ..triggers.settings import SettingsStore, load_settings_store
 from .backend import PanelBackend
 from .guard import SAFE_METHODS, TOKEN_ENV, Refused, RequestGuard
 from .hub import WebsocketHub

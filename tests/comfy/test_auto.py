@@ -22,8 +22,8 @@ from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.pressure import Thresholds
 from comfy_memhooks.engine.request import CleanupRequest, Urgency
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.hook.oom import is_out_of_memory
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.hook_support import FakeProbe, Recorder, chain_prompt, spy
 from tests.standin_executor import KINDS, ExecutionResult, StandInNode, make_execution_module
 

@@ -18,10 +18,10 @@ from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import TriggerKind
 from comfy_memhooks.engine.report import detailed_report
 from comfy_memhooks.engine.request import CleanupRequest
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.payloads import comfyui_json, serialize
 from comfy_memhooks.probe.core_ram import CoreRamReader
 from comfy_memhooks.probe.readings import GIB, MIB, MemorySnapshot, RamReader, RamReading, RamSource
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.hook_support import FakeProbe, chain_prompt, hooked_runtime
 from tests.standin_executor import StandInNode, make_execution_module
 from tests.standin_ram_cache import FakeRam, RAMPressureCache, install_memory_management, install_system_memory

@@ -19,10 +19,10 @@ from comfy_memhooks.engine.last_rung import UNLOADED_NOTICE, near_limit
 from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.pressure import Thresholds
 from comfy_memhooks.engine.request import CleanupRequest, Urgency
-from comfy_memhooks.engine.settings import AutoSettings
 from comfy_memhooks.errors import InvalidSetting
 from comfy_memhooks.panel.payloads import record_json
 from comfy_memhooks.probe.readings import GIB, MemorySnapshot, RamReading, RamSource
+from comfy_memhooks.triggers.settings import AutoSettings
 from tests.hook_support import FakeProbe
 
 TOTAL = 10 * GIB

@@ -30,8 +30,9 @@ from comfy_memhooks.engine.pressure import (
     effectiveness_floor_bytes,
 )
 from comfy_memhooks.engine.request import CleanupRequest, Urgency
-from comfy_memhooks.engine.settings import SettingsStore
-from comfy_memhooks.engine.watchdog import (
+from comfy_memhooks.probe.readings import GIB, MIB, MemorySnapshot, RamReading, RamSource
+from comfy_memhooks.triggers.settings import SettingsStore
+from comfy_memhooks.triggers.watchdog import (
     FAST_SECONDS,
     IDLE_SECONDS,
     LIMIT_SECONDS,
@@ -39,7 +40,6 @@ from comfy_memhooks.engine.watchdog import (
     PressureWatchdog,
     poll_interval,
 )
-from comfy_memhooks.probe.readings import GIB, MIB, MemorySnapshot, RamReading, RamSource
 from tests.conftest import FakeClock, runtime_on
 
 LIMIT = 3 * GIB  # a 3 GB container: the floor is 64 MiB

@@ -12,8 +12,8 @@ from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.panel.panel_support import RecordingPublisher, no_gpu_engine, panel_app
 
 

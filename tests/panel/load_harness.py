@@ -25,11 +25,11 @@ from aiohttp import web
 
 from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.hub import WebsocketHub
 from comfy_memhooks.panel.sampler import RING_MAX_SAMPLES
 from comfy_memhooks.panel.standalone import BACKEND, HUB, build_app
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.hook_support import FakeProbe, chain_prompt, hooked_runtime
 from tests.panel.panel_support import stuck_reader
 from tests.standin_executor import StandInNode, make_execution_module

@@ -11,8 +11,8 @@ from typing import Any
 from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks.comfy.runtime import current_runtime
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.panel.metrics_support import Scrape
 from tests.panel.panel_support import GIB, RecordingPublisher, container_engine, in_worker, node_finished, panel_app
 

@@ -17,9 +17,9 @@ from pytest_aiohttp import AiohttpServer
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import TriggerKind
 from comfy_memhooks.engine.request import CleanupRequest
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.standalone import BACKEND, HUB, build_app
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.panel.panel_support import CHROMIUM, CHROMIUM_ARGS, GIB, container_engine, fake_gpu_engine, no_gpu_engine
 from tests.standin_platforms import standin_torch
 

@@ -17,11 +17,11 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks.engine.core import Engine
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.guard import RequestGuard, host_name
 from comfy_memhooks.panel.routes import register_routes
 from comfy_memhooks.panel.standalone import BACKEND, build_app
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.test_cli import ROOT
 
 Client = TestClient[web.Request, web.Application]

@@ -9,8 +9,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.errors import InvalidSetting
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.comfy.test_node import run
 
 Client = TestClient[web.Request, web.Application]

@@ -20,9 +20,9 @@ from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.request import CleanupRequest
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.sampler import Sample, SampleRing, sample_loop
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.panel.panel_support import (
     RecordingPublisher,
     in_worker,

@@ -20,11 +20,11 @@ from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.pressure import Thresholds
 from comfy_memhooks.engine.request import CleanupRequest
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.manual import ManualRequests
 from comfy_memhooks.panel.manual_answer import ManualState
 from comfy_memhooks.pipeline import EndStep, StartStep
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.panel.panel_support import (
     RecordingPublisher,
     in_worker,

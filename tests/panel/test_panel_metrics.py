@@ -22,13 +22,13 @@ from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import TriggerKind
 from comfy_memhooks.engine.request import CleanupRequest
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.node_stats import NODE_BUCKETS_SECONDS
 from comfy_memhooks.panel.standalone import build_app
 from comfy_memhooks.profile import ProfileRecorder, ProfileStore
 from comfy_memhooks.profile.peaks import ProcessHighWater, RamPeaks
 from comfy_memhooks.profile.recorder import profile_failures
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.hook_support import FakeProbe, chain_prompt, hooked_runtime
 from tests.panel.metrics_support import FAMILIES, Scrape
 from tests.panel.panel_support import GIB, RecordingPublisher, container_engine, in_worker, panel_app

@@ -24,8 +24,8 @@ from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.request import CleanupRequest
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.standalone import build_app
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.conftest import ROOT
 
 MANUAL = Trigger(kind=TriggerKind.MANUAL, reason="test")

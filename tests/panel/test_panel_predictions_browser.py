@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from comfy_memhooks.engine.learned import LearnedPeaks, Prediction, Sample, Workload
-from comfy_memhooks.engine.learned_file import LearnedFile
+from comfy_memhooks.triggers.learned import LearnedPeaks, Prediction, Sample, Workload
+from comfy_memhooks.triggers.learned_file import LearnedFile
 from tests.panel.test_panel_browser import Served, browser, serve  # noqa: F401  (fixtures, shared)
 from tests.panel.test_panel_profile_browser import FINISHED, FRONTEND
 

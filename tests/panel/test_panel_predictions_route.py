@@ -12,11 +12,11 @@ from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
-from comfy_memhooks.engine.learned import MAX_CLASSES, LearnedPeaks, Prediction, Sample, Workload
-from comfy_memhooks.engine.learned_file import LEARNED_FILE_NAME, LearnedFile
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.standalone import build_app
+from comfy_memhooks.triggers.learned import MAX_CLASSES, LearnedPeaks, Prediction, Sample, Workload
+from comfy_memhooks.triggers.learned_file import LEARNED_FILE_NAME, LearnedFile
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.panel.panel_support import RecordingPublisher, panel_app
 
 Client = TestClient[web.Request, web.Application]

@@ -12,11 +12,11 @@ from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.routes import MAX_PROMPT_ID_LENGTH
 from comfy_memhooks.panel.standalone import build_app
 from comfy_memhooks.profile import PROMPTS_KEPT, ProfileStore
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.panel.panel_support import RecordingPublisher, panel_app
 from tests.profile_support import MIB, sample_prompt
 

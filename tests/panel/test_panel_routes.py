@@ -17,10 +17,10 @@ from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
-from comfy_memhooks.engine.settings import AutoSettings, SettingsStore
 from comfy_memhooks.failures import Failures, failure_registry
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.routes import MAX_BODY_BYTES
+from comfy_memhooks.triggers.settings import AutoSettings, SettingsStore
 from tests.panel.panel_support import FOREIGN_PID, GIB, RecordingPublisher, container_engine, fake_gpu_engine, panel_app
 
 Client = TestClient[web.Request, web.Application]
@@ -452,10 +452,10 @@ async def test_concurrent_settings_writers_leave_one_valid_file(client: Client, 
 async def test_a_predictive_cleanup_failure_is_counted_in_the_status(
     aiohttp_client: AiohttpClient, engine: Engine, settings_store: SettingsStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from comfy_memhooks.engine import predictive
-    from comfy_memhooks.engine.learned import LearnedPeaks
+    from comfy_memhooks.triggers import predictive
+    from comfy_memhooks.triggers.learned import LearnedPeaks
 
-    failures = Failures(logging.getLogger("comfy_memhooks.engine.predictive"), "predictive cleanup failed: {kind}")
+    failures = Failures(logging.getLogger("comfy_memhooks.triggers.predictive"), "predictive cleanup failed: {kind}")
     monkeypatch.setattr(predictive, "predictive_failures", failures)
     monkeypatch.setitem(failure_registry._parts, "predictive", failures)  # the status reads the registry
 

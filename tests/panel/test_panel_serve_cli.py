@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks.engine.core import Engine
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.standalone import build_app
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.test_cli import ROOT, cli
 
 

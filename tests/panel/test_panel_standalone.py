@@ -20,8 +20,8 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks.engine.core import Engine
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.standalone import BACKEND, HUB, build_app, is_loopback
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.panel.panel_support import in_worker, node_started
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,12 +22,12 @@ from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.pressure import Thresholds
 from comfy_memhooks.engine.report import status_line
 from comfy_memhooks.engine.request import CleanupRequest
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.hook import patch as hook_patch
 from comfy_memhooks.probe.gpu import GpuProbe
 from comfy_memhooks.probe.memory import MemoryProbe
 from comfy_memhooks.probe.nvml import Nvml
 from comfy_memhooks.probe.readings import GpuSource
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.hook_support import chain_prompt, hooked_runtime
 from tests.standin_executor import StandInNode, make_execution_module
 

@@ -27,7 +27,6 @@ from comfy_memhooks.engine.modes import MANUAL_MODES, Mode
 from comfy_memhooks.engine.pressure import Thresholds
 from comfy_memhooks.engine.report import detailed_report, status_line
 from comfy_memhooks.engine.request import CleanupRequest, Urgency
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.payloads import serialize
 from comfy_memhooks.probe.amdsmi import AmdSmi
@@ -37,6 +36,7 @@ from comfy_memhooks.probe.memory import MemoryProbe
 from comfy_memhooks.probe.nvml import Nvml
 from comfy_memhooks.probe.ram import RamProbe
 from comfy_memhooks.probe.readings import RamSource
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests import standin_platforms as standin
 from tests.fake_nvml import FakeGpu, make_fake_pynvml
 from tests.panel.panel_support import RecordingPublisher

@@ -12,7 +12,6 @@ import pytest
 
 from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
-from comfy_memhooks.engine.settings import SettingsStore
 from comfy_memhooks.hook import patch as hook_patch
 from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.probe.cgroup import CgroupReader
@@ -20,6 +19,7 @@ from comfy_memhooks.probe.gpu import GpuProbe
 from comfy_memhooks.probe.memory import MemoryProbe
 from comfy_memhooks.probe.nvml import Nvml
 from comfy_memhooks.probe.ram import RamProbe
+from comfy_memhooks.triggers.settings import SettingsStore
 from tests.comfy.test_node import run
 from tests.conftest import FakeClock, hide_torch, runtime_on
 from tests.fake_nvml import make_fake_pynvml, two_gpus

@@ -19,9 +19,9 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from comfy_memhooks.comfy.runtime import current_runtime
-from comfy_memhooks.engine.settings import AutoSettings, SettingsStore
 from comfy_memhooks.errors import SettingsFileProtected
 from comfy_memhooks.panel.backend import PanelBackend
+from comfy_memhooks.triggers.settings import AutoSettings, SettingsStore
 from tests.conftest import ROOT
 from tests.panel.panel_support import RecordingPublisher, no_gpu_engine, panel_app
 
@@ -94,7 +94,7 @@ SCENARIO = textwrap.dedent(
     """
     import json, logging, os, sys
     from pathlib import Path
-    from comfy_memhooks.engine.settings import AutoSettings, SettingsStore
+    from comfy_memhooks.triggers.settings import AutoSettings, SettingsStore
     from comfy_memhooks.errors import SettingsFileProtected
     logging.basicConfig(level=logging.WARNING)
     if os.geteuid() == 0:  # the interpreter lives in root's home: start as root, then become nobody
@@ -155,7 +155,7 @@ def test_the_standalone_server_starts_on_a_bad_file(tmp_path: Path) -> None:
     path = tmp_path / "settings.json"
     path.write_bytes(BAD_FILES["deep"])
     result = subprocess.run(
-        [sys.executable, "-c", "from comfy_memhooks.engine.settings import load_settings_store as g; g()"],
+        [sys.executable, "-c", "from comfy_memhooks.triggers.settings import load_settings_store as g; g()"],
         cwd=ROOT,
         check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT), "COMFY_MEMHOOKS_SETTINGS": str(path)},

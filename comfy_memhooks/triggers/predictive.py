@@ -21,17 +21,17 @@ from typing import Any
 
 from .. import signals
 from ..comfyui_modules.model_management import comfy_model_management as _model_management
+from ..engine.actions import CUDA_EMPTY_CACHE, MODEL_FREE_ACTIONS, Action, ActionContext, ActionOutcome
+from ..engine.comfy_cache import release_until
+from ..engine.core import Engine
+from ..engine.history import OptimizationRecord, Trigger, TriggerKind
+from ..engine.request import CleanupRequest, RoomToMake
 from ..failures import Failures
 from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, hook_failures
 from ..probe.backends import loaded_torch
 from ..probe.readings import GIB, GpuBackend, MemorySnapshot, RamReading
-from .actions import CUDA_EMPTY_CACHE, MODEL_FREE_ACTIONS, Action, ActionContext, ActionOutcome
-from .comfy_cache import release_until
-from .core import Engine
-from .history import OptimizationRecord, Trigger, TriggerKind
 from .last_node import RunningNode, RunningNodeFile
 from .learned import LearnedPeaks, Prediction, Sample, Workload
-from .request import CleanupRequest, RoomToMake
 from .workload import workload_of
 
 logger = logging.getLogger(__name__)

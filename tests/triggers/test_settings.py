@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from comfy_memhooks.comfy.heavy import HeavyNodeIndex
-from comfy_memhooks.engine import settings
 from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.pressure import Thresholds
-from comfy_memhooks.engine.settings import DEFAULT_RULES, AutoSettings, HeavyNodeRule, SettingsStore, When
 from comfy_memhooks.errors import InvalidSetting
+from comfy_memhooks.triggers import settings
+from comfy_memhooks.triggers.heavy import HeavyNodeIndex
+from comfy_memhooks.triggers.settings import DEFAULT_RULES, AutoSettings, HeavyNodeRule, SettingsStore, When
 
 
 def test_the_defaults_match_the_heavy_nodes_users_know() -> None:

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from ..comfyui_modules.folder_paths import comfyui_folder_paths
+from ..engine.modes import Mode
+from ..engine.pressure import DEFAULT_THRESHOLDS, Thresholds
 from ..errors import InvalidSetting, SettingsFileProtected
 from ..validation import parse_bool, parse_choice, parse_seconds
 from .files import load_json_file, write_atomically
-from .modes import Mode
-from .pressure import DEFAULT_THRESHOLDS, Thresholds
 
 logger = logging.getLogger(__name__)
 

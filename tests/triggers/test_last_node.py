@@ -13,9 +13,9 @@ import pytest
 
 from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.core import Engine
-from comfy_memhooks.engine.last_node import SIZE, RunningNode, RunningNodeFile, parse
-from comfy_memhooks.engine.learned import LearnedPeaks, Sample, Workload
-from comfy_memhooks.engine.predictive import PredictiveCleanup
+from comfy_memhooks.triggers.last_node import SIZE, RunningNode, RunningNodeFile, parse
+from comfy_memhooks.triggers.learned import LearnedPeaks, Sample, Workload
+from comfy_memhooks.triggers.predictive import PredictiveCleanup
 from tests.hook_support import FakeProbe
 
 MIB = 1024**2
@@ -29,7 +29,7 @@ def test_a_node_killed_with_sigkill_is_found_by_the_next_process(tmp_path: Path)
         import os, signal, sys
         sys.path.insert(0, {str(ROOT)!r})
         from pathlib import Path
-        from comfy_memhooks.engine.last_node import RunningNodeFile
+        from comfy_memhooks.triggers.last_node import RunningNodeFile
         running = RunningNodeFile(Path({str(path)!r}))
         running.open()
         running.started("KSampler", "3", 1, None, None)

@@ -48,13 +48,13 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import signals
+from ..engine.core import Engine, Outcome
+from ..engine.history import TriggerKind
+from ..engine.pressure import PressureGauge
+from ..engine.request import CleanupRequest
 from ..failures import Failures
 from ..probe.readings import MemorySnapshot
 from ..ticker import Ticker
-from .core import Engine, Outcome
-from .history import TriggerKind
-from .pressure import PressureGauge
-from .request import CleanupRequest
 from .settings import AutoSettings
 
 logger = logging.getLogger(__name__)

@@ -18,11 +18,11 @@ from comfy_memhooks import hook
 from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.engine.comfy_cache import POLL_MARGIN_BYTES
 from comfy_memhooks.engine.core import Engine
-from comfy_memhooks.engine.learned import SAFETY_MARGIN, LearnedPeaks, Prediction, Sample, Workload, fit_line
-from comfy_memhooks.engine.predictive import PredictiveCleanup, Shortfall, free_exactly, shortfalls
-from comfy_memhooks.engine.workload import workload_of
 from comfy_memhooks.probe.readings import GIB, GpuBackend, GpuReading, GpuSource, MemorySnapshot
 from comfy_memhooks.profile import ProfileRecorder, ProfileStore
+from comfy_memhooks.triggers.learned import SAFETY_MARGIN, LearnedPeaks, Prediction, Sample, Workload, fit_line
+from comfy_memhooks.triggers.predictive import PredictiveCleanup, Shortfall, free_exactly, shortfalls
+from comfy_memhooks.triggers.workload import workload_of
 from tests.conftest import FakeClock
 from tests.engine.test_pressure import LIMIT, ScriptedProbe, ram_at, scripted_engine
 from tests.standin_executor import KINDS, StandInNode, make_execution_module

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from comfy_memhooks.engine.learned import MAX_CLASSES, LearnedPeaks, Prediction, Sample, Workload
-from comfy_memhooks.engine.learned_file import LEARNED_FILE_NAME, LearnedFile, default_learned_path
-from comfy_memhooks.engine.settings import AutoSettings
 from comfy_memhooks.errors import InvalidSetting
+from comfy_memhooks.triggers.learned import MAX_CLASSES, LearnedPeaks, Prediction, Sample, Workload
+from comfy_memhooks.triggers.learned_file import LEARNED_FILE_NAME, LearnedFile, default_learned_path
+from comfy_memhooks.triggers.settings import AutoSettings
 
 MIB = 1024**2
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_memhooks.engine.settings import SettingsStore
+from comfy_memhooks.triggers.settings import SettingsStore
 
 
 def _only_file(folder: Path) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..engine.settings import AutoSettings, HeavyNodeRule
+from .settings import AutoSettings, HeavyNodeRule
 
 
 class HeavyNodeIndex:
