@@ -19,6 +19,7 @@ from comfy_memhooks.comfy.runtime import Runtime, use_runtime
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.failures import Failures, failure_registry
 from comfy_memhooks.hook import patch as hook_patch
+from comfy_memhooks.probe.core_ram import CoreRamReader
 from comfy_memhooks.probe.readings import MemorySnapshot, RamReading, RamSource
 from comfy_memhooks.triggers.settings import SettingsStore
 
@@ -77,6 +78,7 @@ class FakeProbe:
         self.grow_percent_per_snapshot = 0.0  # usage that keeps arriving, capped at 99%
         self.snapshots = 0
         self.failures = Failures(logging.getLogger("comfy_memhooks.probe.memory"), "memory probe failed while {kind}")
+        self.core_ram = CoreRamReader()  # ComfyUI's own reading: none outside ComfyUI, as the real probe's
 
     def _ram(self) -> RamReading:
         total = 16 * GIB

@@ -238,7 +238,14 @@ class UnifiedMemoryManager:
             if want_report:
                 with_processes = dataclasses.replace(outcome.snapshot, processes=engine.probe.processes())
                 profile = profiles.current()  # the running prompt's nodes so far
-                report = detailed_report(with_processes, outcome.record, outcome.reason, profile)
+                report = detailed_report(
+                    with_processes,
+                    outcome.record,
+                    outcome.reason,
+                    profile,
+                    core_check=engine.probe.core_ram.last,
+                    release=engine.release.current(),
+                )
             ram_percent = outcome.snapshot.ram.percent
             vram_percent = outcome.snapshot.vram_percent
         else:

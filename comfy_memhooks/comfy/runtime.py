@@ -19,8 +19,6 @@ from collections.abc import Callable
 from types import ModuleType
 
 from .. import hook
-from ..engine.comfy_cache import remember_caches
-from ..engine.comfy_release import release_watch
 from ..engine.core import Engine
 from ..failures import FailureRegistry, failure_registry
 from ..panel.backend import PanelBackend, Publisher
@@ -94,16 +92,14 @@ class Runtime:
         with self._lock:
             if not self.hooked:
                 optimizer.connect()
-            release_watch.hold = self.engine.held_without_waiting
-            release_watch.cleanups = self.engine.history.cleanups_freed
             installed = hook.install(
                 execution_module,
                 heavy=optimizer.index.is_heavy,
                 rescue=optimizer.rescue,
                 pressure=optimizer.gauge,
                 boundary=optimizer.at_boundary,
-                caches_seen=remember_caches,
-                prompt_event=release_watch.prompt_event,
+                caches_seen=self.engine.caches.remember,
+                prompt_event=self.engine.release.prompt_event,
                 pipeline=self.pipeline,
             )
             if installed is None:

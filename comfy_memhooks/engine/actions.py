@@ -11,14 +11,15 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..comfyui_modules.model_management import comfy_model_management
 from ..probe.backends import loaded_torch, torch_backend
 from ..probe.readings import GIB, GpuBackend, MemorySnapshot, RamReading
+from .comfy_cache import SeenCaches
 from .comfy_cache import release as release_comfy_cache
-from .comfy_release import release_watch
+from .comfy_release import PromptReleaseWatch
 from .heap import find_heap_release
 from .last_rung import drop_reactor_faces, free_comfy_models_for_ram, unload_reactor_models
 from .modes import MODE_STRENGTH, Mode
@@ -39,12 +40,16 @@ class ActionContext:
         ram_threshold: the RAM percentage to get back under, when the caller has one.
         read_ram: reads RAM now: what the actions before this one left is what an action that asks ComfyUI's
             cache for memory must judge.
+        caches: ComfyUI's caches as the hook last saw them (the engine's), for the actions that ask its output cache.
+        release: ComfyUI's own release after every node, as the engine watches it (0.33 and later).
     """
 
     before: MemorySnapshot
     vram_threshold: float | None
     ram_threshold: float | None = None
     read_ram: Callable[[], RamReading] | None = None
+    caches: SeenCaches = field(default_factory=SeenCaches)
+    release: PromptReleaseWatch = field(default_factory=PromptReleaseWatch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,14 +174,14 @@ def _comfy_cache_release(context: ActionContext) -> ActionOutcome:
         return ActionOutcome(skipped_reason=NOT_IN_COMFYUI)
     if context.ram_threshold is None or context.read_ram is None:
         return ActionOutcome(skipped_reason="no RAM threshold was given")
-    detail, skipped = release_comfy_cache(context.read_ram(), context.ram_threshold)
+    detail, skipped = release_comfy_cache(context.read_ram(), context.ram_threshold, context.caches, context.release)
     return ActionOutcome(detail=detail, skipped_reason=skipped)
 
 
 def _comfy_cache_release_at_boundary(context: ActionContext) -> ActionOutcome:
     """As :func:`_comfy_cache_release`, after ComfyUI's own release after every node (0.33 and later) has had
     its turn in the prompt: until then the cache is left to it."""
-    if release_watch.waiting_for_comfyui():
+    if context.release.waiting_for_comfyui():
         return ActionOutcome(
             skipped_reason="ComfyUI releases its cache itself after each node and has not had its turn in this "
             "prompt yet: left to it"

@@ -16,8 +16,8 @@ output keeps its own reference, so only the cache's copy goes). Between prompts 
 is asked directly. The other caches (the classic one, ``--cache-lru``, ``--cache-none``) have nothing to ask; they
 are left alone.
 
-The executor hook remembers the running prompt's caches (:func:`remember_caches`), weakly: ComfyUI replaces them
-when it resets, and a strong reference would keep every output of the old ones alive.
+The executor hook tells the engine's :class:`SeenCaches` the running prompt's caches, which it keeps weakly: ComfyUI
+replaces them when it resets, and a strong reference would keep every output of the old ones alive.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ..comfyui_modules.model_management import comfy_model_management
 from ..comfyui_modules.system_memory import comfy_system_memory
 from ..probe.ram import host_available_bytes
 from ..probe.readings import GIB, MIB, RamReading, RamSource
-from .comfy_release import release_watch
+from .comfy_release import PromptReleaseWatch
 
 RAM_PRESSURE_CACHE = "RAMPressureCache"
 # RAMPressureCache.poll evicts until free RAM reaches the headroom times this (comfy_execution/caching.py).
@@ -40,27 +40,27 @@ POLL_HYSTERESIS = 1.1
 # The least headroom above the host's free RAM: between our reading and the poll's, other processes move it.
 POLL_MARGIN_BYTES = 256 * MIB
 
-_caches: weakref.ReferenceType[Any] | None = None
 
+class SeenCaches:
+    """ComfyUI's ``CacheSet`` of the running prompt (``execute``'s ``caches`` argument), as the hook last saw it."""
 
-def remember_caches(caches: Any) -> None:
-    """Keeps (weakly) ComfyUI's ``CacheSet`` of the running prompt: ``execute``'s ``caches`` argument."""
-    global _caches
-    try:
-        _caches = weakref.ref(caches)
-    except TypeError:  # an object that cannot be weakly referenced: nothing is kept rather than a strong reference
-        _caches = None
+    def __init__(self) -> None:
+        self._caches: weakref.ReferenceType[Any] | None = None
 
+    def remember(self, caches: Any) -> None:
+        """Keeps ``caches`` weakly; an object that cannot be weakly referenced is not kept at all."""
+        try:
+            self._caches = weakref.ref(caches)
+        except TypeError:  # nothing is kept rather than a strong reference
+            self._caches = None
 
-def forget_caches() -> None:
-    global _caches
-    _caches = None
+    def forget(self) -> None:
+        self._caches = None
 
-
-def output_cache() -> Any | None:
-    """ComfyUI's output cache as the hook last saw it, while ComfyUI still holds it."""
-    caches = None if _caches is None else _caches()
-    return getattr(caches, "outputs", None)
+    def outputs(self) -> Any | None:
+        """ComfyUI's output cache, while ComfyUI still holds it."""
+        caches = None if self._caches is None else self._caches()
+        return getattr(caches, "outputs", None)
 
 
 def _extra_ram_release() -> Any | None:
@@ -126,23 +126,27 @@ def poll_headroom_gb(ram: RamReading, target_available_bytes: int, host_availabl
     return (host_available + shortfall) / GIB
 
 
-def release(ram: RamReading, ram_threshold: float) -> tuple[str | None, str | None]:
+def release(
+    ram: RamReading, ram_threshold: float, caches: SeenCaches, watch: PromptReleaseWatch
+) -> tuple[str | None, str | None]:
     """Asks ComfyUI's cache for RAM until usage is back under ``ram_threshold``: ``(detail, skipped_reason)``."""
     if ram.total_bytes is None or ram.used_bytes is None or ram.percent is None:
         return None, "RAM usage is unknown"
     if ram.percent < ram_threshold:
         return None, f"RAM is under its {ram_threshold:g}% threshold"
-    return release_until(ram, int(ram.total_bytes * (1 - ram_threshold / 100)))
+    return release_until(ram, int(ram.total_bytes * (1 - ram_threshold / 100)), caches, watch)
 
 
-def release_until(ram: RamReading, target_available: int) -> tuple[str | None, str | None]:
+def release_until(
+    ram: RamReading, target_available: int, caches: SeenCaches, watch: PromptReleaseWatch
+) -> tuple[str | None, str | None]:
     """Asks ComfyUI's cache for RAM until ``target_available`` bytes are free under the limit (the container's,
     inside one): under a threshold, or, for predictive cleanup, the peak a node is about to take."""
     shortfall = max(target_available - (ram.available_bytes or 0), 0)
     extra = _extra_ram_release()
     if extra is not None:
-        return _release_through_comfyui(extra, shortfall)
-    outputs = output_cache()
+        return _release_through_comfyui(extra, shortfall, caches, watch)
+    outputs = caches.outputs()
     kind = None if outputs is None else type(outputs).__name__
     if outputs is None or kind != RAM_PRESSURE_CACHE or not callable(getattr(outputs, "poll", None)):
         what = "no output cache seen yet" if outputs is None else f"its output cache is {kind}"
@@ -168,23 +172,25 @@ def _freed_text(freed: object) -> str:
     return repr(freed) if count is None else f"freed {count / GIB:.2f} GB"
 
 
-def _release_through_comfyui(extra: Any, shortfall: int) -> tuple[str | None, str | None]:
+def _release_through_comfyui(
+    extra: Any, shortfall: int, caches: SeenCaches, watch: PromptReleaseWatch
+) -> tuple[str | None, str | None]:
     """0.33 and later: ``extra_ram_release`` while a prompt runs, the cache's ``ram_release`` between prompts."""
     # The target is the available RAM to reach, as ComfyUI reads it: that reading plus what is missing here.
     target = comfyui_available_bytes() + max(shortfall, POLL_MARGIN_BYTES)
     wanted = f"{target / GIB:.2f} GB available"
     purpose = f"for {shortfall / GIB:.2f} GB"
     if _between_prompts():
-        outputs = output_cache()
+        outputs = caches.outputs()
         method = getattr(outputs, "ram_release", None)
         if not callable(method):
             what = "no output cache seen yet" if outputs is None else f"its output cache is {type(outputs).__name__}"
             return None, f"ComfyUI has no API to release its cache here between prompts ({what}): left alone"
-        with release_watch.ours():
+        with watch.ours():
             freed = method(target, free_active=True)
         asked = f"{type(outputs).__name__}.ram_release({wanted}, free_active=True)"
         return f"{asked}, {purpose}: {_freed_text(freed)}", None
-    with release_watch.ours():
+    with watch.ours():
         freed = extra(target)
         parts = [f"extra_ram_release({wanted}), {purpose}: {_freed_text(freed)}"]
         count = _bytes(freed)
@@ -212,11 +218,11 @@ class CacheNotice:
     advice: str | None
 
 
-def cache_notice(ram: RamReading, host_available: int | None = None) -> CacheNotice | None:
+def cache_notice(ram: RamReading, caches: SeenCaches, host_available: int | None = None) -> CacheNotice | None:
     """Whether ComfyUI's RAM cache misreads a container; ``None`` outside ComfyUI."""
     if comfy_cli_args() is None:
         return None
-    outputs = output_cache()
+    outputs = caches.outputs()
     kind = None if outputs is None else type(outputs).__name__
     headroom = _cache_ram_gb()
     in_container = ram.source is not RamSource.HOST

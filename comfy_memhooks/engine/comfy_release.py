@@ -274,7 +274,3 @@ class HeldWithoutWaiting:
     def __exit__(self, *_: object) -> None:
         if self._got:
             self._lock.release()
-
-
-release_watch = PromptReleaseWatch()
-"""The process's watch: the hook tells it each prompt's start and end; the panel and the report read it."""

@@ -29,7 +29,8 @@ from .actions import (
     ActionOutcome,
     escalation_ladder,
 )
-from .comfy_release import HeldWithoutWaiting
+from .comfy_cache import SeenCaches
+from .comfy_release import HeldWithoutWaiting, PromptReleaseWatch
 from .history import (
     ActionReport,
     HeldBack,
@@ -76,6 +77,10 @@ class Engine:
     ):
         self.probe = probe if probe is not None else MemoryProbe()
         self.history = History(history_size)
+        self.caches = SeenCaches()  # the hook tells it each prompt's caches
+        self.release = PromptReleaseWatch()  # the hook tells it each prompt's start and end
+        self.release.hold = self.held_without_waiting
+        self.release.cleanups = self.history.cleanups_freed
         self.guard = EffectivenessGuard(wall_clock)
         self.held_back_total = 0
         self.action_failures = Failures(logger, "cleanup action {kind} failed; the other actions still ran")
@@ -268,7 +273,7 @@ class Engine:
         """
         started_at = self._wall_clock()
         started = time.perf_counter()
-        context = ActionContext(before, vram_threshold, ram_threshold, self.probe.read_ram)
+        context = ActionContext(before, vram_threshold, ram_threshold, self.probe.read_ram, self.caches, self.release)
         reports = []
         usage = self.probe.usage()  # each action's "after" is the next one's "before": measured once, not twice
         for action in steps:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..probe.core_ram import CoreRamCheck, core_ram_reader
+from ..probe.core_ram import CoreRamCheck
 from ..probe.readings import (
     GIB,
     DynamicVramReading,
@@ -16,7 +16,7 @@ from ..probe.readings import (
 )
 from ..profile.peaks import PeakMethod
 from ..profile.records import NodeProfile, PromptProfile
-from .comfy_release import release_watch
+from .comfy_release import PromptRelease
 from .history import ActionReport, OptimizationRecord
 
 
@@ -120,13 +120,12 @@ def ram_reader_text(ram: RamReading, check: CoreRamCheck | None) -> str | None:
     return f"RAM read by comfy_memhooks ({ram.source.value}): ComfyUI's comfy.system_memory sees no container limit"
 
 
-def comfyui_lines(ram: RamReading) -> list[str]:
+def comfyui_lines(ram: RamReading, core_check: CoreRamCheck | None, release: PromptRelease | None) -> list[str]:
     """What ComfyUI's own memory management did beside comfy_memhooks: its RAM reader, its cache's release."""
     lines = []
-    reader = ram_reader_text(ram, core_ram_reader.last)
+    reader = ram_reader_text(ram, core_check)
     if reader is not None:
         lines.append(reader)
-    release = release_watch.current()
     if release is not None:
         lines.append(release.describe())
     return lines
@@ -243,9 +242,13 @@ def detailed_report(
     record: OptimizationRecord | None = None,
     not_done: str | None = None,
     profile: PromptProfile | None = None,
+    *,
+    core_check: CoreRamCheck | None = None,
+    release: PromptRelease | None = None,
 ) -> str:
     """The full breakdown: RAM and its source, each GPU, torch's share, GPU processes, what was done (``record``)
-    or why nothing was (``not_done``), and the heaviest nodes of the prompt's ``profile``."""
+    or why nothing was (``not_done``), the heaviest nodes of the prompt's ``profile``, and inside ComfyUI what its
+    own RAM reading (``core_check``) and its cache's release in the latest prompt (``release``) say."""
     lines = _ram_lines(snapshot.ram)
     if snapshot.gpus:
         lines.extend(_gpu_line(gpu) for gpu in snapshot.gpus)
@@ -265,5 +268,5 @@ def detailed_report(
         lines.append(f"No optimization: {not_done}")
     if profile is not None:
         lines.extend(heaviest_node_lines(profile))
-    lines.extend(comfyui_lines(snapshot.ram))
+    lines.extend(comfyui_lines(snapshot.ram, core_check, release))
     return "\n".join(lines)

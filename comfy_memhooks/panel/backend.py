@@ -178,7 +178,7 @@ class PanelBackend:
             },
             "pressure": self._pressure(settings.pressure_watchdog),
             "hook": hook_json(hook_status),
-            "comfyui": comfyui_json(snapshot),
+            "comfyui": comfyui_json(snapshot, self.engine),
             "errors": {
                 **registered_failures_json(),
                 "action_failures": self.engine.action_failures.count,

@@ -17,13 +17,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..engine.comfy_cache import cache_notice
-from ..engine.comfy_release import release_watch
+from ..engine.core import Engine
 from ..engine.history import OptimizationRecord
 from ..engine.modes import MANUAL_MODES, Mode
 from ..engine.report import action_summary, dynamic_vram_label, process_label, ram_reader_text
 from ..failures import failure_registry
 from ..hook.status import HookStatus
-from ..probe.core_ram import core_ram_reader
 from ..probe.readings import GpuProcess, MemorySnapshot, RamSource
 from ..profile.records import NodeProfile, PromptProfile
 from ..triggers.learned_file import LearnedFile
@@ -108,16 +107,17 @@ def snapshot_json(snapshot: MemorySnapshot) -> dict[str, Any]:
     return data
 
 
-def comfyui_json(snapshot: MemorySnapshot) -> dict[str, Any]:
+def comfyui_json(snapshot: MemorySnapshot, engine: Engine) -> dict[str, Any]:
     """What the panel says of ComfyUI's own memory management: dynamic VRAM, its output cache in a container,
     which reading of the container's RAM is used, and what its cache released in the latest prompt."""
-    release = release_watch.current()
+    release = engine.release.current()
+    check = engine.probe.core_ram.last
     return {
         "dynamic_vram": dynamic_vram_text(snapshot),
-        "output_cache": to_plain(cache_notice(snapshot.ram)),
+        "output_cache": to_plain(cache_notice(snapshot.ram, engine.caches)),
         "ram_reader": snapshot.ram.reader.value,
-        "ram_reader_text": ram_reader_text(snapshot.ram, core_ram_reader.last),
-        "ram_check": to_plain(core_ram_reader.last),
+        "ram_reader_text": ram_reader_text(snapshot.ram, check),
+        "ram_check": to_plain(check),
         "prompt_release": None if release is None else {**to_plain(release), "text": release.describe()},
     }
 

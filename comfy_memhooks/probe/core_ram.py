@@ -134,5 +134,4 @@ class CoreRamReader:
         )
 
 
-core_ram_reader = CoreRamReader()
 """The process's reader: one log of disagreements, and the latest comparison for the panel."""

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from ..failures import Failures
-from .core_ram import CoreRamReader, core_ram_reader
+from .core_ram import CoreRamReader
 from .deadline import GPU_DEADLINE_SECONDS, Deadline
 from .dynamic_vram import read_dynamic_vram
 from .gpu import GpuProbe
@@ -47,7 +47,7 @@ class MemoryProbe:
         core_ram: CoreRamReader | None = None,
     ):
         self.ram = ram if ram is not None else RamProbe()
-        self.core_ram = core_ram if core_ram is not None else core_ram_reader
+        self.core_ram = core_ram if core_ram is not None else CoreRamReader()
         self.gpu = gpu if gpu is not None else GpuProbe()
         self._wall_clock = wall_clock
         self._gpu_deadline = Deadline("GPU reading", gpu_deadline_seconds)

@@ -154,10 +154,10 @@ def release_cache_for(shortfall: Shortfall, read_ram: Callable[[], RamReading]) 
     kept (see :mod:`.comfy_cache`).
     """
 
-    def run(_: ActionContext) -> ActionOutcome:
+    def run(context: ActionContext) -> ActionOutcome:
         if _model_management() is None:
             return ActionOutcome(skipped_reason="ComfyUI is not loaded in this process")
-        detail, skipped = release_until(read_ram(), shortfall.predicted_bytes)
+        detail, skipped = release_until(read_ram(), shortfall.predicted_bytes, context.caches, context.release)
         return ActionOutcome(detail=detail, skipped_reason=skipped)
 
     return Action("comfy_cache_release", "ComfyUI's output cache asked for what the node still misses", run)

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from comfy_memhooks.engine import comfy_cache
-from comfy_memhooks.engine.comfy_release import PromptReleaseWatch, release_watch
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import TriggerKind
 from comfy_memhooks.engine.report import detailed_report
@@ -58,10 +57,7 @@ class Setup:
         model_management = types.ModuleType("comfy.model_management")
         model_management.total_ram = TOTAL // MIB  # type: ignore[attr-defined]  # MB, as ComfyUI keeps it
         monkeypatch.setitem(sys.modules, "comfy.model_management", model_management)
-        self.watch = release_watch
-        fresh = PromptReleaseWatch()
-        for name in ("hold", "cleanups", "last", "_tally", "_watched"):
-            monkeypatch.setattr(release_watch, name, getattr(fresh, name))
+        self.watch = self.engine.release
         self.optimizer = hooked_runtime(self.module, self.engine, self.store).optimizer
         self.executor = self.module.PromptExecutor()
         self.cache = RAMPressureCache(self.ram, ENTRY)
@@ -189,7 +185,8 @@ def test_comfy_cache_release_asks_extra_ram_release_then_this_prompts_outputs(
     def ask(x: int) -> int:
         # In a 16 GB container, 15 GB in use: 80% wants 3.2 GB available, 2.2 GB more than there is.
         setup.ram.available = GIB
-        details.append(comfy_cache.release(setup.engine.probe.read_ram(), 80.0))
+        engine = setup.engine
+        details.append(comfy_cache.release(engine.probe.read_ram(), 80.0, engine.caches, engine.release))
         return x
 
     setup.module.NODE_CLASS_MAPPINGS["Ask"] = StandInNode(ask)
@@ -211,11 +208,13 @@ def test_between_prompts_the_cache_itself_is_asked(tmp_path: Path, monkeypatch: 
     setup = Setup(tmp_path, monkeypatch)
     monkeypatch.setattr(comfy_cache, "host_available_bytes", lambda: setup.ram.available)
     setup.run("done", 1)
-    comfy_cache.remember_caches(setup.executor.caches)
+    setup.engine.caches.remember(setup.executor.caches)
     setup.ram.available = GIB
     assert setup.memory_management.extra_ram_release(4 * GIB) == 0  # ComfyUI's API does nothing between prompts
 
-    detail, skipped = comfy_cache.release(setup.engine.probe.read_ram(), 80.0)
+    detail, skipped = comfy_cache.release(
+        setup.engine.probe.read_ram(), 80.0, setup.engine.caches, setup.engine.release
+    )
 
     assert skipped is None and detail is not None
     assert detail.startswith("RAMPressureCache.ram_release(") and "free_active=True" in detail
@@ -257,10 +256,10 @@ def test_on_033_the_panel_still_says_the_cache_reads_the_host(monkeypatch: pytes
     model_management.total_ram = 64 * 1024  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "comfy.model_management", model_management)
     reading = RamReading(RamSource.CGROUP_V1, 3 * GIB, 2 * GIB, GIB, GIB, 64 * GIB)
-    notice = comfy_cache.cache_notice(reading, host_available=20 * GIB)
+    notice = comfy_cache.cache_notice(reading, comfy_cache.SeenCaches(), host_available=20 * GIB)
     assert notice is not None and notice.reads_host_ram and notice.advice is not None
     install_system_memory(monkeypatch, 3 * GIB, 2 * GIB, 64 * GIB, 20 * GIB)  # after 0.33: it reads the container
-    notice = comfy_cache.cache_notice(reading, host_available=20 * GIB)
+    notice = comfy_cache.cache_notice(reading, comfy_cache.SeenCaches(), host_available=20 * GIB)
     assert notice is not None and not notice.reads_host_ram
 
 
@@ -325,17 +324,17 @@ def test_the_panel_and_the_report_say_which_reading_is_used_and_what_the_cache_r
     setup.run("second", 10)
     install_system_memory(monkeypatch, TOTAL, TOTAL // 2 + 3 * ENTRY, 64 * GIB, 40 * GIB)
     snapshot = setup.engine.probe.snapshot()
-    from comfy_memhooks.probe.core_ram import core_ram_reader
-
-    reading = core_ram_reader.reconcile(snapshot.ram)
+    reading = setup.engine.probe.core_ram.reconcile(snapshot.ram)
     snapshot = MemorySnapshot(snapshot.taken_at, reading, (), None, "no GPU in this test")
 
-    data = comfyui_json(snapshot)
+    data = comfyui_json(snapshot, setup.engine)
     serialize(data)  # plain JSON all through
     assert data["ram_reader"] == "comfy.system_memory"
     assert data["ram_reader_text"].startswith("RAM read by ComfyUI's comfy.system_memory")
     assert data["prompt_release"]["core_evicted"] == 3 and "evicted 3 outputs" in data["prompt_release"]["text"]
-    report = detailed_report(snapshot)
+    report = detailed_report(
+        snapshot, core_check=setup.engine.probe.core_ram.last, release=setup.engine.release.current()
+    )
     assert "RAM read by ComfyUI's comfy.system_memory" in report
     assert "ComfyUI's cache this prompt: its own release after each node evicted 3 outputs" in report
     assert "comfy_memhooks freed" in report

@@ -11,13 +11,12 @@ import pytest
 from comfy_memhooks import hook
 from comfy_memhooks.engine.comfy_cache import (
     POLL_MARGIN_BYTES,
+    SeenCaches,
     cache_notice,
-    forget_caches,
-    output_cache,
     poll_headroom_gb,
     release,
-    remember_caches,
 )
+from comfy_memhooks.engine.comfy_release import PromptReleaseWatch
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.modes import Mode
@@ -103,12 +102,13 @@ def test_status_report_and_panel_say_dynamic_vram_is_on(
     monkeypatch: pytest.MonkeyPatch, make_engine: Callable[..., Engine]
 ) -> None:
     install_aimdo(monkeypatch, resident=20 * GIB, evictable=12 * GIB, headroom=GIB)
-    snapshot = make_engine(gpu_at(95)).snapshot()
+    engine = make_engine(gpu_at(95))
+    snapshot = engine.snapshot()
     assert status_line(snapshot).endswith("| dynamic VRAM on, headroom 1GB")
     report = detailed_report(snapshot)
     assert "Dynamic VRAM (comfy-aimdo) on GPU 0: headroom 1GB; it holds 20GB, 12GB of it evictable" in report
     assert "the VRAM threshold reads what cannot be given back: 45%" in report
-    payload = comfyui_json(snapshot)
+    payload = comfyui_json(snapshot, engine)
     assert payload["dynamic_vram"] == "dynamic VRAM on, headroom 1GB"
     serialize(payload)
 
@@ -171,10 +171,9 @@ def test_the_poll_headroom_makes_the_host_reading_free_what_the_container_needs(
 
 def test_no_api_means_the_cache_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "comfy.memory_management", raising=False)
-    forget_caches()
-    detail, skipped = release(ram(90), 80)
+    detail, skipped = release(ram(90), 80, SeenCaches(), PromptReleaseWatch())
     assert detail is None and skipped is not None and "no output cache seen yet" in skipped
-    assert release(ram(50), 80) == (None, "RAM is under its 80% threshold")
+    assert release(ram(50), 80, SeenCaches(), PromptReleaseWatch()) == (None, "RAM is under its 80% threshold")
 
 
 def test_extra_ram_release_is_asked_for_the_available_ram_that_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,7 +190,7 @@ def test_extra_ram_release_is_asked_for_the_available_ram_that_is_missing(monkey
     system_memory.virtual_memory_available = lambda: GIB  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "comfy.memory_management", memory_management)
     monkeypatch.setitem(sys.modules, "comfy.system_memory", system_memory)
-    detail, skipped = release(ram(90), 80)
+    detail, skipped = release(ram(90), 80, SeenCaches(), PromptReleaseWatch())
     shortfall = int(4 * GIB * 0.2) - (4 * GIB - int(4 * GIB * 0.9))
     # 0.29 GB of older outputs was less than the 0.40 GB missing: this prompt's outputs are asked for too.
     assert skipped is None and asked == [GIB + shortfall, GIB + shortfall]
@@ -212,23 +211,22 @@ def test_the_panel_says_when_comfyuis_ram_cache_reads_the_host_in_a_container(mo
         pass
 
     caches = CacheSet(RAMPressureCache())
-    remember_caches(caches)
-    try:
-        notice = cache_notice(ram(50), host_available=42 * GIB)
-        assert notice is not None and notice.reads_host_ram and notice.kind == "RAMPressureCache"
-        assert notice.advice is not None and "pass --cache-ram 44.0 to keep 4 GB free in the container" in notice.advice
-        host = cache_notice(ram(50, RamSource.HOST), host_available=42 * GIB)
-        assert host is not None and not host.reads_host_ram and host.advice is None
-    finally:
-        forget_caches()
+    seen = SeenCaches()
+    seen.remember(caches)
+    notice = cache_notice(ram(50), seen, host_available=42 * GIB)
+    assert notice is not None and notice.reads_host_ram and notice.kind == "RAMPressureCache"
+    assert notice.advice is not None and "pass --cache-ram 44.0 to keep 4 GB free in the container" in notice.advice
+    host = cache_notice(ram(50, RamSource.HOST), seen, host_available=42 * GIB)
+    assert host is not None and not host.reads_host_ram and host.advice is None
 
 
 def test_the_cache_is_remembered_weakly() -> None:
     caches = CacheSet("the outputs")
-    remember_caches(caches)
-    assert output_cache() == "the outputs"
+    seen = SeenCaches()
+    seen.remember(caches)
+    assert seen.outputs() == "the outputs"
     del caches
-    assert output_cache() is None
+    assert seen.outputs() is None
 
 
 def test_the_hook_tells_comfyuis_caches_once_per_prompt(monkeypatch: pytest.MonkeyPatch) -> None:

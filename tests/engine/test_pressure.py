@@ -30,6 +30,7 @@ from comfy_memhooks.engine.pressure import (
     effectiveness_floor_bytes,
 )
 from comfy_memhooks.engine.request import CleanupRequest, Urgency
+from comfy_memhooks.probe.core_ram import CoreRamReader
 from comfy_memhooks.probe.readings import GIB, MIB, MemorySnapshot, RamReading, RamSource
 from comfy_memhooks.triggers.settings import SettingsStore
 from comfy_memhooks.triggers.watchdog import (
@@ -60,6 +61,7 @@ class ScriptedProbe:
 
     def __init__(self, used_bytes: int):
         self.gpu = NoGpu()
+        self.core_ram = CoreRamReader()  # ComfyUI's own reading: none outside ComfyUI, as the real probe's
         self.used = used_bytes
         self.frees_per_action: dict[str, int] = {}
         self.snapshots = 0

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_memhooks.engine.comfy_cache import forget_caches, remember_caches
-from comfy_memhooks.engine.comfy_release import PromptRelease, release_watch
+from comfy_memhooks.engine.comfy_release import PromptRelease
 from tests.panel.panel_support import GIB, container_engine, fake_gpu_engine
 from tests.panel.test_panel_browser import Served, browser, serve  # noqa: F401  (the fixtures, shared)
 from tests.standin_aimdo import install_aimdo
@@ -29,15 +28,12 @@ class CacheSet:
 
 
 @pytest.fixture
-def comfyui_with_cache_ram(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def comfyui_with_cache_ram(monkeypatch: pytest.MonkeyPatch) -> Iterator[CacheSet]:
     cli_args = types.ModuleType("comfy.cli_args")
     cli_args.args = types.SimpleNamespace(cache_ram=4.0)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "comfy.cli_args", cli_args)
     monkeypatch.delitem(sys.modules, "comfy.memory_management", raising=False)  # 0.18: no extra_ram_release
-    caches = CacheSet()
-    remember_caches(caches)
-    yield
-    forget_caches()
+    yield CacheSet()  # what the hook would have told the engine
 
 
 async def test_dynamic_vram_is_said_with_its_headroom_and_what_the_threshold_reads(
@@ -65,9 +61,11 @@ async def test_dynamic_vram_is_said_with_its_headroom_and_what_the_threshold_rea
 async def test_in_a_container_the_panel_says_comfyuis_ram_cache_reads_the_host(
     serve: Callable[..., Awaitable[Served]],  # noqa: F811
     tmp_path: Path,
-    comfyui_with_cache_ram: None,
+    comfyui_with_cache_ram: CacheSet,
 ) -> None:
-    served = await serve(container_engine(tmp_path, 4 * GIB, 3 * GIB))
+    engine = container_engine(tmp_path, 4 * GIB, 3 * GIB)
+    engine.caches.remember(comfyui_with_cache_ram)
+    served = await serve(engine)
     status = await served.goto_panel()
     notice = status["comfyui"]["output_cache"]
     assert notice["kind"] == "RAMPressureCache" and notice["reads_host_ram"] is True
@@ -87,9 +85,9 @@ async def test_after_033_the_panel_says_which_ram_reading_is_used_and_what_comfy
     # ComfyUI's comfy.system_memory reads 20 GB in use in a 4 GB container (the v1 hierarchy's root): not used.
     install_system_memory(monkeypatch, 4 * GIB, 20 * GIB, 64 * GIB, 40 * GIB)
     finished = PromptRelease("p-7", 1000.0, 1004.0, 9, 4, 2 * GIB, 1, 1, GIB // 2, False, False, 2, GIB)
-    monkeypatch.setattr(release_watch, "last", finished)
-    monkeypatch.setattr(release_watch, "_tally", None)
-    served = await serve(container_engine(tmp_path, 4 * GIB, 3 * GIB))
+    engine = container_engine(tmp_path, 4 * GIB, 3 * GIB)
+    monkeypatch.setattr(engine.release, "last", finished)
+    served = await serve(engine)
     status = await served.goto_panel()
     assert status["comfyui"]["ram_reader"] == "comfy_memhooks"
     reader = served.page.locator('[data-role="ram-reader"]')
