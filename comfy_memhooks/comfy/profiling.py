@@ -61,8 +61,9 @@ def peaks_for(engine: Engine) -> RamPeaks:
 
 
 def predictor_for(engine: Engine, settings: SettingsStore) -> PredictiveCleanup:
-    """Predictive cleanup on the process's learned peaks, saved to their file after each prompt; the node that was
-    running when the previous ComfyUI stopped without warning (:mod:`..engine.last_node`) is learned first."""
+    """Predictive cleanup on the process's learned peaks, saved to their file after a prompt that changed them and
+    at exit; the node that was running when the previous ComfyUI stopped without warning (:mod:`..engine.last_node`)
+    is learned first."""
     learned = get_learned_file()
     running = RunningNodeFile(learned.path.with_name(RUNNING_FILE_NAME))
     predictor = PredictiveCleanup(
@@ -74,6 +75,7 @@ def predictor_for(engine: Engine, settings: SettingsStore) -> PredictiveCleanup:
     )
     left = running.open()
     atexit.register(running.close)  # a clean exit leaves no node behind
+    atexit.register(learned.save, everything=True)  # and keeps the runs' counts learned since the last save
     if left is not None:
         predictor.learn_from_crash(left)
         learned.save()
