@@ -66,10 +66,15 @@ def predictor_for(engine: Engine, settings: SettingsStore) -> PredictiveCleanup:
     is learned first."""
     learned = get_learned_file()
     running = RunningNodeFile(learned.path.with_name(RUNNING_FILE_NAME))
+
+    def enabled() -> bool:  # read twice per node: the settings once
+        current = settings.current
+        return current.enabled and current.predictive_cleanup
+
     predictor = PredictiveCleanup(
         engine,
         learned.table,
-        enabled=lambda: settings.current.enabled and settings.current.predictive_cleanup,
+        enabled=enabled,
         save=learned.save,
         running=running,
     )
