@@ -143,7 +143,7 @@ class NodeProfile:
 
 
 class _NodeProfileSlots:
-    """A :class:`NodeProfile`'s slots, under a class that sets them by plain assignment (see :func:`new_node_profile`)."""
+    """A :class:`NodeProfile`'s slots, on a class that sets them by plain assignment (:func:`new_node_profile`)."""
 
     __slots__ = NodeProfile.__slots__
 
