@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -263,6 +264,22 @@ class RamPeak:
     container_peak_bytes: int | None = None
 
 
+class _RamPeakSlots:
+    __slots__ = RamPeak.__slots__
+
+
+def _exact_peak(rss_peak_bytes: int | None) -> RamPeak:
+    """``RamPeak(rss_peak_bytes, PeakMethod.HWM)``, made after every node by plain assignment of its slots, then its
+    class (as ``records.new_node_profile`` makes a record, which says why)."""
+    peak: Any = _RamPeakSlots()
+    peak.rss_peak_bytes, peak.method, peak.container_before_bytes, peak.container_peak_bytes = (
+        rss_peak_bytes, PeakMethod.HWM, None, None
+    )  # fmt: skip
+    peak.__class__ = RamPeak
+    made: RamPeak = peak
+    return made
+
+
 class PeakSpan:
     """One node's span, open between its start and its end; one is made per node, so a plain slotted class."""
 
@@ -335,7 +352,7 @@ class RamPeaks:
             mark = process.read() if process is not None else None
             if mark is not None:
                 self._open = []
-                return RamPeak(_higher(_higher(span.rss_peak, mark), rss_after), PeakMethod.HWM)
+                return _exact_peak(_higher(_higher(span.rss_peak, mark), rss_after))
         self._fold()
         if span in self._open:  # else closed twice, or opened before the spans were cleared: measured all the same
             self._open.remove(span)
