@@ -319,10 +319,6 @@ def steps_version(spec: str, prompts: int, nodes: int, browser: bool, condition:
         report(f"  {nanoseconds / count / 1000:8.2f} µs {calls / count:6.2f}  {name}")
 
 
-def _callgrind(pid: int, *options: str) -> None:
-    subprocess.run(["callgrind_control", *options, str(pid)], check=True, capture_output=True)
-
-
 def _thread_totals(folder: Path, name: str, pid: int, dump: int) -> list[int]:
     """Each thread's instructions in dump number ``dump`` of one server, most first (the worker's, then the rest)."""
     totals = []
@@ -336,11 +332,14 @@ def _thread_totals(folder: Path, name: str, pid: int, dump: int) -> list[int]:
 def instructions_version(spec: str, names: list[str], nodes: int, prompts: int, against: str | None) -> None:
     """Instructions per node under callgrind: deterministic, unlike time on a shared machine.
 
-    Each server runs under ``valgrind --tool=callgrind --separate-threads=yes`` with instrumentation off; for each
-    measured prompt it is switched on, the counters zeroed, and dumped afterwards. The worker thread is the one
-    with the most instructions; the other threads (ComfyUI's event loop, comfy_memhooks' watchdog and sampler) are
-    shown apart, since under valgrind a prompt lasts some fifty times longer and a periodic thread ticks that much
-    more often.
+    Each server runs under ``valgrind --tool=callgrind --separate-threads=yes`` with instrumentation off; the pack
+    switches it on and zeroes the counters as each prompt's ``PromptExecutor.execute`` starts, and dumps them as it
+    returns, in the worker thread (``MEMHOOKS_BENCH_CALLGRIND``): the window is the prompt and nothing else, not
+    ComfyUI's ``gc.collect()`` right after it (which walks every object of the process, comfy_memhooks' modules
+    included: some 30,000 instructions a node of a 300-node prompt when it fell inside). The worker thread is the
+    one with the most instructions; the other threads (ComfyUI's event loop, comfy_memhooks' watchdog and sampler)
+    are shown apart, since under valgrind a prompt lasts some fifty times longer and a periodic thread ticks that
+    much more often.
     """
     global prompt_deadline_seconds
     comfyui_server.READY_SECONDS = prompt_deadline_seconds = 1800  # valgrind: minutes to start, 50 times slower
@@ -367,7 +366,7 @@ def instructions_version(spec: str, names: list[str], nodes: int, prompts: int, 
                 condition.name,
                 condition.with_memhooks,
                 condition.settings,
-                {**condition.environment, "PYTHONHASHSEED": "0"},
+                {**condition.environment, "PYTHONHASHSEED": "0", "MEMHOOKS_BENCH_CALLGRIND": "1"},
                 condition.project,
             )
 
@@ -387,17 +386,13 @@ def instructions_version(spec: str, names: list[str], nodes: int, prompts: int, 
         for server in servers.values():
             color += 1
             _run(server, _chain(nodes, color), "warm-up")
-        for dump in range(1, prompts + 1):
+        for dump in range(2, prompts + 2):  # the pack dumps every prompt: the first was the warm-up
             for condition in conditions:
                 server = servers[condition.name]
                 assert server.process is not None
-                pid = server.process.pid
-                _callgrind(pid, "--instr=on")
-                _callgrind(pid, "--zero")
                 color += 1
                 _run(server, _chain(nodes, color), "measured")
-                _callgrind(pid, "--dump")
-                _callgrind(pid, "--instr=off")
+                pid = server.process.pid
                 measured[condition.name].append(_thread_totals(folder, condition.name.replace(" ", "-"), pid, dump))
     finally:
         for server in servers.values():
@@ -405,12 +400,19 @@ def instructions_version(spec: str, names: list[str], nodes: int, prompts: int, 
     count = nodes + 2
     report(f"ComfyUI {version}: instructions (callgrind) per node, {prompts} prompts of {count} nodes each")
     worker_empty = statistics.median(totals[0] for totals in measured[EMPTY]) / count
+    workers = {}
     for condition in conditions:
-        worker = statistics.median(totals[0] for totals in measured[condition.name]) / count
+        worker = workers[condition.name] = statistics.median(totals[0] for totals in measured[condition.name]) / count
         others = statistics.median(sum(totals[1:]) for totals in measured[condition.name]) / count
         report(
             f"  {condition.name:22} worker {worker:11,.0f}   ratio {worker / worker_empty:.4f}   "
             f"added {worker - worker_empty:+9,.0f}   other threads {others:9,.0f}"
+        )
+    if against is not None:
+        old, new = workers[conditions[-1].name] - worker_empty, workers["defaults"] - worker_empty
+        report(
+            f"  defaults against {conditions[-1].name}: {new / old if old else float('nan'):.3f} of the instructions "
+            f"added a node ({new - old:+,.0f} a node)"
         )
 
 
