@@ -329,6 +329,28 @@ def _thread_totals(folder: Path, name: str, pid: int, dump: int) -> list[int]:
     return sorted(totals, reverse=True)
 
 
+def _collector(folder: Path, name: str, pid: int, dump: int) -> int | None:
+    """The instructions Python's cyclic garbage collector (``gc_collect_main``, inclusive) took in the worker thread
+    in dump number ``dump``: ``callgrind_annotate`` of the thread with the most instructions; ``None`` unknown."""
+    worker: tuple[int, Path] | None = None
+    for path in folder.glob(f"{name}.{pid}.{dump}-*"):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("totals:") and (worker is None or int(line.split()[1]) > worker[0]):
+                worker = (int(line.split()[1]), path)
+    if worker is None:
+        return None
+    annotated = subprocess.run(
+        ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(worker[1])],
+        check=False,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for line in annotated.splitlines():
+        if line.rstrip().endswith(":gc_collect_main") or ":gc_collect_main " in line:
+            return int(line.split()[0].replace(",", ""))
+    return None
+
+
 def instructions_version(spec: str, names: list[str], nodes: int, prompts: int, against: str | None) -> None:
     """Instructions per node under callgrind: deterministic, unlike time on a shared machine.
 
@@ -339,7 +361,11 @@ def instructions_version(spec: str, names: list[str], nodes: int, prompts: int, 
     included: some 30,000 instructions a node of a 300-node prompt when it fell inside). The worker thread is the
     one with the most instructions; the other threads (ComfyUI's event loop, comfy_memhooks' watchdog and sampler)
     are shown apart, since under valgrind a prompt lasts some fifty times longer and a periodic thread ticks that
-    much more often.
+    much more often. The worker's count is also shown without Python's garbage collector (``gc_collect_main``,
+    some 12% of the worker's instructions), and the collector apart: it walks every object of the process when
+    ComfyUI's allocations set it off, so what it adds follows the size of the heap (comfy_memhooks' ~10,000 objects
+    of modules, its kept records) more than the nodes, and a full collection in one prompt and not the next is the
+    count's largest noise.
     """
     global prompt_deadline_seconds
     comfyui_server.READY_SECONDS = prompt_deadline_seconds = 1800  # valgrind: minutes to start, 50 times slower
@@ -382,6 +408,7 @@ def instructions_version(spec: str, names: list[str], nodes: int, prompts: int, 
             raise ComfyError(f"ComfyUI under valgrind did not start for {missing}")
         version = servers[EMPTY].version()
         measured: dict[str, list[list[int]]] = {condition.name: [] for condition in conditions}
+        collected: dict[str, list[int | None]] = {condition.name: [] for condition in conditions}
         color = 0
         for server in servers.values():
             color += 1
@@ -393,7 +420,9 @@ def instructions_version(spec: str, names: list[str], nodes: int, prompts: int, 
                 color += 1
                 _run(server, _chain(nodes, color), "measured")
                 pid = server.process.pid
-                measured[condition.name].append(_thread_totals(folder, condition.name.replace(" ", "-"), pid, dump))
+                file_name = condition.name.replace(" ", "-")
+                measured[condition.name].append(_thread_totals(folder, file_name, pid, dump))
+                collected[condition.name].append(_collector(folder, file_name, pid, dump))
     finally:
         for server in servers.values():
             server.stop()
@@ -408,6 +437,24 @@ def instructions_version(spec: str, names: list[str], nodes: int, prompts: int, 
             f"  {condition.name:22} worker {worker:11,.0f}   ratio {worker / worker_empty:.4f}   "
             f"added {worker - worker_empty:+9,.0f}   other threads {others:9,.0f}"
         )
+    if all(value is not None for values in collected.values() for value in values):
+        # Python's collector walks every object of the process, comfy_memhooks' modules and records included, when
+        # the allocations of the prompt (ComfyUI's, mostly) set it off: a cost of the heap's size more than of the
+        # nodes, and the noisiest part of the count (a full collection falls in one prompt and not the next).
+        report("  the worker without Python's garbage collector, and the collector apart:")
+        rest = {
+            name: statistics.median(t[0] - (g or 0) for t, g in zip(measured[name], collected[name], strict=True))
+            / count
+            for name in measured
+        }
+        gc_work = {name: statistics.median(g or 0 for g in collected[name]) / count for name in collected}
+        for condition in conditions:
+            name = condition.name
+            report(
+                f"  {name:22} without  {rest[name]:11,.0f}   ratio {rest[name] / rest[EMPTY]:.4f}   "
+                f"added {rest[name] - rest[EMPTY]:+9,.0f}   collector {gc_work[name]:9,.0f} "
+                f"({gc_work[name] - gc_work[EMPTY]:+,.0f})"
+            )
     if against is not None:
         old, new = workers[conditions[-1].name] - worker_empty, workers["defaults"] - worker_empty
         report(
