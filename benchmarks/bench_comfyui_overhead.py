@@ -154,7 +154,10 @@ def _run(server: ComfyUI, prompt: dict[str, Any], client_id: str) -> Measure:
     deadline = time.monotonic() + prompt_deadline_seconds
     while time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
-        entry = server.get(f"/history/{prompt_id}").get(prompt_id)
+        try:
+            entry = server.get(f"/history/{prompt_id}").get(prompt_id)
+        except TimeoutError:  # a server under valgrind on a busy machine: ask again, until the prompt's deadline
+            continue
         if entry and entry["status"].get("completed"):
             times = server.get("/memhooks_bench/times")[-1]
             return Measure(
@@ -319,10 +322,6 @@ def steps_version(spec: str, prompts: int, nodes: int, browser: bool, condition:
         report(f"  {nanoseconds / count / 1000:8.2f} µs {calls / count:6.2f}  {name}")
 
 
-def _callgrind(pid: int, *options: str) -> None:
-    subprocess.run(["callgrind_control", *options, str(pid)], check=True, capture_output=True)
-
-
 def _thread_totals(folder: Path, name: str, pid: int, dump: int) -> list[int]:
     """Each thread's instructions in dump number ``dump`` of one server, most first (the worker's, then the rest)."""
     totals = []
@@ -333,14 +332,43 @@ def _thread_totals(folder: Path, name: str, pid: int, dump: int) -> list[int]:
     return sorted(totals, reverse=True)
 
 
+def _collector(folder: Path, name: str, pid: int, dump: int) -> int | None:
+    """The instructions Python's cyclic garbage collector (``gc_collect_main``, inclusive) took in the worker thread
+    in dump number ``dump``: ``callgrind_annotate`` of the thread with the most instructions; ``None`` unknown."""
+    worker: tuple[int, Path] | None = None
+    for path in folder.glob(f"{name}.{pid}.{dump}-*"):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("totals:") and (worker is None or int(line.split()[1]) > worker[0]):
+                worker = (int(line.split()[1]), path)
+    if worker is None:
+        return None
+    annotated = subprocess.run(
+        ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(worker[1])],
+        check=False,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for line in annotated.splitlines():
+        if line.rstrip().endswith(":gc_collect_main") or ":gc_collect_main " in line:
+            return int(line.split()[0].replace(",", ""))
+    return None
+
+
 def instructions_version(spec: str, names: list[str], nodes: int, prompts: int, against: str | None) -> None:
     """Instructions per node under callgrind: deterministic, unlike time on a shared machine.
 
-    Each server runs under ``valgrind --tool=callgrind --separate-threads=yes`` with instrumentation off; for each
-    measured prompt it is switched on, the counters zeroed, and dumped afterwards. The worker thread is the one
-    with the most instructions; the other threads (ComfyUI's event loop, comfy_memhooks' watchdog and sampler) are
-    shown apart, since under valgrind a prompt lasts some fifty times longer and a periodic thread ticks that much
-    more often.
+    Each server runs under ``valgrind --tool=callgrind --separate-threads=yes`` with instrumentation off; the pack
+    switches it on and zeroes the counters as each prompt's ``PromptExecutor.execute`` starts, and dumps them as it
+    returns, in the worker thread (``MEMHOOKS_BENCH_CALLGRIND``): the window is the prompt and nothing else, not
+    ComfyUI's ``gc.collect()`` right after it (which walks every object of the process, comfy_memhooks' modules
+    included: some 30,000 instructions a node of a 300-node prompt when it fell inside). The worker thread is the
+    one with the most instructions; the other threads (ComfyUI's event loop, comfy_memhooks' watchdog and sampler)
+    are shown apart, since under valgrind a prompt lasts some fifty times longer and a periodic thread ticks that
+    much more often. The worker's count is also shown without Python's garbage collector (``gc_collect_main``,
+    some 12% of the worker's instructions), and the collector apart: it walks every object of the process when
+    ComfyUI's allocations set it off, so what it adds follows the size of the heap (comfy_memhooks' ~10,000 objects
+    of modules, its kept records) more than the nodes, and a full collection in one prompt and not the next is the
+    count's largest noise.
     """
     global prompt_deadline_seconds
     comfyui_server.READY_SECONDS = prompt_deadline_seconds = 1800  # valgrind: minutes to start, 50 times slower
@@ -367,7 +395,7 @@ def instructions_version(spec: str, names: list[str], nodes: int, prompts: int, 
                 condition.name,
                 condition.with_memhooks,
                 condition.settings,
-                {**condition.environment, "PYTHONHASHSEED": "0"},
+                {**condition.environment, "PYTHONHASHSEED": "0", "MEMHOOKS_BENCH_CALLGRIND": "1"},
                 condition.project,
             )
 
@@ -383,34 +411,58 @@ def instructions_version(spec: str, names: list[str], nodes: int, prompts: int, 
             raise ComfyError(f"ComfyUI under valgrind did not start for {missing}")
         version = servers[EMPTY].version()
         measured: dict[str, list[list[int]]] = {condition.name: [] for condition in conditions}
+        collected: dict[str, list[int | None]] = {condition.name: [] for condition in conditions}
         color = 0
         for server in servers.values():
             color += 1
             _run(server, _chain(nodes, color), "warm-up")
-        for dump in range(1, prompts + 1):
+        for dump in range(2, prompts + 2):  # the pack dumps every prompt: the first was the warm-up
             for condition in conditions:
                 server = servers[condition.name]
                 assert server.process is not None
-                pid = server.process.pid
-                _callgrind(pid, "--instr=on")
-                _callgrind(pid, "--zero")
                 color += 1
                 _run(server, _chain(nodes, color), "measured")
-                _callgrind(pid, "--dump")
-                _callgrind(pid, "--instr=off")
-                measured[condition.name].append(_thread_totals(folder, condition.name.replace(" ", "-"), pid, dump))
+                pid = server.process.pid
+                file_name = condition.name.replace(" ", "-")
+                measured[condition.name].append(_thread_totals(folder, file_name, pid, dump))
+                collected[condition.name].append(_collector(folder, file_name, pid, dump))
     finally:
         for server in servers.values():
             server.stop()
     count = nodes + 2
     report(f"ComfyUI {version}: instructions (callgrind) per node, {prompts} prompts of {count} nodes each")
     worker_empty = statistics.median(totals[0] for totals in measured[EMPTY]) / count
+    workers = {}
     for condition in conditions:
-        worker = statistics.median(totals[0] for totals in measured[condition.name]) / count
+        worker = workers[condition.name] = statistics.median(totals[0] for totals in measured[condition.name]) / count
         others = statistics.median(sum(totals[1:]) for totals in measured[condition.name]) / count
         report(
             f"  {condition.name:22} worker {worker:11,.0f}   ratio {worker / worker_empty:.4f}   "
             f"added {worker - worker_empty:+9,.0f}   other threads {others:9,.0f}"
+        )
+    if all(value is not None for values in collected.values() for value in values):
+        # Python's collector walks every object of the process, comfy_memhooks' modules and records included, when
+        # the allocations of the prompt (ComfyUI's, mostly) set it off: a cost of the heap's size more than of the
+        # nodes, and the noisiest part of the count (a full collection falls in one prompt and not the next).
+        report("  the worker without Python's garbage collector, and the collector apart:")
+        rest = {
+            name: statistics.median(t[0] - (g or 0) for t, g in zip(measured[name], collected[name], strict=True))
+            / count
+            for name in measured
+        }
+        gc_work = {name: statistics.median(g or 0 for g in collected[name]) / count for name in collected}
+        for condition in conditions:
+            name = condition.name
+            report(
+                f"  {name:22} without  {rest[name]:11,.0f}   ratio {rest[name] / rest[EMPTY]:.4f}   "
+                f"added {rest[name] - rest[EMPTY]:+9,.0f}   collector {gc_work[name]:9,.0f} "
+                f"({gc_work[name] - gc_work[EMPTY]:+,.0f})"
+            )
+    if against is not None:
+        old, new = workers[conditions[-1].name] - worker_empty, workers["defaults"] - worker_empty
+        report(
+            f"  defaults against {conditions[-1].name}: {new / old if old else float('nan'):.3f} of the instructions "
+            f"added a node ({new - old:+,.0f} a node)"
         )
 
 

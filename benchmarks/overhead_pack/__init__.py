@@ -6,8 +6,12 @@ three ways: wall-clock, the worker thread's CPU time and the whole process's CPU
 ``MEMHOOKS_BENCH_PROFILE`` naming a folder, it also profiles each prompt in the worker thread with cProfile and
 writes ``<folder>/<n>.prof``. With ``MEMHOOKS_BENCH_STEPS`` set, it times comfy_memhooks' own parts on the
 executor's path directly (the tracker's calls, each per-node pipeline step, each signal sent), in ComfyUI's
-worker thread, and serves the totals per prompt at ``GET /memhooks_bench/steps``. Loaded beside comfy_memhooks or
-alone, the pack is the same, so the two servers differ only by comfy_memhooks.
+worker thread, and serves the totals per prompt at ``GET /memhooks_bench/steps``. With ``MEMHOOKS_BENCH_CALLGRIND``
+set (ComfyUI under ``valgrind --tool=callgrind --instr-atstart=no``), it has callgrind count each prompt exactly: the
+counters are switched on and zeroed as ``PromptExecutor.execute`` starts and dumped as it returns, from the worker
+thread itself, so neither ComfyUI's ``gc.collect()`` after a prompt (whose cost grows with every module loaded) nor
+the benchmark's polling falls inside. Loaded beside comfy_memhooks or alone, the pack is the same, so the two
+servers differ only by comfy_memhooks.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import cProfile
 import functools
 import itertools
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -92,7 +97,12 @@ def _time_memhooks() -> None:
         )
 
 
-def _timed(original: Any, folder: Path | None, steps: bool) -> Any:
+def _callgrind(*options: str) -> None:
+    """Tells this process's callgrind what to do (``callgrind_control``), and waits until it has."""
+    subprocess.run(["callgrind_control", *options, str(os.getpid())], check=True, capture_output=True)
+
+
+def _timed(original: Any, folder: Path | None, steps: bool, callgrind: bool) -> Any:
     counter = itertools.count()
 
     @functools.wraps(original)
@@ -100,6 +110,17 @@ def _timed(original: Any, folder: Path | None, steps: bool) -> Any:
         if steps:
             _STEPS.append({})
             _time_memhooks()
+        if callgrind:
+            _callgrind("--instr=on")
+            _callgrind("--zero")
+        try:
+            return _execute(*args, **kwargs)
+        finally:
+            if callgrind:
+                _callgrind("--dump")
+                _callgrind("--instr=off")
+
+    def _execute(*args: Any, **kwargs: Any) -> Any:
         profiler = None
         if folder is not None:
             profiler = cProfile.Profile()
@@ -132,7 +153,8 @@ def _install() -> None:
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     steps = bool(os.environ.get("MEMHOOKS_BENCH_STEPS"))
-    execution.PromptExecutor.execute = _timed(execution.PromptExecutor.execute, folder, steps)
+    callgrind = bool(os.environ.get("MEMHOOKS_BENCH_CALLGRIND"))
+    execution.PromptExecutor.execute = _timed(execution.PromptExecutor.execute, folder, steps, callgrind)
 
     @PromptServer.instance.routes.get("/memhooks_bench/times")
     async def times(request: web.Request) -> web.Response:

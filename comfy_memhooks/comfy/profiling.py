@@ -69,19 +69,26 @@ def peaks_for(engine: Engine) -> RamPeaks:
 def predictor_for(
     engine: Engine, settings: SettingsStore, learned: LearnedFile, pipeline: NodePipeline | None = None
 ) -> PredictiveCleanup:
-    """Predictive cleanup on the learned peaks, saved to their file after each prompt; the node that was running
-    when the previous ComfyUI stopped without warning (:mod:`..triggers.last_node`) is learned first."""
+    """Predictive cleanup on the learned peaks, saved to their file after a prompt that changed them and at exit;
+    the node that was running when the previous ComfyUI stopped without warning (:mod:`..triggers.last_node`) is
+    learned first."""
     running = RunningNodeFile(learned.path.with_name(RUNNING_FILE_NAME))
+
+    def enabled() -> bool:  # read twice per node: the settings once
+        current = settings.current
+        return current.enabled and current.predictive_cleanup
+
     predictor = PredictiveCleanup(
         engine,
         learned.table,
-        enabled=lambda: settings.current.enabled and settings.current.predictive_cleanup,
+        enabled=enabled,
         save=learned.save,
         running=running,
         pipeline=pipeline,
     )
     left = running.open()
     atexit.register(running.close)  # a clean exit leaves no node behind
+    atexit.register(learned.save, everything=True)  # and keeps the runs' counts learned since the last save
     if left is not None:
         predictor.learn_from_crash(left)
         learned.save()

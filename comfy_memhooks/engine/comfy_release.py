@@ -135,6 +135,43 @@ class _Tally:
         )
 
 
+class _Ours(threading.local):
+    """Whether the calling thread is inside :meth:`PromptReleaseWatch.ours`; ``False`` unless set, read by the
+    pass-through on every call without an attribute miss."""
+
+    active = False
+
+
+class _PassThroughOnClass:
+    """The pass-through on the cache's class for one prompt: ComfyUI's outputs cache gets it, any other instance
+    the class's own method. On the class, not in the instance's ``__dict__``: asking an object for its ``__dict__``
+    makes CPython (3.11 and later) give up its inline attribute values, and every attribute and method look-up of
+    ComfyUI's own cache methods (hundreds a node, the RAM-pressure cache walking its entries after every node) then
+    takes the slow path, for the rest of the process: 1.8 times as long."""
+
+    __slots__ = ("function", "target", "wrapper")
+
+    def __init__(self, function: Any, target: Any, wrapper: Any):
+        self.function = function
+        self.target = target
+        self.wrapper = wrapper
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        if instance is not None and instance is self.target:
+            return self.wrapper
+        get = getattr(type(self.function), "__get__", None)
+        return self.function if get is None else get(self.function, instance, owner)
+
+
+def _class_attribute(cls: type, name: str) -> Any:
+    """What ``name`` is on ``cls`` or the first base that has it, unbound; ``_ABSENT`` when none has."""
+    for klass in cls.__mro__:
+        found = vars(klass).get(name, _ABSENT)
+        if found is not _ABSENT:
+            return found
+    return _ABSENT
+
+
 def _hold_nothing() -> contextlib.AbstractContextManager[bool]:
     return contextlib.nullcontext(False)
 
@@ -171,11 +208,12 @@ class PromptReleaseWatch:
         self.hold: Callable[[], contextlib.AbstractContextManager[bool]] = _hold_nothing
         self.cleanups: Callable[[], tuple[int, int]] = _no_cleanups
         self._wall_clock = wall_clock
-        self._ours = threading.local()
+        self._ours = _Ours()
         self._tally: _Tally | None = None
         self._watched: Any = None
         self._previous: Any = None
         self._wrapper: Any = None
+        self._on_class: _PassThroughOnClass | None = None  # the class's pass-through, else it is the instance's
         self.last: PromptRelease | None = None
         """The latest prompt's figures (the running one's so far, while it runs); ``None`` before any."""
 
@@ -210,17 +248,19 @@ class PromptReleaseWatch:
     def _begin(self, executor: Any, prompt_id: Any) -> None:
         self._end()
         outputs = getattr(getattr(executor, "caches", None), "outputs", None)
-        method = getattr(type(outputs), RELEASE_METHOD, None)
-        if outputs is None or not callable(method) or not hasattr(outputs, "__dict__"):
+        cls = type(outputs)
+        method = getattr(cls, RELEASE_METHOD, None)
+        if outputs is None or not callable(method) or not cls.__dictoffset__:
             return  # no RAM-pressure cache (the classic one, an older ComfyUI): nothing releases per node
         tally = _Tally(None if prompt_id is None else str(prompt_id), self._wall_clock(), self.cleanups())
         original = getattr(outputs, RELEASE_METHOD)
         found = getattr(outputs, "cache", None)
         entries: dict[Any, Any] = found if isinstance(found, dict) else {}  # no entries to count: 0 evicted
+        ours = self._ours
 
         def ram_release(*args: Any, **kwargs: Any) -> Any:
             before = len(entries)
-            if getattr(self._ours, "active", False):
+            if ours.active:
                 freed = original(*args, **kwargs)
                 tally.ours_calls += 1
                 tally.ours_evicted += before - len(entries)
@@ -233,24 +273,39 @@ class PromptReleaseWatch:
             tally.core_freed += _whole(freed)
             return freed
 
-        own = vars(outputs)
-        self._previous = own.get(RELEASE_METHOD, _ABSENT)  # another extension's, put back as it was at the end
-        own[RELEASE_METHOD] = ram_release
+        function = _class_attribute(cls, RELEASE_METHOD)
+        if getattr(original, "__self__", None) is outputs and getattr(original, "__func__", None) is function:
+            # The class's own method, as ComfyUI has it: the pass-through goes on the class for the prompt.
+            self._previous = vars(cls).get(RELEASE_METHOD, _ABSENT)
+            self._on_class = _PassThroughOnClass(function, outputs, ram_release)
+            setattr(cls, RELEASE_METHOD, self._on_class)
+        else:  # another extension's own wrapper on the instance: ours wraps it there, and it is put back as it was
+            own = vars(outputs)
+            self._previous = own.get(RELEASE_METHOD, _ABSENT)
+            own[RELEASE_METHOD] = ram_release
         self._tally = tally
         self._watched = outputs
         self._wrapper = ram_release
 
     def _end(self) -> None:
-        tally, outputs = self._tally, self._watched
-        self._tally = self._watched = None
+        tally, outputs, on_class = self._tally, self._watched, self._on_class
+        self._tally = self._watched = self._on_class = None
         if tally is None or outputs is None:
             return
-        own = vars(outputs)
-        if own.get(RELEASE_METHOD) is self._wrapper:  # else someone replaced ours since: theirs stays
-            if self._previous is _ABSENT:
-                del own[RELEASE_METHOD]
-            else:
-                own[RELEASE_METHOD] = self._previous
+        if on_class is not None:
+            cls = type(outputs)
+            if vars(cls).get(RELEASE_METHOD) is on_class:  # else someone replaced ours since: theirs stays
+                if self._previous is _ABSENT:
+                    delattr(cls, RELEASE_METHOD)
+                else:
+                    setattr(cls, RELEASE_METHOD, self._previous)
+        else:
+            own = vars(outputs)
+            if own.get(RELEASE_METHOD) is self._wrapper:  # else someone replaced ours since: theirs stays
+                if self._previous is _ABSENT:
+                    del own[RELEASE_METHOD]
+                else:
+                    own[RELEASE_METHOD] = self._previous
         self._previous = self._wrapper = None
         active = _counter(getattr(outputs, "active_evictions", None))
         full = _counter(getattr(outputs, "full_evictions", None))

@@ -25,7 +25,7 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 def rss_from_statm(data: bytes) -> int | None:
     """The resident set in bytes from ``/proc/<pid>/statm`` (its second field, in pages); ``None`` if unreadable."""
-    fields = data.split()
+    fields = data.split(None, 2)  # the first two fields only: read after every node
     if len(fields) > 1 and fields[1].isdigit():
         return int(fields[1]) * PAGE_SIZE
     return None

@@ -25,7 +25,7 @@ from .. import signals
 from ..failures import Failures
 from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, hook_failures
 from .peaks import PeakSpan, RamPeak, RamPeaks
-from .records import NodeProfile
+from .records import NodeProfile, new_node_profile
 from .sampling import ResidentSet, TorchCounters
 from .store import ProfileStore
 
@@ -36,6 +36,9 @@ profile_failures = Failures(logger, "the node profile failed while {kind}; nodes
 
 HeavyReading = Callable[[], tuple[int | None, tuple[int | None, ...]]]
 """A fresh reading for a heavy node: the system's (or container's) RAM used, and each GPU's used VRAM."""
+
+
+_NOT_SEEN = object()
 
 
 def _unknown_ram() -> int | None:
@@ -101,6 +104,7 @@ class ProfileRecorder:
         self._prompt: tuple[str, float] | None = None  # the prompt recorded now and its start, read at every node
         self._connected = False
         self._listening = False
+        self._success: Any = _NOT_SEEN  # ComfyUI's ExecutionResult.SUCCESS, once a node returned it
 
     def connect(self) -> None:
         """Subscribes to the prompt signals (strongly: bound methods) and puts its steps into the pipeline."""
@@ -237,30 +241,41 @@ class ProfileRecorder:
             ram_used = self.ram_used()
         prompt = self._prompt
         prompt_started = prompt[1] if prompt is not None and prompt[0] == prompt_id else self.store.started(prompt_id)
-        return NodeProfile(
-            node_id=node_id,
-            node_class=before.node_class,
-            prompt_id=prompt_id,
-            heavy=before.heavy,
-            cached=bool(cached),
-            success=error is None and getattr(result, "name", None) == "SUCCESS",
-            started_seconds=None if prompt_started is None else before.started - prompt_started,
-            duration_seconds=(
-                float(duration_seconds) if duration_seconds is not None else time.perf_counter() - before.started
-            ),
-            rss_before_bytes=before.rss,
-            rss_after_bytes=rss,
-            ram_used_before_bytes=before.ram_used,
-            ram_used_after_bytes=ram_used,
-            torch_allocated_before_bytes=before.allocated,
-            torch_allocated_after_bytes=allocated,
-            torch_reserved_before_bytes=before.reserved,
-            torch_reserved_after_bytes=reserved,
-            torch_peak_allocated_bytes=peak,
-            gpu_used_before_bytes=before.gpus,
-            gpu_used_after_bytes=gpus,
-            rss_peak_bytes=None if ram_peak is None else ram_peak.rss_peak_bytes,
-            ram_peak_method=None if ram_peak is None else ram_peak.method,
-            container_before_bytes=None if ram_peak is None else ram_peak.container_before_bytes,
-            container_peak_bytes=None if ram_peak is None else ram_peak.container_peak_bytes,
+        if ram_peak is None:
+            rss_peak = method = container_before = container_peak = None
+        else:
+            rss_peak, method = ram_peak.rss_peak_bytes, ram_peak.method
+            container_before, container_peak = ram_peak.container_before_bytes, ram_peak.container_peak_bytes
+        return new_node_profile(  # NodeProfile's fields, in order
+            node_id,
+            before.node_class,
+            prompt_id,
+            before.heavy,
+            bool(cached),
+            error is None and (result is self._success or self._is_success(result)),
+            None if prompt_started is None else before.started - prompt_started,
+            float(duration_seconds) if duration_seconds is not None else time.perf_counter() - before.started,
+            before.rss,
+            rss,
+            before.ram_used,
+            ram_used,
+            before.allocated,
+            allocated,
+            before.reserved,
+            reserved,
+            peak,
+            before.gpus,
+            gpus,
+            rss_peak,
+            method,
+            container_before,
+            container_peak,
         )
+
+    def _is_success(self, result: Any) -> bool:
+        """Whether ``result`` is ComfyUI's ``ExecutionResult.SUCCESS``, by name; the member is then remembered, so the
+        next node's is one identity check (an enum's ``name`` is a Python-level property)."""
+        if getattr(result, "name", None) != "SUCCESS":
+            return False
+        self._success = result
+        return True

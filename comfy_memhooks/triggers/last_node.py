@@ -27,6 +27,7 @@ SIZE = 1024
 """Bytes mapped: a class name of at most 200 characters, an id, a workload and a number fit with room to spare."""
 _FIELDS = 6
 _EMPTY = b"\0"
+_WRITTEN = ord("1")  # the first byte of a line written in full
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,19 +118,20 @@ class RunningNodeFile:
         mapped = self._map
         if mapped is None:
             return
-        line = (
-            f"1\t{node_class}\t{node_id}\t{'' if free_bytes is None else free_bytes}\t{workload_kind or ''}\t"
+        # The line but its first byte, which is written last: a reader never sees half a line marked as written.
+        rest = (
+            f"\t{node_class}\t{node_id}\t{'' if free_bytes is None else free_bytes}\t{workload_kind or ''}\t"
             f"{'' if workload_units is None else workload_units}\n"
         ).encode("utf-8", "replace")
-        if len(line) > SIZE or "\t" in node_class or "\n" in node_class:
+        if len(rest) >= SIZE or "\t" in node_class or "\n" in node_class:
             return  # a name that does not fit the format: that node is not kept
-        mapped[1 : len(line)] = line[1:]
-        mapped[:1] = line[:1]  # the first byte last: a reader never sees half a line marked as written
+        mapped[1 : len(rest) + 1] = rest
+        mapped[0] = _WRITTEN
 
     def finished(self) -> None:
         mapped = self._map
         if mapped is not None:
-            mapped[:1] = _EMPTY
+            mapped[0] = 0  # _EMPTY
 
     def close(self) -> None:
         mapped, self._map = self._map, None

@@ -18,6 +18,7 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import InvalidSetting
 
@@ -61,6 +62,25 @@ class Sample:
     vram_peak_bytes: int | None
     workload: Workload | None
     ram_is_peak: bool = True
+
+
+class _SampleSlots:
+    __slots__ = Sample.__slots__
+
+
+def new_sample(
+    ram_peak_bytes: int | None, vram_peak_bytes: int | None, workload: Workload | None, ram_is_peak: bool
+) -> Sample:
+    """``Sample(...)`` of the same arguments at a third of the cost, for the run learned after every node: plainly
+    assigned slots, then the class (as :func:`..profile.records.new_node_profile` does, which says why)."""
+    sample: Any = _SampleSlots()
+    sample.ram_peak_bytes = ram_peak_bytes
+    sample.vram_peak_bytes = vram_peak_bytes
+    sample.workload = workload
+    sample.ram_is_peak = ram_is_peak
+    sample.__class__ = Sample
+    made: Sample = sample
+    return made
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +138,7 @@ def fit_line(points: list[tuple[int, int]]) -> Line | None:
 
 
 class _Entry:
-    __slots__ = ("actual", "lines", "peaks", "predicted", "runs", "samples")
+    __slots__ = ("actual", "lines", "lower_bounds", "peaks", "predicted", "runs", "samples")
 
     def __init__(self) -> None:
         self.samples: deque[Sample] = deque(maxlen=SAMPLES_PER_CLASS)
@@ -128,20 +148,34 @@ class _Entry:
         # What predictions are made from, worked out when a run is learned so that a prediction is two lookups.
         self.peaks: tuple[int | None, int | None] = (None, None)
         self.lines: dict[str, tuple[Line | None, Line | None]] = {}
+        self.lower_bounds = False  # a sample may be a lower bound ("growth"): checked only then, not on every run
 
-    def add(self, sample: Sample) -> None:
-        if sample.ram_is_peak and sample.ram_peak_bytes is not None and any(not s.ram_is_peak for s in self.samples):
-            # A measured peak supersedes what earlier runs left behind (lower bounds of the same thing).
-            kept = [
-                each if each.ram_is_peak else Sample(None, each.vram_peak_bytes, each.workload)
-                for each in self.samples
-                if each.ram_is_peak or each.vram_peak_bytes is not None
-            ]
-            self.samples = deque(kept, maxlen=SAMPLES_PER_CLASS)
-            self.peaks = (None, None)
+    def add(self, sample: Sample) -> bool:
+        """Adds one run; ``True`` when what predictions are made from (the peaks, the lines) changed."""
+        superseded = False
+        if self.lower_bounds and sample.ram_is_peak and sample.ram_peak_bytes is not None:
+            if any(not s.ram_is_peak for s in self.samples):
+                # A measured peak supersedes what earlier runs left behind (lower bounds of the same thing).
+                kept = [
+                    each if each.ram_is_peak else Sample(None, each.vram_peak_bytes, each.workload)
+                    for each in self.samples
+                    if each.ram_is_peak or each.vram_peak_bytes is not None
+                ]
+                self.samples = deque(kept, maxlen=SAMPLES_PER_CLASS)
+                superseded = self.peaks != (None, None)
+                self.peaks = (None, None)
+            self.lower_bounds = False
         self.samples.append(sample)
-        if _negligible(sample.ram_peak_bytes, sample.vram_peak_bytes) and _negligible(*self.peaks):
-            return  # a class that never took memory (most nodes): nothing to work out again, on every node
+        if not sample.ram_is_peak:
+            self.lower_bounds = True
+        ram, vram = self.peaks
+        if (
+            (sample.ram_peak_bytes or 0) < NEGLIGIBLE_BYTES
+            and (sample.vram_peak_bytes or 0) < NEGLIGIBLE_BYTES
+            and (ram or 0) < NEGLIGIBLE_BYTES
+            and (vram or 0) < NEGLIGIBLE_BYTES
+        ):
+            return superseded  # a class that never took memory (most nodes): nothing to work out again, on every node
         peaks: list[int | None] = [None, None]
         points: dict[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]] = {}
         for each in self.samples:
@@ -151,12 +185,11 @@ class _Entry:
                 peaks[resource] = max(peak, peaks[resource] or 0)
                 if each.workload is not None and each.workload.units > 0:
                     points.setdefault(each.workload.kind, ([], []))[resource].append((each.workload.units, peak))
+        lines = {kind: (fit_line(ram), fit_line(vram)) for kind, (ram, vram) in points.items()}
+        changed = (peaks[0], peaks[1]) != self.peaks or lines != self.lines
         self.peaks = (peaks[0], peaks[1])
-        self.lines = {kind: (fit_line(ram), fit_line(vram)) for kind, (ram, vram) in points.items()}
-
-
-def _negligible(ram: int | None, vram: int | None) -> bool:
-    return (ram or 0) < NEGLIGIBLE_BYTES and (vram or 0) < NEGLIGIBLE_BYTES
+        self.lines = lines
+        return changed
 
 
 def _scale(peak: int | None, line: Line | None, workload: Workload | None) -> tuple[int | None, bool]:
@@ -174,6 +207,9 @@ class LearnedPeaks:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self.changed = False
+        """What predictions are made from changed since the last save (a class was added, a peak moved)."""
+        self.unsaved = False
+        """Anything was learned since the last save, if only another run's count and figures."""
 
     def __contains__(self, node_class: object) -> bool:
         return node_class in self._entries
@@ -182,21 +218,31 @@ class LearnedPeaks:
         return len(self._entries)
 
     def learn(self, node_class: str, sample: Sample, predicted: Prediction | None = None) -> None:
-        """Adds one run of ``node_class``; ``predicted``: what was predicted before it, shown beside it."""
+        """Adds one run of ``node_class``; ``predicted``: what was predicted before it, shown beside it.
+
+        The table is marked :attr:`changed` (to be saved) only when the class is new or what its predictions are
+        made from changed: another run of an image inversion that took nothing, as most runs are, changes only its
+        count and last figures, which :attr:`unsaved` keeps for the next save.
+        """
         with self._lock:
-            entry = self._entry(node_class)
-            entry.add(sample)
+            entries = self._entries
+            entry = entries.get(node_class)
+            if entry is None:
+                entry = entries[node_class] = _Entry()
+                while len(entries) > self.max_classes:
+                    entries.popitem(last=False)
+                changed = True
+            else:
+                entries.move_to_end(node_class)  # the least recently seen goes first
+                changed = False
+            if entry.add(sample):
+                changed = True
             entry.runs += 1
             entry.actual = (sample.ram_peak_bytes, sample.vram_peak_bytes)
             entry.predicted = (None, None) if predicted is None else (predicted.ram_bytes, predicted.vram_bytes)
-            self.changed = True
-
-    def _entry(self, node_class: str) -> _Entry:
-        entry = self._entries.pop(node_class, None) or _Entry()
-        self._entries[node_class] = entry
-        while len(self._entries) > self.max_classes:
-            self._entries.popitem(last=False)
-        return entry
+            self.unsaved = True
+            if changed:
+                self.changed = True
 
     def never_reaches(self, node_class: str, floor_bytes: int) -> bool:
         """Whether no prediction for the class can reach ``floor_bytes``: no workload scales it and its peaks, margin
@@ -270,7 +316,7 @@ class LearnedPeaks:
             entries[name] = _parse_entry(value, f"classes[{name!r}]", upgrading=version == 1)
         with self._lock:
             self._entries = entries
-            self.changed = version == 1
+            self.changed = self.unsaved = version == 1
 
 
 def _pair(

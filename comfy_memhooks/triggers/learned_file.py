@@ -52,13 +52,17 @@ class LearnedFile:
         self.table.load_json(raw)
         return self.table
 
-    def save(self) -> bool:
-        """Writes the table when it changed since the last save; ``False`` when it could not (logged once)."""
-        if not (self.table.changed and self._writable):
+    def save(self, *, everything: bool = False) -> bool:
+        """Writes the table when what its predictions are made from changed since the last save (a new class, a
+        peak that moved), so a prompt of nodes that took nothing writes nothing; with ``everything``, when anything
+        was learned at all (at exit: the runs' counts and last figures too). ``False`` when nothing was written, or
+        it could not be (logged once)."""
+        table = self.table
+        if not ((table.changed or (everything and table.unsaved)) and self._writable):
             return False
-        self.table.changed = False
+        table.changed = table.unsaved = False
         try:
-            write_atomically(self.path, json.dumps(self.table.to_json(), separators=(",", ":")) + "\n")
+            write_atomically(self.path, json.dumps(table.to_json(), separators=(",", ":")) + "\n")
         except OSError as error:
             self._writable = False
             self._warn(f"{self.path} could not be written ({error.strerror or error}); learning goes on in memory")

@@ -31,7 +31,7 @@ from ..pipeline import EndStep, NodeEnding, NodeInfo, NodePipeline, StartStep, h
 from ..probe.backends import loaded_torch
 from ..probe.readings import GIB, GpuBackend, MemorySnapshot, RamReading
 from .last_node import RunningNode, RunningNodeFile
-from .learned import LearnedPeaks, Prediction, Sample, Workload
+from .learned import LearnedPeaks, Prediction, Sample, Workload, new_sample
 from .workload import workload_of
 
 logger = logging.getLogger(__name__)
@@ -246,7 +246,10 @@ class PredictiveCleanup:
             # The RAM probe's latest reading (the watchdog's, every 250 ms or faster in a prompt): no probe here.
             last = getattr(getattr(self.engine.probe, "ram", None), "last", None)
             free = None if last is None else last.available_bytes
-            running.started(node_class, key, free, *((workload.kind, workload.units) if workload else (None, None)))
+            if workload is None:
+                running.started(node_class, key, free, None, None)
+            else:
+                running.started(node_class, key, free, workload.kind, workload.units)
 
     def after_node(self, run: NodeInfo, ending: NodeEnding) -> None:
         """The pipeline's step after a node: it is no longer the node a crash would stop in."""
@@ -334,9 +337,10 @@ class PredictiveCleanup:
         if profile.cached or not profile.success or not self.enabled():
             return
         measured = profile.ram_peak_method is not None  # else only what it left behind is known
-        sample = Sample(profile.ram_peak_bytes, profile.vram_peak_bytes, self._workloads.get(profile.node_id), measured)
-        if sample.ram_peak_bytes is None and sample.vram_peak_bytes is None:
+        ram, vram = profile.ram_peak_bytes, profile.vram_peak_bytes
+        if ram is None and vram is None:
             return
+        sample = new_sample(ram, vram, self._workloads.get(profile.node_id), measured)
         self.table.learn(profile.node_class, sample, predicted)
 
     def on_prompt_finished(self, sender: Any, **_: Any) -> None:

@@ -19,6 +19,7 @@ FRAME_KEYS = ("frame_load_cap", "image_load_cap", "frames", "frame_count", "num_
 "every frame", which is not known before the video is read: no frame workload then."""
 WIDTH_KEYS = ("custom_width", "width")
 HEIGHT_KEYS = ("custom_height", "height")
+_WIDGET_KEYS = frozenset(FRAME_KEYS + WIDTH_KEYS + HEIGHT_KEYS)
 
 
 def _count(inputs: Mapping[str, Any], keys: tuple[str, ...]) -> int | None:
@@ -38,6 +39,8 @@ def workload_of(inputs: object, upstream: Callable[[str], Workload | None]) -> W
     """
     if not isinstance(inputs, Mapping):
         return None
+    if _WIDGET_KEYS.isdisjoint(inputs):  # most nodes: no such widget, one look at each input's name
+        return _inherited(inputs, upstream)
     frames = _count(inputs, FRAME_KEYS)
     width = _count(inputs, WIDTH_KEYS)
     height = _count(inputs, HEIGHT_KEYS)
@@ -48,6 +51,10 @@ def workload_of(inputs: object, upstream: Callable[[str], Workload | None]) -> W
         return Workload("frames", frames)
     if pixels is not None:
         return Workload("pixels", pixels)
+    return _inherited(inputs, upstream)
+
+
+def _inherited(inputs: Mapping[str, Any], upstream: Callable[[str], Workload | None]) -> Workload | None:
     inherited: Workload | None = None
     for value in inputs.values():
         if type(value) is list and len(value) == 2 and isinstance(value[0], str):

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from comfy_memhooks.engine import comfy_cache
+from comfy_memhooks.engine.comfy_release import PromptReleaseWatch
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import TriggerKind
 from comfy_memhooks.engine.report import detailed_report
@@ -110,6 +111,25 @@ def test_another_extensions_wrapper_on_the_cache_stays_in_place(
     setup.run("first", 1)
     assert len(calls) == 3 and setup.watch.last is not None and setup.watch.last.core_calls == 3
     assert vars(setup.cache)["ram_release"] is theirs
+
+
+def test_the_pass_through_is_on_the_class_for_the_prompt_and_leaves_the_cache_s_attributes_alone() -> None:
+    """Put in the instance's ``__dict__``, it would make CPython give up the cache's inline attributes and slow
+    down every method of ComfyUI's cache for good: on the class, only the watched cache gets it."""
+    watch = PromptReleaseWatch()
+    watched, other = RAMPressureCache(FakeRam(TOTAL), ENTRY), RAMPressureCache(FakeRam(TOTAL), ENTRY)
+    executor = types.SimpleNamespace(caches=types.SimpleNamespace(outputs=watched))
+    own = RAMPressureCache.ram_release
+
+    watch.prompt_event(executor, "p", True)
+    passed = watched.ram_release(0)
+    assert vars(RAMPressureCache)["ram_release"] is not own  # the pass-through, for this prompt
+    assert other.ram_release.__func__ is own  # any other instance: the class's own method
+    assert "ram_release" not in vars(watched)
+    watch.prompt_event(executor, "p", False)
+
+    assert vars(RAMPressureCache)["ram_release"] is own and passed == 0
+    assert watch.last is not None and watch.last.core_calls == 1
 
 
 def test_the_boundary_cleanup_comes_after_comfyuis_release_and_counts_only_its_own(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 import types
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 from comfy_memhooks import hook, signals
 from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.profile import NodeProfile, ProfileRecorder, ProfileStore, VramPeakSource
+from comfy_memhooks.profile.records import new_node_profile
 from comfy_memhooks.profile.sampling import ResidentSet
 from tests.hook_support import chain_prompt
 from tests.standin_executor import KINDS, StandInNode, make_execution_module
@@ -330,3 +332,14 @@ def test_the_nodes_detailed_report_lists_the_heaviest_nodes_of_the_prompt_so_far
     assert lines[title + 1].startswith("  Hold #2: RAM peak +6")  # 64 MiB, give or take the allocator's rounding
     assert "(left +6" in lines[title + 1]  # and it kept them
     assert "VRAM peak +n/a" in lines[title + 1]
+
+
+def test_a_record_made_by_new_node_profile_is_the_dataclass_s_own() -> None:
+    """The recorder's fast construction makes the very record ``NodeProfile(...)`` makes: equal, hashed alike,
+    frozen, and read by field."""
+    values: list[Any] = [f"value {index}" for index in range(len(dataclasses.fields(NodeProfile)))]
+    made = new_node_profile(*values)
+    assert type(made) is NodeProfile and made == NodeProfile(*values) and hash(made) == hash(NodeProfile(*values))
+    assert dataclasses.astuple(made) == tuple(values)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.node_id = "another"  # type: ignore[misc]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from comfy_memhooks.errors import InvalidSetting
-from comfy_memhooks.triggers.learned import MAX_CLASSES, LearnedPeaks, Prediction, Sample, Workload
+from comfy_memhooks.triggers.learned import MAX_CLASSES, LearnedPeaks, Prediction, Sample, Workload, new_sample
 from comfy_memhooks.triggers.learned_file import LEARNED_FILE_NAME, LearnedFile, default_learned_path
 from comfy_memhooks.triggers.settings import AutoSettings
 
@@ -149,3 +150,40 @@ def test_a_file_of_growth_figures_is_read_upgraded_and_its_growth_gives_way_to_t
     assert [sample[4] for sample in saved["classes"]["VAEDecode"]["samples"]] == ["peak"]
     again = LearnedFile(path, LearnedPeaks()).load().predict("KSampler")
     assert again is not None and again.vram_bytes == int(900 * MIB * 1.1)
+
+
+def test_a_prompt_of_nodes_that_took_nothing_writes_nothing_until_a_peak_moves(tmp_path: Path) -> None:
+    """Saved after a prompt only when a class is new or what predicts it moved; the runs' counts wait for that save,
+    or for the one at exit."""
+    path = tmp_path / LEARNED_FILE_NAME
+    file = LearnedFile(path, LearnedPeaks())
+    table = file.table
+    table.learn("ImageInvert", Sample(0, None, Workload("frame_pixels", 64)))
+    table.learn("VAEDecode", Sample(300 * MIB, None, None))
+    assert file.save()  # new classes
+
+    for _ in range(5):  # another prompt: the same classes, the same peaks
+        table.learn("ImageInvert", Sample(4096, None, Workload("frame_pixels", 64)))
+        table.learn("VAEDecode", Sample(200 * MIB, None, None))
+    assert not table.changed and not file.save()
+    assert json.loads(path.read_text())["classes"]["ImageInvert"]["runs"] == 1
+    assert [row.runs for row in table.summary()] == [6, 6]  # in memory, every run counts
+
+    table.learn("VAEDecode", Sample(400 * MIB, None, None))  # its peak moved
+    assert file.save()
+    saved = json.loads(path.read_text())["classes"]
+    assert (saved["ImageInvert"]["runs"], saved["VAEDecode"]["runs"]) == (6, 7)
+
+    table.learn("ImageInvert", Sample(0, None, None))
+    assert not file.save()
+    assert file.save(everything=True)  # at exit: the count too
+    assert json.loads(path.read_text())["classes"]["ImageInvert"]["runs"] == 7
+    assert not file.save(everything=True)
+
+
+def test_a_learned_run_made_by_new_sample_is_the_dataclass_s_own() -> None:
+    made = new_sample(MIB, None, Workload("frames", 3), True)
+    assert made == Sample(MIB, None, Workload("frames", 3), True) and type(made) is Sample
+    assert hash(made) == hash(Sample(MIB, None, Workload("frames", 3), True))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.ram_peak_bytes = 0  # type: ignore[misc]
