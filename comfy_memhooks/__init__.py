@@ -12,6 +12,7 @@ ComfyUI's entry point (the ``__init__.py`` at the top of the repository) calls :
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ def get_profile_store() -> ProfileStore:
 
 def __getattr__(name: str) -> Any:
     """The engine's public names (``comfy_memhooks.Engine``), loaded when first used rather than at import."""
+    if importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        raise AttributeError(name)  # a subpackage not imported yet: the import system loads it, not the engine
     engine = importlib.import_module(".engine", __name__)  # not ``from . import``: that would ask here again
     if name not in engine.__all__:
         raise AttributeError(f"module 'comfy_memhooks' has no attribute {name!r}")
