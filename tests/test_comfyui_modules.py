@@ -20,11 +20,11 @@ import pytest
 from comfy_memhooks.comfyui_modules import (
     aimdo,
     cli_args,
-    folder_paths,
     memory_management,
-    model_management,
+    models,
     process,
     system_memory,
+    user_directory,
 )
 
 PACKAGE = Path(__file__).resolve().parents[1] / "comfy_memhooks"
@@ -126,24 +126,24 @@ from .comfy import panel
 
 def test_the_adapter_finds_a_module_loaded_after_it_and_forgets_one_gone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "comfy.model_management", raising=False)
-    assert model_management.comfy_model_management() is None
+    assert models.comfy_model_management() is None
     loaded = types.ModuleType("comfy.model_management")
     monkeypatch.setitem(sys.modules, "comfy.model_management", loaded)
-    assert model_management.comfy_model_management() is loaded
+    assert models.comfy_model_management() is loaded
     monkeypatch.delitem(sys.modules, "comfy.model_management")
-    assert model_management.comfy_model_management() is None
+    assert models.comfy_model_management() is None
 
 
 @pytest.mark.parametrize(
     ("name", "lookup"),
     [
-        ("comfy.model_management", model_management.comfy_model_management),
+        ("comfy.model_management", models.comfy_model_management),
         ("comfy.memory_management", memory_management.comfy_memory_management),
         ("comfy.system_memory", system_memory.comfy_system_memory),
         ("comfy.cli_args", cli_args.comfy_cli_args),
         ("comfy_aimdo.control", aimdo.comfy_aimdo_control),
         ("comfy_aimdo.model_vbar", aimdo.comfy_aimdo_model_vbar),
-        ("folder_paths", folder_paths.comfyui_folder_paths),
+        ("folder_paths", user_directory.comfyui_folder_paths),
         ("execution", process.comfyui_execution),
         ("server", process.comfyui_server),
         ("nodes", process.comfyui_nodes),

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..comfyui_modules.model_management import comfy_model_management
+from ..comfyui_modules.models import comfy_model_management
 from ..probe.backends import loaded_torch, torch_backend
 from ..probe.readings import GIB, GpuBackend, MemorySnapshot, RamReading
 from .comfy_cache import SeenCaches

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..comfyui_modules.cli_args import comfy_args, comfy_cli_args
 from ..comfyui_modules.memory_management import comfy_memory_management
-from ..comfyui_modules.model_management import comfy_model_management
+from ..comfyui_modules.models import comfy_model_management
 from ..comfyui_modules.system_memory import comfy_system_memory
 from ..probe.ram import host_available_bytes
 from ..probe.readings import GIB, MIB, RamReading, RamSource

@@ -22,7 +22,7 @@ from __future__ import annotations
 import gc
 import sys
 
-from ..comfyui_modules.model_management import comfy_model_management
+from ..comfyui_modules.models import comfy_model_management
 from ..probe.ram import host_available_bytes
 from ..probe.readings import GIB, MemorySnapshot, RamReading
 from .heap import find_heap_release

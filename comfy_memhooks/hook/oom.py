@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ..comfyui_modules.model_management import comfy_model_management
+from ..comfyui_modules.models import comfy_model_management
 
 
 def is_out_of_memory(error: BaseException | None) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..comfyui_modules.aimdo import comfy_aimdo_control, comfy_aimdo_model_vbar
 from ..comfyui_modules.memory_management import comfy_memory_management
-from ..comfyui_modules.model_management import comfy_model_management
+from ..comfyui_modules.models import comfy_model_management
 from .readings import DynamicVramReading
 
 

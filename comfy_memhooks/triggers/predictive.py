@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import signals
-from ..comfyui_modules.model_management import comfy_model_management as _model_management
+from ..comfyui_modules.models import comfy_model_management as _model_management
 from ..engine.actions import CUDA_EMPTY_CACHE, MODEL_FREE_ACTIONS, Action, ActionContext, ActionOutcome
 from ..engine.comfy_cache import release_until
 from ..engine.core import Engine

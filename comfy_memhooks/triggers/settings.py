@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..comfyui_modules.folder_paths import comfyui_folder_paths
+from ..comfyui_modules.user_directory import comfyui_folder_paths
 from ..engine.modes import Mode
 from ..engine.pressure import DEFAULT_THRESHOLDS, Thresholds
 from ..errors import InvalidSetting, SettingsFileProtected
