@@ -227,10 +227,16 @@ class PressureGauge:
         self.over = False
         self._listeners: tuple[Callable[[bool], object], ...] = ()
 
-    def subscribe(self, listener: Callable[[bool], object]) -> None:
-        """Calls ``listener(over)`` now and whenever :attr:`over` changes (from the thread that updates it)."""
+    def subscribe(self, listener: Callable[[bool], object]) -> Callable[[], None]:
+        """Calls ``listener(over)`` now and whenever :attr:`over` changes (from the thread that updates it); returns
+        what takes the listener out again, so a hook installed again does not leave its earlier listener behind."""
         self._listeners = (*self._listeners, listener)
         listener(self.over)
+
+        def unsubscribe() -> None:
+            self._listeners = tuple(kept for kept in self._listeners if kept is not listener)
+
+        return unsubscribe
 
     def update(self, ram_percent: float | None, ram_threshold: float) -> bool:
         """Stores a reading; returns whether it is at or above the threshold."""

@@ -264,6 +264,8 @@ def uninstall() -> bool:
     with _registry.lock:
         patches = [patch for patch in (_registry.node_patch, *_registry.prompt_patches) if patch is not None]
         restored = [patch.revert() for patch in patches]
+        if _registry.node_patch is not None:
+            _registry.node_patch.tracker.stop_watching_pressure()
         everything = all(restored)
         if not everything:
             logger.info(

@@ -110,6 +110,8 @@ class Tracker:
         self.pipeline = pipeline if pipeline is not None else NodePipeline(failures)
         # The node that started last and has not finished: what the watchdog names when it cleans up mid-node.
         self.running: NodeRun | None = None
+        # Takes the pressure listener of the last :meth:`watch_pressure` out of its gauge.
+        self._unwatch_pressure: Callable[[], object] | None = None
 
     def watch_pressure(self, pressure: PressureFlag, boundary: BoundaryFunction) -> None:
         """Before each node, while ``pressure.over`` holds, ``boundary`` runs (in ComfyUI's worker thread): the
@@ -133,11 +135,21 @@ class Tracker:
             else:
                 self.pipeline.clear(StartStep.PRESSURE, cleanup)
 
+        self.stop_watching_pressure()
         subscribe = getattr(pressure, "subscribe", None)
         if callable(subscribe):
-            subscribe(changed)
+            unsubscribe = subscribe(changed)
+            self._unwatch_pressure = unsubscribe if callable(unsubscribe) else None
         else:
             self.pipeline.set_start(StartStep.PRESSURE, when_over)
+
+    def stop_watching_pressure(self) -> None:
+        """Takes this tracker's listener out of the gauge :meth:`watch_pressure` subscribed it to, so a hook taken
+        out, or installed again, leaves no listener behind."""
+        unwatch, self._unwatch_pressure = self._unwatch_pressure, None
+        if unwatch is not None:
+            unwatch()
+        self.pipeline.clear(StartStep.PRESSURE)
 
     def _reset(self, prompt_id: Any) -> None:
         self._prompt_id = prompt_id

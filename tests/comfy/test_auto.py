@@ -272,6 +272,18 @@ def test_install_twice_subscribes_once(tmp_path: Path, kind: str) -> None:
     assert len(setup.records()) == 1
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_installing_again_and_again_leaves_one_pressure_listener(tmp_path: Path, kind: str) -> None:
+    setup = Setup(tmp_path, kind, basic_nodes(), cooldown_seconds=0)
+    gauge = setup.runtime.optimizer.gauge
+    for _ in range(3):
+        assert setup.runtime.install_hook(setup.module) is not None
+    assert len(gauge._listeners) == 1
+    assert setup.runtime.uninstall() is True
+    assert setup.runtime.install_hook(setup.module) is not None
+    assert len(gauge._listeners) == 1
+
+
 # --- OOM rescue ---------------------------------------------------------------------------------------------
 
 

@@ -162,6 +162,16 @@ def test_the_gauge_is_one_attribute_against_the_threshold() -> None:
     assert not gauge.update(None, 80.0) and not gauge.over  # an unknown reading is never pressure
 
 
+def test_a_listener_taken_out_of_the_gauge_hears_no_more_changes() -> None:
+    gauge = PressureGauge()
+    heard: list[bool] = []
+    unsubscribe = gauge.subscribe(heard.append)
+    gauge.update(90.0, 80.0)
+    unsubscribe()
+    gauge.update(10.0, 80.0)
+    assert heard == [False, True]
+
+
 # --- routine against pressure in the engine --------------------------------------------------------------------
 
 
