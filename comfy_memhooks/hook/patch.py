@@ -129,17 +129,16 @@ def install(
             # theirs still calls it, so switching it back on gives signals without stacking a second wrapper.
             ours = dormant
         if ours is not None:
+            ours.tracker.pipeline = pipeline or ours.tracker.pipeline  # before the pressure step goes into it
             _reactivate(ours, module, heavy, rescue, pressure, boundary)
             ours.tracker.caches_seen = caches_seen or ours.tracker.caches_seen
             ours.tracker.prompt_event = prompt_event or ours.tracker.prompt_event
-            ours.tracker.pipeline = pipeline or ours.tracker.pipeline
             return uninstall
-        installed = _install_new(module, current, version, heavy, rescue, pressure, boundary)
+        installed = _install_new(module, current, version, heavy, rescue, pressure, boundary, pipeline)
         if installed is not None and _registry.node_patch is not None:
             tracker = _registry.node_patch.tracker
             tracker.caches_seen = caches_seen
             tracker.prompt_event = prompt_event
-            tracker.pipeline = pipeline or NodePipeline(hook_failures)
         return installed
 
 
@@ -183,6 +182,7 @@ def _install_new(
     rescue: RescueFunction | None,
     pressure: PressureFlag | None,
     boundary: BoundaryFunction | None,
+    pipeline: NodePipeline | None,
 ) -> Callable[[], bool] | None:
     named = f"ComfyUI {version or '(version unknown)'}"
     if not callable(current):
@@ -208,7 +208,8 @@ def _install_new(
             version,
         )
         return None
-    tracker = Tracker(positions, heavy, rescue, hook_failures, getattr(module, "ExecutionResult", None))
+    results = getattr(module, "ExecutionResult", None)
+    tracker = Tracker(positions, heavy, rescue, hook_failures, results, pipeline or NodePipeline(hook_failures))
     if pressure is not None and boundary is not None:
         tracker.watch_pressure(pressure, boundary)
     node_patch = Patch(module, "execute", current, "execute" in vars(module), tracker)

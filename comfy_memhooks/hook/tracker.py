@@ -36,7 +36,6 @@ UNCHECKED = object()
 """The cache answer for a node that was not, or could not be, looked up: it counts as not cached."""
 _NO_PROMPT = object()
 
-
 RetryReport = Callable[[bool], None]
 """Told whether the node's second run succeeded."""
 RescueFunction = Callable[[NodeCall, BaseException], RetryReport | None]
@@ -110,7 +109,6 @@ class Tracker:
         self.pipeline = pipeline if pipeline is not None else NodePipeline(failures)
         # The node that started last and has not finished: what the watchdog names when it cleans up mid-node.
         self.running: NodeRun | None = None
-        # Takes the pressure listener of the last :meth:`watch_pressure` out of its gauge.
         self._unwatch_pressure: Callable[[], object] | None = None
 
     def watch_pressure(self, pressure: PressureFlag, boundary: BoundaryFunction) -> None:
@@ -136,16 +134,13 @@ class Tracker:
                 self.pipeline.clear(StartStep.PRESSURE, cleanup)
 
         self.stop_watching_pressure()
-        subscribe = getattr(pressure, "subscribe", None)
-        if callable(subscribe):
-            unsubscribe = subscribe(changed)
-            self._unwatch_pressure = unsubscribe if callable(unsubscribe) else None
+        if callable(subscribe := getattr(pressure, "subscribe", None)):
+            self._unwatch_pressure = subscribe(changed)
         else:
             self.pipeline.set_start(StartStep.PRESSURE, when_over)
 
     def stop_watching_pressure(self) -> None:
-        """Takes this tracker's listener out of the gauge :meth:`watch_pressure` subscribed it to, so a hook taken
-        out, or installed again, leaves no listener behind."""
+        """Takes the listener :meth:`watch_pressure` gave the gauge out, so no hook taken out leaves one behind."""
         unwatch, self._unwatch_pressure = self._unwatch_pressure, None
         if unwatch is not None:
             unwatch()

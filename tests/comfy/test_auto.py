@@ -23,6 +23,7 @@ from comfy_memhooks.engine.modes import Mode
 from comfy_memhooks.engine.pressure import Thresholds
 from comfy_memhooks.engine.request import CleanupRequest, Urgency
 from comfy_memhooks.hook.oom import is_out_of_memory
+from comfy_memhooks.pipeline import StartStep
 from comfy_memhooks.triggers.settings import SettingsStore
 from tests.hook_support import FakeProbe, Recorder, chain_prompt, spy
 from tests.standin_executor import KINDS, ExecutionResult, StandInNode, make_execution_module
@@ -282,6 +283,18 @@ def test_installing_again_and_again_leaves_one_pressure_listener(tmp_path: Path,
     assert setup.runtime.uninstall() is True
     assert setup.runtime.install_hook(setup.module) is not None
     assert len(gauge._listeners) == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_pressure_at_install_puts_the_boundary_step_into_the_runtimes_pipeline_and_uninstall_takes_it_out(
+    tmp_path: Path, kind: str
+) -> None:
+    setup = Setup(tmp_path, kind, basic_nodes(), cooldown_seconds=0)
+    setup.runtime.optimizer.gauge.update(95.0, 80.0)
+    assert setup.runtime.install_hook(setup.module) is not None
+    assert setup.runtime.pipeline.occupied(StartStep.PRESSURE)
+    assert setup.runtime.uninstall() is True
+    assert not setup.runtime.pipeline.occupied(StartStep.PRESSURE)
 
 
 # --- OOM rescue ---------------------------------------------------------------------------------------------
