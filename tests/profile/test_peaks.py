@@ -16,13 +16,9 @@ import pytest
 from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.failures import Failures
 from comfy_memhooks.probe.readings import RamSource
-from comfy_memhooks.profile.peaks import (
-    ContainerHighWater,
-    PeakMethod,
-    ProcessHighWater,
-    RamPeaks,
-    parse_vm_hwm,
-)
+from comfy_memhooks.profile import high_water
+from comfy_memhooks.profile.high_water import ContainerHighWater, ProcessHighWater, parse_vm_hwm
+from comfy_memhooks.profile.peaks import PeakMethod, RamPeaks
 from comfy_memhooks.profile.recorder import ProfileRecorder
 from comfy_memhooks.profile.store import ProfileStore
 from tests.cgroups import enter_group_launcher, limited_v1_group
@@ -87,6 +83,7 @@ def test_a_broken_mark_leaves_the_node_sampled_logged_once_counted_and_silent_to
 ) -> None:
     status = {"no VmHWM": b"Name:\tx\nVmRSS:\t 1 kB\n", "garbage VmHWM": b"Name:\tx\nVmHWM:\t \xff\xfe kB\n"}
     proc = fake_proc(tmp_path, status.get(damage, STATUS), clear_refs=damage != "missing")
+    monkeypatch.setattr(high_water, "PROC_SELF", proc)  # checked as the real /proc is, getrusage's check included
     if damage in ("EACCES", "EINVAL"):  # as root every file is writable: the kernel's refusal is what is faked
         real_write = os.write
         code = getattr(errno, damage)
@@ -156,7 +153,7 @@ def test_a_real_cgroup_v1_peak_counter_sees_a_spike_that_is_gone_by_the_end() ->
     with limited_v1_group(2 * 1024**3) as group:
         if group is None:
             pytest.skip("needs root and a writable cgroup v1 memory hierarchy")
-        container = ContainerHighWater(RamSource.CGROUP_V1, group)
+        container = ContainerHighWater(RamSource.CGROUP_V1, group, failures())
         assert container.available
         peaks = RamPeaks(None, container)
         span = peaks.begin(None)
@@ -171,8 +168,8 @@ def test_a_real_cgroup_v1_peak_counter_sees_a_spike_that_is_gone_by_the_end() ->
 def test_a_read_only_container_counter_is_left_out_silently(tmp_path: Path) -> None:
     folder = tmp_path / "memory"
     folder.mkdir()  # memory.peak absent, as on a kernel before 6.12 or a read-only mount
-    assert not ContainerHighWater(RamSource.CGROUP_V2, folder).available
-    assert RamPeaks(None, ContainerHighWater(RamSource.CGROUP_V2, folder)).container is None
+    assert not ContainerHighWater(RamSource.CGROUP_V2, folder, failures()).available
+    assert RamPeaks(None, ContainerHighWater(RamSource.CGROUP_V2, folder, failures())).container is None
 
 
 def test_without_the_process_mark_a_resettable_container_counter_gives_the_peak(tmp_path: Path) -> None:
@@ -181,7 +178,7 @@ def test_without_the_process_mark_a_resettable_container_counter_gives_the_peak(
         if group is None:
             pytest.skip("needs root and a writable cgroup v1 memory hierarchy")
         refused = ProcessHighWater(failures(), fake_proc(tmp_path, clear_refs=False))
-        peaks = RamPeaks(refused, ContainerHighWater(RamSource.CGROUP_V1, group))
+        peaks = RamPeaks(refused, ContainerHighWater(RamSource.CGROUP_V1, group, failures()))
         span = peaks.begin(500 * MIB)
         spike = "b = bytearray(300 * 1024**2); b[::4096] = b'\\1' * len(b[::4096])"
         subprocess.run([*enter_group_launcher(group), sys.executable, "-c", spike], check=True, timeout=60)
@@ -209,3 +206,4 @@ def test_the_real_mark_sees_a_block_another_thread_took_and_gave_back() -> None:
     peak = mark.read()
     mark.close()
     assert start is not None and peak is not None and peak - start >= 190 * MIB
+
