@@ -22,6 +22,7 @@ from comfy_memhooks.profile.peaks import PeakMethod, RamPeaks
 from comfy_memhooks.profile.recorder import ProfileRecorder
 from comfy_memhooks.profile.store import ProfileStore
 from tests.cgroups import enter_group_launcher, limited_v1_group
+from tests.fake_marks import FakeProcessMark
 from tests.pipeline_support import finish_node, start_node
 
 MIB = 1024**2
@@ -207,3 +208,37 @@ def test_the_real_mark_sees_a_block_another_thread_took_and_gave_back() -> None:
     mark.close()
     assert start is not None and peak is not None and peak - start >= 190 * MIB
 
+
+@pytest.mark.parametrize("known", ["as it starts", "only at its end"])
+def test_a_cached_node_gets_no_peak_span_and_says_its_peak_was_not_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, known: str
+) -> None:
+    """ComfyUI answered the node from its cache: nothing ran to measure. Known as it starts (a heavy node, whose
+    cache is looked up), the peak counters are not touched; found only at its end, its span is closed unread.
+    Either way its record claims no peak (``None``), while the node that ran beside it keeps its exact one."""
+    mark = FakeProcessMark(tmp_path / "proc-self", monkeypatch, rss=500 * MIB)
+    store = ProfileStore()
+    peaks = RamPeaks(ProcessHighWater(failures(), mark.proc))
+    recorder = ProfileRecorder(store, peaks=peaks, pipeline=current_runtime().pipeline)
+    recorder.connect()
+    try:
+        recorder.on_prompt_started("p-1", prompt_id="p-1")
+        start_node("1", "VAEDecode", heavy=True)
+        mark.allocate(1500 * MIB, rss_after=500 * MIB)
+        finish_node("1", "VAEDecode", heavy=True)
+        calls = mark.resets, mark.status_reads
+        start_node("2", "VAEDecode", heavy=True, cached=True if known == "as it starts" else None)
+        if known == "as it starts":
+            assert (mark.resets, mark.status_reads) == calls
+        finish_node("2", "VAEDecode", heavy=True, cached=True)
+        recorder.on_prompt_finished("p-1", prompt_id="p-1", success=True, duration_seconds=1.0)
+    finally:
+        recorder.disconnect()
+    prompt = store.latest()
+    assert prompt is not None
+    ran, cached = prompt.nodes
+    assert ran.ram_peak_method is PeakMethod.HWM and ran.rss_peak_bytes == 1500 * MIB
+    assert cached.cached and (cached.rss_peak_bytes, cached.ram_peak_method) == (None, None)
+    assert mark.status_reads == calls[1]  # no read at its end either
+    assert mark.resets == calls[0] + (0 if known == "as it starts" else 1)
+    assert peaks._open == []
