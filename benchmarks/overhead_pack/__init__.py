@@ -34,8 +34,8 @@ _STEPS: list[dict[str, list[int]]] = []  # per prompt: each part's [nanoseconds,
 _TIMED = "__memhooks_bench_timed__"
 _DETAILS = (  # inside the profile's steps, the parts that read the kernel's counters and keep the record
     ("comfy_memhooks.profile.sampling", "ResidentSet", "read"),
-    ("comfy_memhooks.profile.peaks", "ProcessHighWater", "reset"),
-    ("comfy_memhooks.profile.peaks", "ProcessHighWater", "read"),
+    ("comfy_memhooks.profile.high_water", "ProcessHighWater", "reset"),
+    ("comfy_memhooks.profile.high_water", "ProcessHighWater", "read"),
     ("comfy_memhooks.profile.store", "ProfileStore", "add"),
     ("comfy_memhooks.profile.recorder", "ProfileRecorder", "_profile"),
     ("comfy_memhooks.profile.recorder", "ProfileRecorder", "_before"),

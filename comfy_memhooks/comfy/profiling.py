@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import atexit
 import logging
+from pathlib import Path
 
 from ..engine.core import Engine
 from ..pipeline import NodePipeline
-from ..profile.peaks import ContainerHighWater, ProcessHighWater, RamPeaks, platform_peak
+from ..probe.readings import RamSource
+from ..profile.high_water import ContainerHighWater, ProcessHighWater, platform_peak
+from ..profile.peaks import RamPeaks
 from ..profile.recorder import ProfileRecorder, profile_failures
 from ..profile.store import ProfileStore
 from ..triggers.last_node import RUNNING_FILE_NAME, RunningNodeFile
@@ -54,14 +57,14 @@ def peaks_for(engine: Engine) -> RamPeaks:
     """The RAM peak counters this machine has: the process's mark, the container's peak where it can be reset,
     the RAM probe's readings as samples, and the platform's own peak where the process's mark is missing."""
     ram_probe = getattr(engine.probe, "ram", None)
-    location = None
+    location: tuple[RamSource, Path] | None = None
     if ram_probe is not None:
         try:
             ram_probe.read()
             location = ram_probe.cgroup_location()
         except Exception:  # no RAM reading: no container peak; the process's mark and samples still work.
             logger.debug("comfy_memhooks: no RAM reading for the container's peak", exc_info=True)
-    container = None if location is None else ContainerHighWater(*location)
+    container = None if location is None else ContainerHighWater(*location, profile_failures)
     take_sampled = getattr(ram_probe, "take_rss_high", None)
     return RamPeaks(ProcessHighWater(profile_failures), container, take_sampled=take_sampled, platform=platform_peak)
 

@@ -9,7 +9,10 @@ The completed record goes to the store and out on the ``node_profiled`` signal. 
 end per node however often ComfyUI re-enters it (PENDING), so a node is recorded once.
 
 Heavy nodes also get the system's RAM read afresh and each GPU's used VRAM; every node costs a read of
-``/proc/self/statm``, a reset and a read of the peak counters and, with CUDA, torch's counters.
+``/proc/self/statm``, a reset and a read of the peak counters and, with CUDA, torch's counters. A node ComfyUI
+answers from its cache runs nothing, so no RAM peak is measured for it (``ram_peak_method`` ``None``): one known to
+be cached as it starts (a heavy node, whose cache is looked up) costs the peak counters nothing, one found cached
+only at its end has its span closed without a read.
 
 Receivers run in ComfyUI's worker thread, each call contained by :func:`signals.send_safely`.
 """
@@ -150,7 +153,7 @@ class ProfileRecorder:
     def before_node(self, run: NodeInfo, cached: bool | None) -> None:
         """The pipeline's last step before a node: its "before" figures, and its RAM peak span opened."""
         if self.enabled():
-            self._open[run.node_id] = self._before(run.node_class, run.heavy)
+            self._open[run.node_id] = self._before(run.node_class, run.heavy, cached is True)
 
     def after_node(self, run: NodeInfo, ending: NodeEnding) -> None:
         """The pipeline's first step after a node: its "after" figures and peaks; the record to the store."""
@@ -180,7 +183,7 @@ class ProfileRecorder:
 
     # Sampling --------------------------------------------------------------------------------------------------------
 
-    def _before(self, node_class: str, heavy: bool) -> _Before:
+    def _before(self, node_class: str, heavy: bool, cached: bool) -> _Before:
         gpus: tuple[int | None, ...] = ()
         if heavy and self.heavy_reading is not None:
             ram_used, gpus = self._heavy_reading()
@@ -191,7 +194,7 @@ class ProfileRecorder:
         if cuda is not None:
             before.cuda = cuda
             before.allocated, before.reserved = self.torch.before(cuda)
-        if self.peaks is not None:  # last: the peak counts from here
+        if self.peaks is not None and not cached:  # last: the peak counts from here
             before.peak = self._begin_peak(before.rss)
         before.started = time.perf_counter()
         return before
@@ -230,7 +233,11 @@ class ProfileRecorder:
         duration_seconds: float | None,
     ) -> NodeProfile:
         rss = self.resident_set.read()
-        ram_peak = self._end_peak(before.peak, rss)  # first: nothing of the profile's own is charged to the node
+        span = before.peak
+        if cached and span is not None and self.peaks is not None:  # found cached only now: it ran nothing
+            self.peaks.discard(span)
+            span = None
+        ram_peak = self._end_peak(span, rss)  # first: nothing of the profile's own is charged to the node
         allocated = reserved = peak = None
         if before.cuda is not None:
             allocated, reserved, peak = self.torch.after(before.cuda)

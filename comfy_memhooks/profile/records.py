@@ -43,10 +43,11 @@ class NodeProfile:
         gpu_used_before_bytes, gpu_used_after_bytes: each GPU's used VRAM, all processes (``nvidia-smi
             --query-gpu=memory.used``), for heavy nodes only; empty when not read.
         rss_peak_bytes: this process's resident set at its highest while the node ran (:mod:`.peaks`); ``None``
-            when not measured.
-        ram_peak_method: how ``rss_peak_bytes`` was measured: ``hwm`` (exact), ``cgroup`` (the container's exact
-            peak counter, where the process's mark is refused), ``sampled`` (the highest reading taken meanwhile, a
-            lower bound); ``None`` when not measured.
+            when not measured (a cached node ran nothing to measure).
+        ram_peak_method: how ``rss_peak_bytes`` was measured: ``hwm`` (exact), ``cgroup`` (where the process's mark
+            is refused: its start plus the container's peak growth, which counts page cache and other processes
+            too, so at most), ``sampled`` (the highest reading taken meanwhile, so at least); ``None`` when not
+            measured.
         container_before_bytes, container_peak_bytes: the container's memory usage as its OOM killer counts it
             (page cache included) as the node started, and at its highest while it ran; ``None`` where the
             container's peak counter cannot be reset.

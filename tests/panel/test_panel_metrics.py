@@ -26,7 +26,8 @@ from comfy_memhooks.panel.backend import PanelBackend
 from comfy_memhooks.panel.node_stats import NODE_BUCKETS_SECONDS
 from comfy_memhooks.panel.standalone import build_app
 from comfy_memhooks.profile import ProfileRecorder, ProfileStore
-from comfy_memhooks.profile.peaks import ProcessHighWater, RamPeaks
+from comfy_memhooks.profile.high_water import ProcessHighWater
+from comfy_memhooks.profile.peaks import RamPeaks
 from comfy_memhooks.profile.recorder import profile_failures
 from comfy_memhooks.triggers.settings import SettingsStore
 from tests.hook_support import FakeProbe, chain_prompt, hooked_runtime

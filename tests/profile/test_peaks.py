@@ -16,16 +16,13 @@ import pytest
 from comfy_memhooks.comfy.runtime import current_runtime
 from comfy_memhooks.failures import Failures
 from comfy_memhooks.probe.readings import RamSource
-from comfy_memhooks.profile.peaks import (
-    ContainerHighWater,
-    PeakMethod,
-    ProcessHighWater,
-    RamPeaks,
-    parse_vm_hwm,
-)
+from comfy_memhooks.profile import high_water
+from comfy_memhooks.profile.high_water import ContainerHighWater, ProcessHighWater, parse_vm_hwm
+from comfy_memhooks.profile.peaks import PeakMethod, RamPeaks
 from comfy_memhooks.profile.recorder import ProfileRecorder
 from comfy_memhooks.profile.store import ProfileStore
 from tests.cgroups import enter_group_launcher, limited_v1_group
+from tests.fake_marks import FakeProcessMark
 from tests.pipeline_support import finish_node, start_node
 
 MIB = 1024**2
@@ -87,6 +84,7 @@ def test_a_broken_mark_leaves_the_node_sampled_logged_once_counted_and_silent_to
 ) -> None:
     status = {"no VmHWM": b"Name:\tx\nVmRSS:\t 1 kB\n", "garbage VmHWM": b"Name:\tx\nVmHWM:\t \xff\xfe kB\n"}
     proc = fake_proc(tmp_path, status.get(damage, STATUS), clear_refs=damage != "missing")
+    monkeypatch.setattr(high_water, "PROC_SELF", proc)  # checked as the real /proc is, getrusage's check included
     if damage in ("EACCES", "EINVAL"):  # as root every file is writable: the kernel's refusal is what is faked
         real_write = os.write
         code = getattr(errno, damage)
@@ -156,7 +154,7 @@ def test_a_real_cgroup_v1_peak_counter_sees_a_spike_that_is_gone_by_the_end() ->
     with limited_v1_group(2 * 1024**3) as group:
         if group is None:
             pytest.skip("needs root and a writable cgroup v1 memory hierarchy")
-        container = ContainerHighWater(RamSource.CGROUP_V1, group)
+        container = ContainerHighWater(RamSource.CGROUP_V1, group, failures())
         assert container.available
         peaks = RamPeaks(None, container)
         span = peaks.begin(None)
@@ -171,8 +169,8 @@ def test_a_real_cgroup_v1_peak_counter_sees_a_spike_that_is_gone_by_the_end() ->
 def test_a_read_only_container_counter_is_left_out_silently(tmp_path: Path) -> None:
     folder = tmp_path / "memory"
     folder.mkdir()  # memory.peak absent, as on a kernel before 6.12 or a read-only mount
-    assert not ContainerHighWater(RamSource.CGROUP_V2, folder).available
-    assert RamPeaks(None, ContainerHighWater(RamSource.CGROUP_V2, folder)).container is None
+    assert not ContainerHighWater(RamSource.CGROUP_V2, folder, failures()).available
+    assert RamPeaks(None, ContainerHighWater(RamSource.CGROUP_V2, folder, failures())).container is None
 
 
 def test_without_the_process_mark_a_resettable_container_counter_gives_the_peak(tmp_path: Path) -> None:
@@ -181,7 +179,7 @@ def test_without_the_process_mark_a_resettable_container_counter_gives_the_peak(
         if group is None:
             pytest.skip("needs root and a writable cgroup v1 memory hierarchy")
         refused = ProcessHighWater(failures(), fake_proc(tmp_path, clear_refs=False))
-        peaks = RamPeaks(refused, ContainerHighWater(RamSource.CGROUP_V1, group))
+        peaks = RamPeaks(refused, ContainerHighWater(RamSource.CGROUP_V1, group, failures()))
         span = peaks.begin(500 * MIB)
         spike = "b = bytearray(300 * 1024**2); b[::4096] = b'\\1' * len(b[::4096])"
         subprocess.run([*enter_group_launcher(group), sys.executable, "-c", spike], check=True, timeout=60)
@@ -209,3 +207,38 @@ def test_the_real_mark_sees_a_block_another_thread_took_and_gave_back() -> None:
     peak = mark.read()
     mark.close()
     assert start is not None and peak is not None and peak - start >= 190 * MIB
+
+
+@pytest.mark.parametrize("known", ["as it starts", "only at its end"])
+def test_a_cached_node_gets_no_peak_span_and_says_its_peak_was_not_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, known: str
+) -> None:
+    """ComfyUI answered the node from its cache: nothing ran to measure. Known as it starts (a heavy node, whose
+    cache is looked up), the peak counters are not touched; found only at its end, its span is closed unread.
+    Either way its record claims no peak (``None``), while the node that ran beside it keeps its exact one."""
+    mark = FakeProcessMark(tmp_path / "proc-self", monkeypatch, rss=500 * MIB)
+    store = ProfileStore()
+    peaks = RamPeaks(ProcessHighWater(failures(), mark.proc))
+    recorder = ProfileRecorder(store, peaks=peaks, pipeline=current_runtime().pipeline)
+    recorder.connect()
+    try:
+        recorder.on_prompt_started("p-1", prompt_id="p-1")
+        start_node("1", "VAEDecode", heavy=True)
+        mark.allocate(1500 * MIB, rss_after=500 * MIB)
+        finish_node("1", "VAEDecode", heavy=True)
+        calls = mark.resets, mark.status_reads
+        start_node("2", "VAEDecode", heavy=True, cached=True if known == "as it starts" else None)
+        if known == "as it starts":
+            assert (mark.resets, mark.status_reads) == calls
+        finish_node("2", "VAEDecode", heavy=True, cached=True)
+        recorder.on_prompt_finished("p-1", prompt_id="p-1", success=True, duration_seconds=1.0)
+    finally:
+        recorder.disconnect()
+    prompt = store.latest()
+    assert prompt is not None
+    ran, cached = prompt.nodes
+    assert ran.ram_peak_method is PeakMethod.HWM and ran.rss_peak_bytes == 1500 * MIB
+    assert cached.cached and (cached.rss_peak_bytes, cached.ram_peak_method) == (None, None)
+    assert mark.status_reads == calls[1]  # no read at its end either
+    assert mark.resets == calls[0] + (0 if known == "as it starts" else 1)
+    assert peaks._open == []
