@@ -59,12 +59,21 @@ def record(store: ProfileStore, prompt_id: str, *nodes: NodeProfile, success: bo
 
 
 def sample_prompt(store: ProfileStore, prompt_id: str = "prompt-1") -> None:
-    """Four nodes: a loader heavy in VRAM that keeps what it loads, a decoder that needs the most RAM while it runs
-    and gives nearly all of it back, a small one whose peak was only sampled, and a cached one without a peak."""
+    """Four nodes: a loader heavy in VRAM that keeps what it loads (its peak from the container's counter), a
+    decoder that needs the most RAM while it runs and gives nearly all of it back, a small one whose peak was only
+    sampled, and a cached one without a peak."""
     record(
         store,
         prompt_id,
-        node("1", "CheckpointLoaderSimple", 300 * MIB, 2000 * MIB, prompt_id=prompt_id, ram_peak=300 * MIB),
+        node(
+            "1",
+            "CheckpointLoaderSimple",
+            300 * MIB,
+            2000 * MIB,
+            prompt_id=prompt_id,
+            ram_peak=300 * MIB,
+            method=PeakMethod.CGROUP,
+        ),
         node(
             "2", "VAEDecode", 10 * MIB, 500 * MIB, prompt_id=prompt_id, ram_peak=1400 * MIB, container_peak=1500 * MIB
         ),

@@ -207,11 +207,16 @@ HEAVIEST_SHOWN = 5
 
 
 def ram_peak_text(node: NodeProfile) -> str:
-    """``+1.37GB``, or ``≥ +600MB (sampled)`` for a peak that is the highest reading taken while the node ran (a
-    lower bound: a spike between readings is missed)."""
+    """``+1.37GB``; ``≥ +600MB (sampled)`` for a peak that is the highest reading taken while the node ran (a
+    lower bound: a spike between readings is missed); ``≤ +600MB (container)`` for one read from the container's
+    counter (an upper bound: it counts page cache and other processes too)."""
     size = f"+{format_size(node.ram_peak_bytes)}"
-    if node.ram_peak_method is PeakMethod.SAMPLED and node.ram_peak_bytes is not None:
+    if node.ram_peak_bytes is None:
+        return size
+    if node.ram_peak_method is PeakMethod.SAMPLED:
         return f"≥ {size} (sampled)"
+    if node.ram_peak_method is PeakMethod.CGROUP:
+        return f"≤ {size} (container)"
     return size
 
 

@@ -102,6 +102,9 @@ async def test_nodes_sorted_by_peak_with_titles_the_heaviest_marked_and_a_click_
     assert await sampled.get_attribute("title") == (
         "sampled: the highest reading while it ran; a spike between readings is missed"
     )
+    bounded = page.locator('[data-role="profile-row"][data-node-id="1"] [data-role="profile-peak"]')
+    assert await bounded.text_content() == "≤ 300 MB"
+    assert (await bounded.get_attribute("title") or "").startswith("at most: ")
     left = await page.eval_on_selector_all('[data-role="profile-left"]', "cells => cells.map(c => c.textContent)")
     assert left == ["10 MB", "5 MB", "300 MB", "0 MB"]
     unmeasured = page.locator('[data-role="profile-row"][data-node-id="4"] [data-role="profile-peak"]')

@@ -1,5 +1,5 @@
 """The node's detailed report and the per-class peaks show what each node needed while it ran, not only what it
-left behind, and say when a peak was only sampled."""
+left behind, and say when a peak was only sampled or read from the container's counter."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ def _store() -> ProfileStore:
     record(
         store,
         "p1",
-        node("1", "CheckpointLoaderSimple", 300 * MIB, 2000 * MIB, prompt_id="p1", ram_peak=300 * MIB),
+        node(
+            "1",
+            "CheckpointLoaderSimple",
+            300 * MIB,
+            2000 * MIB,
+            prompt_id="p1",
+            ram_peak=300 * MIB,
+            method=PeakMethod.CGROUP,
+        ),
         node("2", "VAEDecode", 0, 120 * MIB, prompt_id="p1", ram_peak=1400 * MIB),
         node("3", "VAEDecode", 4 * MIB, None, prompt_id="p1", ram_peak=700 * MIB),
         node(
@@ -34,7 +42,7 @@ def test_the_heaviest_nodes_show_the_peak_beside_what_was_left_a_sampled_one_mar
 
     assert lines == [
         "Heaviest nodes of prompt p1 (finished), of 6:",
-        "  CheckpointLoaderSimple #1: RAM peak +300MB (left +300MB), VRAM peak +1.95GB, 0.50 s",
+        "  CheckpointLoaderSimple #1: RAM peak ≤ +300MB (container) (left +300MB), VRAM peak +1.95GB, 0.50 s",
         "  VAEDecode #2: RAM peak +1.37GB (left +0MB), VRAM peak +120MB, 0.50 s",
         "  VAEDecode #3: RAM peak +700MB (left +4MB), VRAM peak +n/a, 0.50 s",
         "  ImageUpscaleWithModel #4: RAM peak ≥ +600MB (sampled) (left +2MB), VRAM peak +n/a, 0.50 s",

@@ -1,6 +1,7 @@
 // The Memory panel's "Per-node profile": the last prompt's nodes as a bar chart and a table, sorted by the RAM
 // each needed while it ran (its peak) by default, or by what it left behind or its VRAM peak; the heaviest
-// highlighted, each named by its title on the canvas; a peak that was only sampled is marked "≥"; clicking a row
+// highlighted, each named by its title on the canvas; a peak that was only sampled is marked "≥", one read from the
+// container's counter (an upper bound) "≤"; clicking a row
 // selects the node where the frontend allows it; the profile downloads as CSV or JSON. Redrawn only when the
 // profile or the order changed. A library module: importing it does nothing.
 
@@ -16,7 +17,8 @@ const COLUMNS = ["Node", "RAM peak", "Left behind", "VRAM peak", "Took"];
 // How a RAM peak was measured (the record's ram_peak_method), as the peak's tooltip says it.
 const PEAK_METHODS = {
   hwm: "exact: this process's peak resident set while it ran (its high-water mark, reset before the node)",
-  cgroup: "exact: the container's peak usage while it ran (its counter, reset before the node)",
+  cgroup:
+    "at most: this process's resident set at its start plus the container's growth while it ran (its counter, reset before the node, also counts page cache and other processes)",
   sampled: "sampled: the highest reading while it ran; a spike between readings is missed",
 };
 const NO_PEAK = "no peak reading: what it left behind";
@@ -61,10 +63,14 @@ export function profileCsv(profile, titleOf) {
   return [CSV_FIELDS.join(","), ...rows].join("\n") + "\n";
 }
 
-/** A node's RAM peak as shown: "≥ 600 MB" when it was sampled (a lower bound), else "1.37 GB". */
+const PEAK_BOUNDS = { sampled: "≥ ", cgroup: "≤ " };
+
+/** A node's RAM peak as shown: "≥ 600 MB" when it was sampled (a lower bound), "≤ 600 MB" when read from the
+ * container's counter (an upper bound), else "1.37 GB". */
 export function peakText(node) {
   const size = formatSize(node.ram_peak_bytes);
-  return node.ram_peak_method === "sampled" && Number.isFinite(node.ram_peak_bytes) ? `≥ ${size}` : size;
+  const bound = Number.isFinite(node.ram_peak_bytes) ? (PEAK_BOUNDS[node.ram_peak_method] ?? "") : "";
+  return bound + size;
 }
 
 /** What the peak's tooltip says: how it was measured, and the container's peak where it could be read. */
