@@ -106,10 +106,12 @@ def _between_prompts() -> bool:
 
 
 def comfyui_available_bytes() -> int:
-    """The available RAM as ComfyUI's own cache reads it: its container-aware reading where it has one."""
+    """The available RAM as ComfyUI's own cache reads it: its container-aware reading where it has one and it gives
+    a number, else the host's (what 0.33 reads). A reading that raises is the caller's to contain and count."""
     reading = getattr(comfy_system_memory(), "virtual_memory_available", None)
-    if callable(reading):
-        return int(reading())
+    value = reading() if callable(reading) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return int(value)
     return host_available_bytes()
 
 
