@@ -23,7 +23,7 @@ from comfy_memhooks.probe.core_ram import CoreRamReader
 from comfy_memhooks.probe.readings import GIB, MIB, MemorySnapshot, RamReader, RamReading, RamSource
 from comfy_memhooks.triggers.settings import SettingsStore
 from tests.hook_support import FakeProbe, chain_prompt, hooked_runtime
-from tests.standin_executor import StandInNode, make_execution_module
+from tests.standin_executor import Outputs, StandInNode, make_execution_module
 from tests.standin_ram_cache import FakeRam, RAMPressureCache, install_memory_management, install_system_memory
 
 TOTAL = 16 * GIB
@@ -239,6 +239,35 @@ def test_between_prompts_the_cache_itself_is_asked(tmp_path: Path, monkeypatch: 
     assert skipped is None and detail is not None
     assert detail.startswith("RAMPressureCache.ram_release(") and "free_active=True" in detail
     assert detail.endswith("freed 1.50 GB") and setup.cache.cache == {}
+
+
+class HierarchicalCache(Outputs):
+    """0.33's output cache under ``--cache-classic``: no ``ram_release``, so ComfyUI sets no release callback."""
+
+
+def test_with_the_classic_cache_comfy_cache_release_says_so_during_a_prompt_and_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup = Setup(tmp_path, monkeypatch)
+    setup.executor.caches.outputs = HierarchicalCache()
+    asked: list[tuple[str | None, str | None]] = []
+
+    def ask(x: int) -> int:
+        engine = setup.engine
+        asked.append(comfy_cache.release(engine.probe.read_ram(), 1.0, engine.caches, engine.release))
+        return x
+
+    setup.module.NODE_CLASS_MAPPINGS["Ask"] = StandInNode(ask)
+    prompt, order = chain_prompt("Const", "Ask", first_input=1)
+    setup.executor.execute(prompt, "classic", {}, order)
+    engine = setup.engine
+    asked.append(comfy_cache.release(engine.probe.read_ram(), 1.0, engine.caches, engine.release))
+
+    # While the prompt ran ComfyUI's release callback was unset too (it sets none for this cache): not "between
+    # prompts", but no API for this cache at all.
+    expected = "ComfyUI has no API to release its cache here (its output cache is HierarchicalCache): left alone"
+    assert asked == [(None, expected), (None, expected)]
+    assert setup.executor.success and setup.executor.caches.outputs.get(order[-1]) is not None
 
 
 @pytest.mark.parametrize(
