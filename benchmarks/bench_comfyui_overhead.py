@@ -1,9 +1,8 @@
 """What comfy_memhooks costs a cheap node in a real ComfyUI, against the same ComfyUI with an empty pack. By hand:
 
-    source /work/comfy/env.sh 0.8.0
-    python benchmarks/bench_comfyui_overhead.py                         # the ComfyUI of COMFYUI_DIR
-    python benchmarks/bench_comfyui_overhead.py --comfyui /work/comfy/ComfyUI-0.8.0 \\
-        --comfyui /work/comfy/ComfyUI-0.33.0:/work/comfy/extra-0.33.0   # several versions, one after the other
+    python benchmarks/bench_comfyui_overhead.py         # the ComfyUI of COMFYUI_DIR (and COMFYUI_EXTRA_PYTHONPATH)
+    python benchmarks/bench_comfyui_overhead.py --comfyui /path/to/ComfyUI-0.8.0 \\
+        --comfyui /path/to/ComfyUI-0.33.0:/path/to/extra-0.33.0  # several versions, one after the other
     python benchmarks/bench_comfyui_overhead.py --profile               # where the time goes, per node
 
 Each ``--comfyui`` is a checkout, optionally followed by ``:`` and a folder put first on its ``PYTHONPATH`` (its
@@ -505,7 +504,7 @@ def main() -> None:
     if not specs:
         directory = os.environ.get("COMFYUI_DIR")
         if not directory:
-            parser.error("give --comfyui or set COMFYUI_DIR (source /work/comfy/env.sh <version>)")
+            parser.error("give --comfyui or set COMFYUI_DIR (see docs/testing.md)")
         extra = os.environ.get("COMFYUI_EXTRA_PYTHONPATH")
         specs = [f"{directory}:{extra}" if extra else directory]
     names = ["defaults", "hook off", *(["profile off"] if arguments.all else [])]

@@ -1,7 +1,7 @@
 """What the executor hook costs per node on several ComfyUI versions (0.8.0, 0.18.2, 0.33.0), measured in one run.
 
-    python benchmarks/bench_versions.py /work/comfy/ComfyUI-0.8.0 /work/comfy/ComfyUI-0.18.2:/work/comfy/extra-0.18.2 \
-        /work/comfy/ComfyUI-0.33.0:/work/comfy/extra-0.33.0 --without-memhooks
+    python benchmarks/bench_versions.py /path/to/ComfyUI-0.8.0 /path/to/ComfyUI-0.18.2:/path/to/extra-0.18.2 \
+        /path/to/ComfyUI-0.33.0:/path/to/extra-0.33.0 --without-memhooks
 
 Each argument is a ComfyUI checkout, optionally followed by ``:`` and a folder put first on its ``PYTHONPATH`` (its
 frontend packages); ``COMFYUI_PYTHON`` is the Python that runs them. Every server is started and kept running;

@@ -6,8 +6,8 @@ gets its own) whose ``execute`` has exactly the parameters of one ComfyUI genera
 - ``"sync9"``: ComfyUI 0.1 to 0.3.44, synchronous, 9 parameters;
 - ``"async10"``: 0.3.45 to 0.3.67, asynchronous, adds ``pending_async_nodes``;
 - ``"async11"``: 0.3.68 to 0.33 (0.8.0, 0.18.2, 0.33.0), adds ``ui_outputs``;
-- ``"async12"``: after 0.33 (0.38.1), adds ``asset_manager`` last, which ``PromptExecutor.__init__`` takes as a
-  keyword (``NoAssets`` when none is given) and passes to every call.
+- ``"async12"``: after 0.33 (0.38.1), adds ``asset_manager`` last, which ``PromptExecutor.__init__`` takes after
+  ``cache_type`` and ``cache_args``, as 0.38.1's does (``NoAssets`` when none is given), and passes to every call.
 
 ``PromptExecutor(by_keyword=True)`` calls ``execute`` with every argument by name, as a caller that wraps or
 re-orders ComfyUI's executor may. An output cache with a ``ram_release`` method (``tests/standin_ram_cache.py``'s
@@ -338,8 +338,11 @@ def make_execution_module(kind: str, nodes: dict[str, StandInNode]) -> types.Mod
         return True
 
     class PromptExecutor:
-        def __init__(self, server=None, asset_manager=None, by_keyword=False):
+        # 0.38.1's order (server, cache_type=False, cache_args=None, asset_manager=None); by_keyword is the stand-in's.
+        def __init__(self, server=None, cache_type=False, cache_args=None, asset_manager=None, *, by_keyword=False):
             self.server = server if server is not None else Server()
+            self.cache_type = cache_type
+            self.cache_args = cache_args
             self.asset_manager = asset_manager if asset_manager is not None else NoAssets()
             self.by_keyword = by_keyword
             self.inactive_headroom = 0

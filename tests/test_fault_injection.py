@@ -51,8 +51,10 @@ from tests.fake_nvml import make_fake_pynvml, nvml_error, two_gpus
 from tests.hook_support import chain_prompt, hooked_runtime
 from tests.panel.panel_support import RecordingPublisher, cgroup_v2_tree, panel_app
 from tests.standin_executor import StandInNode, make_execution_module
+from tests.standin_ram_cache import FakeRam, RAMPressureCache, install_memory_management
 
 GIB = 1024**3
+MIB = 1024**2
 RUNS = 3
 PROMPT = ("Const", "Double", "ReActorFaceSwap", "Double")
 WEDGED_SECONDS = 30.0
@@ -75,6 +77,7 @@ class Rig:
     procfs: Path = Path("/proc")
     release: threading.Event = field(default_factory=threading.Event)
     receivers: list[tuple[Any, Callable[..., None]]] = field(default_factory=list)
+    output_cache: Callable[[], Any] | None = None  # the executor's output cache (ComfyUI 0.33's, for some faults)
 
     def connect(self, signal: Any, receiver: Callable[..., None]) -> None:
         signal.connect(receiver, weak=False)
@@ -115,7 +118,9 @@ def _engine(rig: Rig) -> Engine:
     return Engine(probe=probe, clock=rig.clock)
 
 
-def _run_workflows(engine: Engine, store: SettingsStore, clock: FakeClock) -> tuple[list[dict[str, Any]], list[float]]:
+def _run_workflows(
+    engine: Engine, store: SettingsStore, clock: FakeClock, output_cache: Callable[[], Any] | None = None
+) -> tuple[list[dict[str, Any]], list[float]]:
     """Three runs, each far enough apart for the cooldown; the outputs of each, and the heavy node's durations."""
     nodes = {
         "Const": StandInNode(lambda x: x),
@@ -135,9 +140,11 @@ def _run_workflows(engine: Engine, store: SettingsStore, clock: FakeClock) -> tu
         prompt, order = chain_prompt(*PROMPT, first_input=5)
         for run in range(RUNS):
             executor = module.PromptExecutor()
+            if output_cache is not None:
+                executor.caches.outputs = output_cache()
             executor.execute(prompt, f"prompt-{run}", {}, order)
             assert executor.success, executor.failure
-            outputs.append({node: value for node, (_, value) in executor.caches.outputs.values.items()})
+            outputs.append({node: executor.caches.outputs.get(node) for node in order})
             clock.advance(3600.0)  # past any cooldown: each run cleans up after the heavy node
     finally:
         signals.heavy_node_finished.disconnect(on_heavy_finished)
@@ -322,18 +329,60 @@ def _publisher_fails(rig: Rig) -> None:
     rig.monkeypatch.setattr(rig.publisher, "publish", _raise(ConnectionResetError("websocket send failed")))
 
 
+def _ram_over_threshold(rig: Rig) -> None:
+    """2.9 of the container's 3 GB in use: the cleanup after the heavy node asks ComfyUI's cache for RAM."""
+    (rig.cgroup_root / "memory.current").write_text(f"{int(2.9 * GIB)}\n")
+
+
+def _system_memory_raises(rig: Rig) -> None:
+    """ComfyUI's own reader (``comfy.system_memory``, after 0.33) failing on every call, as on an unreadable file."""
+    module = types.ModuleType("comfy.system_memory")
+    for name in ("cgroup_memory_limit", "cgroup_memory_usage", "virtual_memory_total", "virtual_memory_available"):
+        setattr(module, name, _raise(OSError(errno.EIO, "Input/output error")))
+    rig.monkeypatch.setitem(sys.modules, "comfy.system_memory", module)
+    install_memory_management(rig.monkeypatch)
+    rig.output_cache = lambda: RAMPressureCache(FakeRam(available=GIB), MIB)
+    _ram_over_threshold(rig)
+
+
+class CacheFailingToEvict(RAMPressureCache):
+    """0.33's RAM-pressure cache whose ``ram_release`` raises as soon as it has to evict (an entry it cannot size).
+    ComfyUI's own release after every node, with the stand-in's headroom of 0, never has to."""
+
+    def ram_release(self, target: int, free_active: bool = False, min_entry_size: int = 0) -> int:
+        if self.ram.available < target:
+            raise RuntimeError("the cache could not size an entry")
+        return super().ram_release(target, free_active, min_entry_size)
+
+
+def _cache_release_raises(rig: Rig) -> None:
+    """comfy_memhooks' request reaches the cache's ``ram_release`` through the prompt's pass-through, and it raises."""
+    install_memory_management(rig.monkeypatch)
+    rig.output_cache = lambda: CacheFailingToEvict(FakeRam(available=GIB), MIB)
+    _ram_over_threshold(rig)
+
+
+def _extra_ram_release_raises(rig: Rig) -> None:
+    module = install_memory_management(rig.monkeypatch)
+    module.extra_ram_release = _raise(RuntimeError("extra_ram_release failed"))  # type: ignore[attr-defined]
+    rig.output_cache = lambda: RAMPressureCache(FakeRam(available=GIB), MIB)
+    _ram_over_threshold(rig)
+
+
 def _no_fault(rig: Rig) -> None:
     return None
 
 
 @dataclass(frozen=True)
 class Fault:
-    """One kind of fault; ``counted`` is the ``errors`` entry of ``/memhooks/status`` it must raise (or None)."""
+    """One kind of fault; ``counted`` is the ``errors`` entry of ``/memhooks/status`` it must raise (or None), and
+    ``latest`` what that entry's latest error must say, where the part that failed is not the only one it could be."""
 
     name: str
     inject: Callable[[Rig], None]
     counted: str | None
     logged: bool = True
+    latest: str | None = None
 
 
 FAULTS = (
@@ -368,6 +417,24 @@ FAULTS = (
     Fault("the settings folder is read-only", _settings_folder_read_only, "settings_warning"),
     Fault("the settings file is unreadable", _settings_unreadable, "settings_warning"),
     Fault("websocket sends fail", _publisher_fails, "panel_failures"),
+    Fault(
+        "comfy.system_memory raises",
+        _system_memory_raises,
+        "probe_failures",
+        latest="reading its cgroup figures (OSError): OSError: [Errno 5] Input/output error",
+    ),
+    Fault(
+        "the cache's ram_release raises through the pass-through",
+        _cache_release_raises,
+        "action_failures",
+        latest="comfy_cache_release: RuntimeError: the cache could not size an entry",
+    ),
+    Fault(
+        "extra_ram_release raises",
+        _extra_ram_release_raises,
+        "action_failures",
+        latest="comfy_cache_release: RuntimeError: extra_ram_release failed",
+    ),
 )
 
 
@@ -417,7 +484,7 @@ async def test_a_fault_changes_no_output_logs_once_and_is_counted(
             backend = PanelBackend(engine, store, rig.publisher, interval=lambda: 3600.0, pipeline=pipeline)
             backend.start()
             try:
-                outputs, durations = await asyncio.to_thread(_run_workflows, engine, store, rig.clock)
+                outputs, durations = await asyncio.to_thread(_run_workflows, engine, store, rig.clock, rig.output_cache)
                 client = await aiohttp_client(panel_app(backend))
                 response = await client.get("/memhooks/status")
                 assert response.status == 200, await response.text()
@@ -438,6 +505,8 @@ async def test_a_fault_changes_no_output_logs_once_and_is_counted(
         assert errors["settings_warning"] and str(rig.settings_path) in errors["settings_warning"]
     elif fault.counted is not None:
         assert errors[fault.counted] > 0, errors
+    if fault.latest is not None:
+        assert fault.counted is not None and errors[f"last_{fault.counted[: -len('_failures')]}_error"] == fault.latest
     assert max(durations) < 5 * GPU_DEADLINE_SECONDS, durations  # a wedged driver holds no node for long
 
 

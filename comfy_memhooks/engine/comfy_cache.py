@@ -35,8 +35,6 @@ from ..probe.readings import GIB, MIB, RamReading, RamSource
 from .comfy_release import PromptReleaseWatch
 
 RAM_PRESSURE_CACHE = "RAMPressureCache"
-# RAMPressureCache.poll evicts until free RAM reaches the headroom times this (comfy_execution/caching.py).
-POLL_HYSTERESIS = 1.1
 # The least headroom above the host's free RAM: between our reading and the poll's, other processes move it.
 POLL_MARGIN_BYTES = 256 * MIB
 
@@ -53,9 +51,6 @@ class SeenCaches:
             self._caches = weakref.ref(caches)
         except TypeError:  # nothing is kept rather than a strong reference
             self._caches = None
-
-    def forget(self) -> None:
-        self._caches = None
 
     def outputs(self) -> Any | None:
         """ComfyUI's output cache, while ComfyUI still holds it."""
@@ -106,10 +101,12 @@ def _between_prompts() -> bool:
 
 
 def comfyui_available_bytes() -> int:
-    """The available RAM as ComfyUI's own cache reads it: its container-aware reading where it has one."""
+    """The available RAM as ComfyUI's own cache reads it: its container-aware reading where it has one and it gives
+    a number, else the host's (what 0.33 reads). A reading that raises is the caller's to contain and count."""
     reading = getattr(comfy_system_memory(), "virtual_memory_available", None)
-    if callable(reading):
-        return int(reading())
+    value = reading() if callable(reading) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return int(value)
     return host_available_bytes()
 
 
@@ -119,8 +116,9 @@ def poll_headroom_gb(ram: RamReading, target_available_bytes: int, host_availabl
     Freed memory shows up in both readings alike, so the headroom is the host's free RAM plus the container's
     shortfall: ``poll`` returns at once when it reads more free RAM than the headroom (so the shortfall, at least
     :data:`POLL_MARGIN_BYTES`, is also what another process may free meanwhile without stopping it), and then evicts
-    until it reads the headroom times :data:`POLL_HYSTERESIS`. That hysteresis applies to the host's free RAM, so
-    on a large host it evicts more than the container needs, up to everything the cache holds.
+    until it reads 1.1 times the headroom (its own hysteresis, ``comfy_execution/caching.py``). That hysteresis
+    applies to the host's free RAM, so on a large host it evicts more than the container needs, up to everything
+    the cache holds.
     """
     shortfall = max(target_available_bytes - (ram.available_bytes or 0), POLL_MARGIN_BYTES)
     return (host_available + shortfall) / GIB
@@ -176,16 +174,27 @@ def _release_through_comfyui(
     extra: Any, shortfall: int, caches: SeenCaches, watch: PromptReleaseWatch
 ) -> tuple[str | None, str | None]:
     """0.33 and later: ``extra_ram_release`` while a prompt runs, the cache's ``ram_release`` between prompts."""
+    outputs = caches.outputs()
+    found = getattr(outputs, "ram_release", None)
+    method = found if callable(found) else None
+    if outputs is not None and method is None:
+        # Another cache (--cache-classic, --cache-lru, --cache-none): ComfyUI sets no release callback for it, so
+        # extra_ram_release does nothing, whether a prompt runs or not.
+        return (
+            None,
+            f"ComfyUI has no API to release its cache here (its output cache is {type(outputs).__name__}): left alone",
+        )
+    between = _between_prompts()
+    if between and method is None:
+        return (
+            None,
+            "ComfyUI has no API to release its cache here between prompts (no output cache seen yet): left alone",
+        )
     # The target is the available RAM to reach, as ComfyUI reads it: that reading plus what is missing here.
     target = comfyui_available_bytes() + max(shortfall, POLL_MARGIN_BYTES)
     wanted = f"{target / GIB:.2f} GB available"
     purpose = f"for {shortfall / GIB:.2f} GB"
-    if _between_prompts():
-        outputs = caches.outputs()
-        method = getattr(outputs, "ram_release", None)
-        if not callable(method):
-            what = "no output cache seen yet" if outputs is None else f"its output cache is {type(outputs).__name__}"
-            return None, f"ComfyUI has no API to release its cache here between prompts ({what}): left alone"
+    if between and method is not None:
         with watch.ours():
             freed = method(target, free_active=True)
         asked = f"{type(outputs).__name__}.ram_release({wanted}, free_active=True)"

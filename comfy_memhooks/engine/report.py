@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..probe.core_ram import CoreRamCheck
+from ..probe.core_ram import AGREEMENT_PERCENT, CoreRamCheck
 from ..probe.readings import (
     GIB,
     DynamicVramReading,
@@ -110,13 +110,16 @@ def ram_reader_text(ram: RamReading, check: CoreRamCheck | None) -> str | None:
     """Which reading of the container's RAM is used, where ComfyUI has its own (``comfy.system_memory``)."""
     if check is None:
         return None
+    beyond = f"more than {AGREEMENT_PERCENT:g}% ({check.disagreement})"
     if ram.reader is RamReader.COMFYUI:
+        if check.disagreement is not None:
+            return (
+                "RAM read by ComfyUI's comfy.system_memory, the reading that leaves less available: it disagrees "
+                f"with comfy_memhooks' {ram.source.value} reading by {beyond}"
+            )
         return f"RAM read by ComfyUI's comfy.system_memory (it agrees with comfy_memhooks' {ram.source.value} reading)"
     if check.disagreement is not None:
-        return (
-            f"RAM read by comfy_memhooks ({ram.source.value}): ComfyUI's comfy.system_memory disagrees by more than "
-            f"5% ({check.disagreement})"
-        )
+        return f"RAM read by comfy_memhooks ({ram.source.value}): ComfyUI's comfy.system_memory disagrees by {beyond}"
     return f"RAM read by comfy_memhooks ({ram.source.value}): ComfyUI's comfy.system_memory sees no container limit"
 
 

@@ -54,7 +54,7 @@ class MemoryProbe:
         self.failures = Failures(logger, "memory probe failed while {kind}; that reading is missing", logging.WARNING)
 
     def failure_count(self) -> int:
-        """Readings lost to a failure, here or below: the cgroup files, NVML, torch, AMD SMI."""
+        """Readings lost to a failure, here or below: the cgroup files, ComfyUI's own reader, NVML, torch, AMD SMI."""
         return sum(part.count for part in self._failure_parts())
 
     def last_failure(self) -> str | None:
@@ -62,7 +62,7 @@ class MemoryProbe:
         return next((part.last_error for part in self._failure_parts() if part.last_error), None)
 
     def _failure_parts(self) -> tuple[Failures, ...]:
-        return (self.failures, *self.ram.failures, *self.gpu.failures)
+        return (self.failures, *self.ram.failures, self.core_ram.failures, *self.gpu.failures)
 
     def snapshot(self, include_processes: bool = False) -> MemorySnapshot:
         """Reads RAM and every GPU now; the GPU process list only when asked (it costs a call per GPU)."""
@@ -94,7 +94,7 @@ class MemoryProbe:
             return UNKNOWN_RAM
         try:
             return self.core_ram.reconcile(ours)
-        except Exception as error:  # ComfyUI's reader failed: comfy_memhooks' own reading stands.
+        except Exception as error:  # a bug of ours comparing the two (ComfyUI's own failures are contained there)
             self.failures.record(f"reading ComfyUI's comfy.system_memory ({type(error).__name__})", error)
             return ours
 

@@ -23,7 +23,7 @@ from comfy_memhooks.probe.core_ram import CoreRamReader
 from comfy_memhooks.probe.readings import GIB, MIB, MemorySnapshot, RamReader, RamReading, RamSource
 from comfy_memhooks.triggers.settings import SettingsStore
 from tests.hook_support import FakeProbe, chain_prompt, hooked_runtime
-from tests.standin_executor import StandInNode, make_execution_module
+from tests.standin_executor import Outputs, StandInNode, make_execution_module
 from tests.standin_ram_cache import FakeRam, RAMPressureCache, install_memory_management, install_system_memory
 
 TOTAL = 16 * GIB
@@ -241,6 +241,35 @@ def test_between_prompts_the_cache_itself_is_asked(tmp_path: Path, monkeypatch: 
     assert detail.endswith("freed 1.50 GB") and setup.cache.cache == {}
 
 
+class HierarchicalCache(Outputs):
+    """0.33's output cache under ``--cache-classic``: no ``ram_release``, so ComfyUI sets no release callback."""
+
+
+def test_with_the_classic_cache_comfy_cache_release_says_so_during_a_prompt_and_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup = Setup(tmp_path, monkeypatch)
+    setup.executor.caches.outputs = HierarchicalCache()
+    asked: list[tuple[str | None, str | None]] = []
+
+    def ask(x: int) -> int:
+        engine = setup.engine
+        asked.append(comfy_cache.release(engine.probe.read_ram(), 1.0, engine.caches, engine.release))
+        return x
+
+    setup.module.NODE_CLASS_MAPPINGS["Ask"] = StandInNode(ask)
+    prompt, order = chain_prompt("Const", "Ask", first_input=1)
+    setup.executor.execute(prompt, "classic", {}, order)
+    engine = setup.engine
+    asked.append(comfy_cache.release(engine.probe.read_ram(), 1.0, engine.caches, engine.release))
+
+    # While the prompt ran ComfyUI's release callback was unset too (it sets none for this cache): not "between
+    # prompts", but no API for this cache at all.
+    expected = "ComfyUI has no API to release its cache here (its output cache is HierarchicalCache): left alone"
+    assert asked == [(None, expected), (None, expected)]
+    assert setup.executor.success and setup.executor.caches.outputs.get(order[-1]) is not None
+
+
 @pytest.mark.parametrize(
     ("cache_ram", "others", "expected"),
     [
@@ -313,17 +342,57 @@ def test_comfyuis_reading_is_used_where_it_agrees(monkeypatch: pytest.MonkeyPatc
 def test_a_disagreement_above_five_percent_is_logged_once_with_both_figures(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # cgroup v1, a nested group: ComfyUI's reader takes the hierarchy root's usage, the whole machine's.
-    install_system_memory(monkeypatch, 3 * GIB, 20 * GIB, 64 * GIB, 40 * GIB)
+    # The binding limit sits on a parent group: ComfyUI reads the usage there (its siblings' included, what the
+    # kernel holds against the limit), comfy_memhooks its own group's. ComfyUI's leaves less available: it is used.
+    install_system_memory(monkeypatch, 3 * GIB, 2 * GIB + 800 * MIB, 64 * GIB, 40 * GIB)
     reader = CoreRamReader()
     with caplog.at_level(logging.WARNING, logger="comfy_memhooks.probe.core_ram"):
         for used in (2 * GIB, 2 * GIB + MIB, 2 * GIB + 2 * MIB):
             reading = reader.reconcile(ours(used))
-            assert reading.reader is RamReader.OURS and reading.used_bytes == used
+            assert reading.reader is RamReader.COMFYUI and reading.source is RamSource.CGROUP_V1
+            assert (reading.used_bytes, reading.available_bytes) == (2 * GIB + 800 * MIB, GIB - 800 * MIB)
     warnings = [record.getMessage() for record in caplog.records]
     assert len(warnings) == 1, warnings
-    assert "usage: ComfyUI 20.00 GB, comfy_memhooks 2.00 GB" in warnings[0] and "cgroup v1" in warnings[0]
-    assert reader.last is not None and not reader.last.agrees
+    assert "usage: ComfyUI 2.78 GB, comfy_memhooks 2.00 GB" in warnings[0] and "cgroup v1" in warnings[0]
+    assert "the reading that leaves less RAM available is used" in warnings[0]
+    assert reader.last is not None and not reader.last.agrees and reader.last.reader is RamReader.COMFYUI
+
+
+def test_where_comfyuis_reading_leaves_more_available_ours_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The container was shrunk from 4 to 3 GB while ComfyUI ran: ComfyUI found its limit once, at start-up.
+    install_system_memory(monkeypatch, 4 * GIB, 2 * GIB, 64 * GIB, 40 * GIB)
+    reader = CoreRamReader()
+    reading = reader.reconcile(ours(2 * GIB))
+    assert reading.reader is RamReader.OURS and (reading.total_bytes, reading.used_bytes) == (3 * GIB, 2 * GIB)
+    assert reader.last is not None and reader.last.disagreement == "limit: ComfyUI 4.00 GB, comfy_memhooks 3.00 GB"
+
+
+def test_comfyuis_reader_raising_is_contained_counted_and_logged_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    module = install_system_memory(monkeypatch, 3 * GIB, 2 * GIB, 64 * GIB, 40 * GIB)
+
+    def unreadable() -> int:
+        raise OSError(5, "Input/output error", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+    module.cgroup_memory_limit = unreadable  # type: ignore[attr-defined]
+    reader = CoreRamReader()
+    with caplog.at_level(logging.WARNING, logger="comfy_memhooks.probe.core_ram"):
+        readings = [reader.reconcile(ours(2 * GIB)) for _ in range(3)]
+    assert all(reading.reader is RamReader.OURS and reading.used_bytes == 2 * GIB for reading in readings)
+    assert reader.last is None and reader.failures.count == 3
+    assert [record.getMessage() for record in caplog.records] == [
+        "comfy_memhooks: ComfyUI's comfy.system_memory failed while reading its cgroup figures (OSError); "
+        "comfy_memhooks' own reading is used (logged once)"
+    ]
+
+
+def test_comfyuis_available_ram_that_is_no_number_falls_back_to_the_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = install_system_memory(monkeypatch, 3 * GIB, 2 * GIB, 64 * GIB, 40 * GIB)
+    monkeypatch.setattr(comfy_cache, "host_available_bytes", lambda: 7 * GIB)
+    assert comfy_cache.comfyui_available_bytes() == GIB
+    module.virtual_memory_available = lambda: None  # type: ignore[attr-defined]
+    assert comfy_cache.comfyui_available_bytes() == 7 * GIB
 
 
 def test_a_limit_only_one_side_sees_is_a_disagreement(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,6 +22,8 @@ from tests.standin_executor import (
     DynamicPrompt,
     ExecutionList,
     ExecutionResult,
+    NoAssets,
+    Server,
     StandInNode,
     make_execution_module,
 )
@@ -367,6 +369,38 @@ def test_a_caller_passing_every_argument_by_keyword_gets_the_same_results(kind: 
         assert registered == [("keywords", node_id) for node_id in order]
     assert recorder.node_trace() == [(phase, node) for node in order for phase in ("started", "finished")]
     assert [event.kwargs["prompt_id"] for event in recorder.of("node_finished")] == ["keywords"] * len(order)
+
+
+class RecordingAssets(NoAssets):
+    """An asset manager of the caller's own, given to the executor by name."""
+
+
+def _run_with_an_asset_manager(hooked: bool) -> tuple[Any, list[str], dict[str, Any], list[Any]]:
+    """0.38.1's ``PromptExecutor(server, cache_type=False, cache_args=None, asset_manager=None)``, with the asset
+    manager and the cache arguments passed by keyword, as ``main.py`` and a pack starting its own executor do."""
+    module = make_execution_module("async12", nodes())
+    if hooked:
+        install(module)
+    assets = RecordingAssets()
+    prompt, order = chain_prompt("Const", "LazyMix", "Expand", "AsyncLater", "ReActorFaceSwap", first_input=3)
+    executor = module.PromptExecutor(Server(), cache_type=False, cache_args={"ram": 0.0}, asset_manager=assets)
+    assert executor.asset_manager is assets
+    executor.execute(prompt, "assets", {}, order)
+    outputs = {node_id: value for node_id, (_, value) in executor.caches.outputs.values.items()}
+    return executor.success, order, outputs, list(assets.registered)
+
+
+def test_an_asset_manager_passed_by_keyword_gets_every_output_with_the_hook_as_without(recorder: Recorder) -> None:
+    unhooked = _run_with_an_asset_manager(hooked=False)
+    assert recorder.names() == []
+    hooked = _run_with_an_asset_manager(hooked=True)
+
+    assert hooked == unhooked
+    success, order, outputs, registered = hooked
+    assert success and outputs[order[-1]] is not None
+    assert registered == [("assets", node_id) for node_id in order]  # the caller's manager, not a default one
+    assert recorder.node_trace() == [(phase, node) for node in order for phase in ("started", "finished")]
+    assert [event.kwargs["prompt_id"] for event in recorder.of("node_finished")] == ["assets"] * len(order)
 
 
 @pytest.mark.parametrize("kind", KINDS)

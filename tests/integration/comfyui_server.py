@@ -4,7 +4,8 @@ Read by the integration tests and the benchmark. Configuration comes from the en
 
 - ``COMFYUI_DIR``: a ComfyUI checkout (its ``main.py``); without it the integration tests are skipped.
 - ``COMFYUI_PYTHON``: a Python with ComfyUI's requirements (default: this one).
-- ``COMFYUI_EXTRA_PYTHONPATH``: put first on ``PYTHONPATH`` for ComfyUI only (an older ComfyUI's frontend).
+- ``COMFYUI_EXTRA_PYTHONPATH``: put first on ``PYTHONPATH`` for ComfyUI only (the frontend and helper packages
+  that release pins, installed with ``pip install --no-deps --target``; see docs/testing.md).
 
 Nothing is copied: a temporary folder holds links to the project (as ``comfy_memhooks``) and to the test pack,
 and a YAML given to ``--extra-model-paths-config`` names that folder. ``--base-directory`` keeps outputs, the
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -40,6 +42,25 @@ PROMPT_SECONDS = 120
 def comfyui_dir() -> Path | None:
     value = os.environ.get("COMFYUI_DIR")
     return Path(value) if value else None
+
+
+def checkout_version_text() -> str | None:
+    """The version the checkout at ``COMFYUI_DIR`` says it is (its ``comfyui_version.py``), read without starting it;
+    ``None`` without a checkout or a version file."""
+    directory = comfyui_dir()
+    try:
+        text = (directory / "comfyui_version.py").read_text(encoding="utf-8") if directory is not None else ""
+    except OSError:
+        return None
+    match = re.search(r"""__version__\s*=\s*["']([^"']+)""", text)
+    return match.group(1) if match else None
+
+
+def checkout_version() -> tuple[int, ...]:
+    """The checkout's version as numbers (``(0, 33, 0)``), for a test that depends on it before ComfyUI starts (0.3.44
+    refuses ``--cache-ram``; 0.33 releases its cache after every node); ``()`` when it is unknown."""
+    numbers = re.findall(r"\d+", (checkout_version_text() or "").split("+")[0])
+    return tuple(int(part) for part in numbers[:3])
 
 
 def skip_reason() -> str | None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.cgroups import enter_group_launcher, limited_v1_group
-from tests.integration.comfyui_server import ComfyUI, comfyui_dir, skip_reason
+from tests.integration.comfyui_server import ComfyUI, checkout_version, skip_reason
 
 pytestmark = [
     pytest.mark.integration,
@@ -32,15 +32,6 @@ VIDEO_BYTES = 60 * 640 * 480 * 3 * 4
 ASK_THE_CACHE = {"ram_threshold": 1.0, "cooldown_seconds": 0, "pressure_watchdog": False}
 
 
-def _checkout_version() -> tuple[int, ...]:
-    directory = comfyui_dir()
-    assert directory is not None
-    text = (directory / "comfyui_version.py").read_text(encoding="utf-8")
-    match = re.search(r"__version__\s*=\s*[\"']([\d.]+)", text)
-    assert match is not None
-    return tuple(int(part) for part in match.group(1).split(".")[:3])
-
-
 def _video(seed: int) -> dict[str, Any]:
     return {
         "1": {"class_type": "VHS_LoadVideo", "inputs": {"seed": seed, **FRAMES}},
@@ -50,7 +41,7 @@ def _video(seed: int) -> dict[str, Any]:
 
 def _two_prompts(settings: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
     """Two videos in a 3 GB container: each prompt's status and the history, with the second prompt's id."""
-    if _checkout_version() < (0, 33, 0):
+    if checkout_version() < (0, 33, 0):
         pytest.skip("this ComfyUI does not release its cache after every node (0.33 and later do)")
     with limited_v1_group(LIMIT) as group:
         if group is None:

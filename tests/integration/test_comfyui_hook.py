@@ -6,16 +6,13 @@ Run against each ComfyUI generation by pointing ``COMFYUI_DIR`` at it (0.8.0 has
 
 from __future__ import annotations
 
-import os
-import re
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.comfyui_server import ComfyUI, running_comfyui, skip_reason
+from tests.integration.comfyui_server import ComfyUI, checkout_version_text, running_comfyui, skip_reason
 
 pytestmark = [
     pytest.mark.integration,
@@ -98,19 +95,13 @@ def test_the_hook_is_installed_at_start_up(comfy: ComfyUI) -> None:
     assert status["installed"] is True, status
     assert status["execute_is_wrapped"] is True
     assert status["prompt_signals"] is True
-    version = (comfy_dir_version() or "").split(".")
+    version = (checkout_version_text() or "").split(".")
     assert status["comfyui_version"] == ".".join(version)
     synchronous = tuple(int(part) for part in version[:3]) <= (0, 3, 44)
     assert status["executor"] == ("sync" if synchronous else "async")
     assert status["hook_errors"] == 0
     assert status["receiver_errors"] == 0
     assert "IMPORT FAILED" not in comfy.log_tail(200_000)
-
-
-def comfy_dir_version() -> str | None:
-    text = (Path(os.environ["COMFYUI_DIR"]) / "comfyui_version.py").read_text()
-    match = re.search(r"""__version__\s*=\s*["']([^"']+)""", text)
-    return match.group(1) if match else None
 
 
 def test_signals_and_history_around_heavy_nodes(comfy: ComfyUI) -> None:

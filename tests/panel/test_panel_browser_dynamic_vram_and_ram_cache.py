@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import types
 from collections.abc import Awaitable, Callable, Iterator
@@ -82,8 +83,9 @@ async def test_after_033_the_panel_says_which_ram_reading_is_used_and_what_comfy
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # ComfyUI's comfy.system_memory reads 20 GB in use in a 4 GB container (the v1 hierarchy's root): not used.
-    install_system_memory(monkeypatch, 4 * GIB, 20 * GIB, 64 * GIB, 40 * GIB)
+    # ComfyUI's comfy.system_memory still sees the 6 GB limit it found at start-up; the container has 4 GB now.
+    # Its reading leaves more available than comfy_memhooks': not used.
+    install_system_memory(monkeypatch, 6 * GIB, 3 * GIB, 64 * GIB, 40 * GIB)
     finished = PromptRelease("p-7", 1000.0, 1004.0, 9, 4, 2 * GIB, 1, 1, GIB // 2, False, False, 2, GIB)
     engine = container_engine(tmp_path, 4 * GIB, 3 * GIB)
     monkeypatch.setattr(engine.release, "last", finished)
@@ -94,7 +96,7 @@ async def test_after_033_the_panel_says_which_ram_reading_is_used_and_what_comfy
     await reader.wait_for()
     text = await reader.text_content()
     assert text.startswith("RAM read by comfy_memhooks (cgroup v2): ComfyUI's comfy.system_memory disagrees")
-    assert "usage: ComfyUI 20.00 GB, comfy_memhooks 3.00 GB" in text
+    assert text.endswith("by more than 5% (limit: ComfyUI 6.00 GB, comfy_memhooks 4.00 GB)")
     assert "memhooks-warning" in (await reader.get_attribute("class") or "")
     release = served.page.locator('[data-role="comfy-release"]')
     await release.wait_for()
@@ -103,3 +105,27 @@ async def test_after_033_the_panel_says_which_ram_reading_is_used_and_what_comfy
         "them) (this prompt's outputs too: no, small ones too: no); for comfy_memhooks' requests, 1 more (0.50 GB). "
         "comfy_memhooks freed 1.00 GB in 2 cleanups."
     )
+
+
+async def test_what_comfyuis_cache_released_shows_when_a_prompt_ends_after_the_panel_loaded(
+    serve: Callable[..., Awaitable[Served]],  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ComfyUI lines follow the pushed status, not only the one the panel loaded with: on 0.33 what ComfyUI's
+    cache released is known only once a prompt has run, usually long after the sidebar was opened."""
+    install_system_memory(monkeypatch, None, None, 64 * GIB, 40 * GIB)
+    engine = container_engine(tmp_path, 4 * GIB, 3 * GIB)
+    served = await serve(engine)
+    await served.goto_panel()
+    await served.wait_live()
+    release = served.page.locator('[data-role="comfy-release"]')
+    assert await release.is_hidden()  # no prompt yet
+
+    finished = PromptRelease("p-8", 1000.0, 1004.0, 3, 2, GIB, 0, 0, 0, True, False, 1, 0)
+    monkeypatch.setattr(engine.release, "last", finished)
+    await asyncio.to_thread(served.backend.sample_now)
+
+    await release.wait_for()
+    assert await release.text_content() == finished.describe()
+    assert "evicted 2 outputs (1.00 GB as ComfyUI counts them) (this prompt's outputs too: yes" in finished.describe()

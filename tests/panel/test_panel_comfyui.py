@@ -1,7 +1,7 @@
 """The Memory panel in a real ComfyUI, in real Chromium: it loads cleanly, sits in the sidebar, and is live in a run.
 
 Needs ``COMFYUI_DIR`` (a ComfyUI checkout) and ``COMFYUI_PYTHON`` (a Python with its requirements; default: this
-one); ``COMFYUI_EXTRA_PYTHONPATH`` goes to ComfyUI's process only (an older release's frontend packages). With
+one); ``COMFYUI_EXTRA_PYTHONPATH`` goes to ComfyUI's process only (the frontend packages that release pins). With
 ``MEMHOOKS_PANEL_SCREENSHOT=<path>`` the test also saves a screenshot of the panel during the run (docs/panel.png).
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.comfyui_server import TEST_PACK, ComfyUI, running_comfyui
+from tests.integration.comfyui_server import TEST_PACK, ComfyUI, checkout_version, running_comfyui
 from tests.panel.panel_support import CHROMIUM, CHROMIUM_ARGS, drag_sidebar_wider
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -97,10 +97,16 @@ def showcase_workflow() -> dict[str, Any]:
     }
 
 
+# 0.33 and later release their output cache after every node: the panel says what it evicted in the prompt.
+RELEASES_PER_NODE = checkout_version() >= (0, 33, 0)
+
+
 @pytest.fixture(scope="module")
 def comfyui() -> Iterator[ComfyUI]:
-    # The hook's test pack brings stand-ins with the real heavy class names (ReActor, VideoHelperSuite).
-    with running_comfyui(packs=(TEST_NODES, TEST_PACK), record_events=False) as running:
+    # The hook's test pack brings stand-ins with the real heavy class names (ReActor, VideoHelperSuite). On 0.33.0,
+    # which has no comfy.system_memory yet, the panel's test pack registers a stand-in for it (see its docstring).
+    environment = {"MEMHOOKS_TEST_SYSTEM_MEMORY": "1"} if RELEASES_PER_NODE else {}
+    with running_comfyui(packs=(TEST_NODES, TEST_PACK), record_events=False, environment=environment) as running:
         yield running
 
 
@@ -123,6 +129,32 @@ def test_comfyui_serves_the_routes_under_both_prefixes(comfyui: ComfyUI) -> None
 def _ours(message: dict[str, str]) -> bool:
     text = f"{message['text']} {message['url']}".lower()
     return "memhooks" in text
+
+
+async def _the_comfyui_lines_are_shown(page: Any, comfyui: ComfyUI) -> None:
+    """0.33 and later: the panel's ComfyUI lines after a prompt, as the status says them: which RAM reading is used,
+    and what ComfyUI's own release after every node evicted in the prompt beside what comfy_memhooks freed."""
+    release = page.locator(f'{PANEL} [data-role="comfy-release"]')
+    await page.wait_for_function(
+        """(selector) => {
+            const line = document.querySelector(selector);
+            return line && !line.hidden && !line.textContent.includes(" so far")
+                && line.textContent.startsWith("ComfyUI's cache this prompt: its own release after each node evicted ");
+        }""",
+        arg=f'{PANEL} [data-role="comfy-release"]',
+        timeout=30_000,
+    )
+    await release.wait_for()  # visible in the sidebar, not only in the document
+    status = comfyui.get("/memhooks/status")["comfyui"]
+    assert status["prompt_release"]["finished_at"] is not None, status
+    assert await release.text_content() == status["prompt_release"]["text"]
+    assert "comfy_memhooks freed" in status["prompt_release"]["text"]
+
+    reader = page.locator(f'{PANEL} [data-role="ram-reader"]')
+    await reader.wait_for()
+    text = await reader.text_content()
+    assert status["ram_reader_text"] is not None and status["ram_check"] is not None, status
+    assert text.startswith("RAM read by ") and "comfy.system_memory" in text, text
 
 
 async def test_the_memory_tab_is_live_while_a_workflow_runs(comfyui: ComfyUI) -> None:
@@ -235,6 +267,8 @@ async def test_the_memory_tab_is_live_while_a_workflow_runs(comfyui: ComfyUI) ->
             record = next(r for r in comfyui.get("/memhooks/history")["records"] if r["trigger"]["kind"] == "manual")
             assert record["mode"] == "Conservative"
             await page.wait_for_selector(f'{PANEL} [data-role="run"]:has-text("idle")', timeout=30_000)
+            if RELEASES_PER_NODE:
+                await _the_comfyui_lines_are_shown(page, comfyui)
 
             # The node shows its status line on the canvas after it ran.
             shown = await page.evaluate(

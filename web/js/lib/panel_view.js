@@ -217,7 +217,8 @@ export class MemoryPanel {
       this.invalidate("chart");
     }
     this.sections.chart.follow(data.policy ?? {});
-    this.invalidate("gauges", "engine", "connection");
+    // The ComfyUI lines too: what its cache released is known only once a prompt has run, after the panel loaded.
+    this.invalidate("gauges", "comfyui", "engine", "connection");
   }
 
   _onPrompt(data) {
