@@ -32,10 +32,12 @@ class CgroupMemory:
 
     Attributes:
         version: ``RamSource.CGROUP_V1`` or ``RamSource.CGROUP_V2``.
-        path: the cgroup directory that was read.
-        limit_bytes: the effective limit (the smallest along the path), ``None`` when unlimited.
-        usage_bytes: usage minus inactive file cache (``cat memory.current`` minus ``inactive_file``);
-            not read, so ``None``, when there is no limit.
+        path: the cgroup directory whose limit applies: this process's own, or a parent's whose limit leaves
+            less room (a Kubernetes pod's limit over its containers', a slice's over a service's).
+        limit_bytes: that directory's limit, ``None`` when unlimited.
+        usage_bytes: that directory's usage minus inactive file cache (``cat memory.current`` minus
+            ``inactive_file``): a parent counts every group under it, as its OOM killer does; not read, so
+            ``None``, when there is no limit.
     """
 
     version: RamSource
@@ -180,46 +182,88 @@ def _effective_limit(limit: int | None, no_limit_from: int | None) -> int | None
     return limit
 
 
+def _room(memory: CgroupMemory) -> int:
+    """What is left under a level's limit; a level whose usage cannot be read counts as empty."""
+    return (memory.limit_bytes or 0) - (memory.usage_bytes or 0)
+
+
+def _tightest(levels: list[CgroupMemory]) -> CgroupMemory | None:
+    """The level that leaves the least room: the one whose limit the kernel enforces first."""
+    return min(levels, key=_room) if levels else None
+
+
 def _read_v2(location: _Location, no_limit_from: int | None) -> CgroupMemory:
-    """cgroup v2: ``memory.max`` (``max`` = none) at each level up to the mount; the smallest one applies."""
-    limit: int | None = None
+    """cgroup v2: ``memory.max`` (``max`` = none) at each level up to the mount, each limited level with its own
+    usage; the level with the least room applies.
+
+    Only limited levels cost more than one read (their ``memory.current`` and ``memory.stat``), and there is
+    usually one.
+    """
+    levels: list[CgroupMemory] = []
+    own_usage: int | None = None
     directory = location.path
     while True:
         text = read_bytes(directory / "memory.max")
         value = None if text is None else text.strip()
+        limit: int | None = None
         if value and value != b"max":
             try:
-                number = int(value)
+                limit = _effective_limit(int(value), no_limit_from)
             except ValueError:
                 logger.debug("unreadable %s: %r", directory / "memory.max", value)
-            else:
-                limit = number if limit is None else min(limit, number)
+        if limit is not None:
+            usage = _v2_usage(directory)
+            if directory == location.path:
+                own_usage = usage
+            elif usage is None:  # a parent whose usage is unreadable: this group's, a part of it, is all there is
+                own_usage = own_usage if own_usage is not None else _v2_usage(location.path)
+                usage = own_usage
+            levels.append(CgroupMemory(RamSource.CGROUP_V2, directory, limit, usage))
         if directory in (location.mount, directory.parent):
             break
         directory = directory.parent
-    limit = _effective_limit(limit, no_limit_from)
-    if limit is None:
-        return CgroupMemory(RamSource.CGROUP_V2, location.path, None, None)
-    usage = _read_int(location.path / "memory.current")
-    inactive = _read_stat(location.path / "memory.stat").get(b"inactive_file")
-    return CgroupMemory(RamSource.CGROUP_V2, location.path, limit, _usage_minus_inactive(usage, inactive))
+    return _tightest(levels) or CgroupMemory(RamSource.CGROUP_V2, location.path, None, None)
+
+
+def _v2_usage(directory: Path) -> int | None:
+    usage = _read_int(directory / "memory.current")
+    return _usage_minus_inactive(usage, _read_stat(directory / "memory.stat").get(b"inactive_file"))
 
 
 def _read_v1(location: _Location, no_limit_from: int | None) -> CgroupMemory:
     """cgroup v1: ``memory.limit_in_bytes``, and ``hierarchical_memory_limit`` for a tighter parent's limit.
 
     v1 has no "max": an unlimited group reports a huge number (2**63 rounded down to a page), which
-    ``no_limit_from`` (the host's RAM) turns into no limit.
+    ``no_limit_from`` (the host's RAM) turns into no limit. A parent's tighter limit is read with that parent's
+    usage where the parent is mounted here (no cgroup namespace); inside a container the parent cannot be seen,
+    and this group's own usage is the best figure there is.
     """
     stats = _read_stat(location.path / "memory.stat")
-    candidates = [
-        value
-        for value in (_read_int(location.path / "memory.limit_in_bytes"), stats.get(b"hierarchical_memory_limit"))
-        if value is not None and value > 0
-    ]
-    limit = _effective_limit(min(candidates) if candidates else None, no_limit_from)
-    if limit is None:
-        return CgroupMemory(RamSource.CGROUP_V1, location.path, None, None)
-    usage = _read_int(location.path / "memory.usage_in_bytes")
+    own = _effective_limit(_read_int(location.path / "memory.limit_in_bytes"), no_limit_from)
+    hierarchical = _effective_limit(stats.get(b"hierarchical_memory_limit"), no_limit_from)
+    levels: list[CgroupMemory] = []
+    if own is not None:
+        levels.append(_v1_level(location.path, own, stats))
+    if hierarchical is not None and (own is None or hierarchical < own):
+        parent = _v1_parent_with_limit(location, hierarchical)
+        if parent is not None:
+            levels.append(_v1_level(parent, hierarchical, _read_stat(parent / "memory.stat")))
+        else:
+            levels.append(_v1_level(location.path, hierarchical, stats))
+    return _tightest(levels) or CgroupMemory(RamSource.CGROUP_V1, location.path, None, None)
+
+
+def _v1_level(directory: Path, limit: int, stats: dict[bytes, int]) -> CgroupMemory:
+    usage = _read_int(directory / "memory.usage_in_bytes")
     inactive = stats.get(b"total_inactive_file", stats.get(b"inactive_file"))
-    return CgroupMemory(RamSource.CGROUP_V1, location.path, limit, _usage_minus_inactive(usage, inactive))
+    return CgroupMemory(RamSource.CGROUP_V1, directory, limit, _usage_minus_inactive(usage, inactive))
+
+
+def _v1_parent_with_limit(location: _Location, limit: int) -> Path | None:
+    """The nearest parent under the mount whose own limit is ``limit``, or ``None`` when none can be seen."""
+    directory = location.path
+    while directory not in (location.mount, directory.parent):
+        directory = directory.parent
+        if _read_int(directory / "memory.limit_in_bytes") == limit:
+            return directory
+    return None

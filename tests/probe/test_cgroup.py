@@ -96,6 +96,24 @@ def test_v2_a_parent_limit_applies_to_a_child_without_one(tmp_path: Path) -> Non
     assert reading.total_bytes == 3 * GIB
 
 
+def test_v2_a_parent_limit_is_read_with_the_parents_usage_which_counts_its_other_groups(tmp_path: Path) -> None:
+    # A Kubernetes pod: 6 GiB for the pod, 4 GiB for this container, 5 GiB used by the pod's containers together.
+    root, proc = v2_tree(tmp_path, cgroup="/kubepods/pod1/ctr", max_=str(4 * GIB), current=2 * GIB, inactive_file=0)
+    pod = root / "kubepods" / "pod1"
+    write(pod / "memory.max", f"{6 * GIB}\n")
+    write(pod / "memory.current", f"{5 * GIB}\n")
+    write(pod / "memory.stat", "inactive_file 0\n")
+    reading = probe(root, proc).read()
+    assert reading.source is RamSource.CGROUP_V2
+    assert (reading.total_bytes, reading.used_bytes) == (6 * GIB, 5 * GIB)  # 1 GiB of room, not this group's 2
+    assert reading.cgroup_path == str(pod)
+
+    write(pod / "memory.current", f"{3 * GIB}\n")  # the pod has room again: this container's own limit binds
+    reading = probe(root, proc).read()
+    assert (reading.total_bytes, reading.used_bytes) == (4 * GIB, 2 * GIB)
+    assert reading.cgroup_path == str(root / "kubepods" / "pod1" / "ctr")
+
+
 def test_v2_host_path_without_cgroup_namespace_uses_the_mounted_group(tmp_path: Path) -> None:
     # /proc/self/cgroup names the host's path while the container's own group is mounted at the root.
     root, _ = v2_tree(tmp_path, cgroup="/")
@@ -124,6 +142,20 @@ def test_v1_hierarchical_limit_of_a_parent_is_the_effective_one(tmp_path: Path) 
     reading = probe(*v1_tree(tmp_path, limit=UNLIMITED_V1, hierarchical=3 * GIB)).read()
     assert reading.source is RamSource.CGROUP_V1
     assert reading.total_bytes == 3 * GIB
+
+
+def test_v1_a_visible_parents_limit_is_read_with_the_parents_usage(tmp_path: Path) -> None:
+    root, proc = v1_tree(
+        tmp_path, cgroup="/kubepods/pod1/ctr", limit=UNLIMITED_V1, usage=GIB, inactive_file=0, hierarchical=3 * GIB
+    )
+    pod = root / "memory" / "kubepods" / "pod1"
+    write(pod / "memory.limit_in_bytes", f"{3 * GIB}\n")
+    write(pod / "memory.usage_in_bytes", f"{2 * GIB + GIB // 2}\n")
+    write(pod / "memory.stat", f"total_inactive_file {GIB // 2}\n")
+    reading = probe(root, proc).read()
+    assert reading.source is RamSource.CGROUP_V1
+    assert (reading.total_bytes, reading.used_bytes) == (3 * GIB, 2 * GIB)
+    assert reading.cgroup_path == str(pod)
 
 
 def test_hybrid_host_reads_the_v1_memory_controller(tmp_path: Path) -> None:
