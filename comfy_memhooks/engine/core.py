@@ -32,7 +32,7 @@ from .actions import (
     escalation_ladder,
 )
 from .comfy_cache import SeenCaches
-from .comfy_release import HeldWithoutWaiting, PromptReleaseWatch
+from .comfy_release import DURING_CLEANUP_NOTICE, HeldWithoutWaiting, PromptReleaseWatch
 from .history import (
     ActionReport,
     HeldBack,
@@ -98,7 +98,9 @@ class Engine:
     def held_without_waiting(self) -> HeldWithoutWaiting:
         """Holds the engine, if no optimization runs now, while ComfyUI releases memory itself (``with``; it gives
         whether it got it). Meanwhile no cleanup of comfy_memhooks' starts (the watchdog, which never waits, skips
-        that reading), so none counts what ComfyUI freed. It never waits: ComfyUI's own release is never delayed."""
+        that reading), so none started meanwhile counts what ComfyUI freed. It never waits: ComfyUI's own release
+        is never delayed, and a cleanup already running when ComfyUI releases says on its record that its figure
+        includes it."""
         return HeldWithoutWaiting(self._lock)
 
     def cooldown_remaining(self, cooldown_seconds: float) -> float:
@@ -280,6 +282,7 @@ class Engine:
         context = ActionContext(
             before, vram_threshold, ram_threshold, self.probe.read_ram, self.caches, self.release, reactor_next
         )
+        releases_during = self.release.releases_during_cleanups
         reports = []
         usage = self.probe.usage()  # each action's "after" is the next one's "before": measured once, not twice
         for action in steps:
@@ -328,7 +331,7 @@ class Engine:
             duration_seconds=duration,
             actions=tuple(reports),
             kept=kept_description(),
-            notice=_notice(reports),
+            notice=_notice(reports, self.release.releases_during_cleanups != releases_during),
         )
         self.history.record(record)
         logger.info(
@@ -385,8 +388,10 @@ def _left_to_comfyui(reports: Sequence[ActionReport]) -> bool:
     return any(r.name == COMFY_CACHE_RELEASE.name and r.skipped_reason == LEFT_TO_COMFYUI for r in reports)
 
 
-def _notice(reports: Sequence[ActionReport]) -> str | None:
-    """What the panel says of a cleanup beyond its figures: that ReActor's models were unloaded under pressure."""
+def _notice(reports: Sequence[ActionReport], comfyui_released: bool) -> str | None:
+    """What the panel says of a cleanup beyond its figures: that ReActor's models were unloaded under pressure,
+    that ComfyUI's own release ran meanwhile (``comfyui_released``) and so is in the figure."""
     name = REACTOR_MODELS_UNDER_PRESSURE.name
-    unloaded = (r.detail is not None and r.error is None for r in reports if r.name == name)
-    return UNLOADED_NOTICE if any(unloaded) else None
+    unloaded = any(r.detail is not None and r.error is None for r in reports if r.name == name)
+    said = ([UNLOADED_NOTICE] if unloaded else []) + ([DURING_CLEANUP_NOTICE] if comfyui_released else [])
+    return "; ".join(said) or None

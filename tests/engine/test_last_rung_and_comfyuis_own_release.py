@@ -1,5 +1,6 @@
 """ComfyUI 0.33's own release after every node beside comfy_memhooks' cleanups, through the stand-in executor: the
-last rung waits for ComfyUI's turn."""
+last rung waits for ComfyUI's turn, a cleanup that ComfyUI's release ran during says its figure includes it, and
+every release ComfyUI makes (after a node or from inside one) is counted as one."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import pytest
 
 from comfy_memhooks.engine import comfy_cache
 from comfy_memhooks.engine.actions import LEFT_TO_COMFYUI
+from comfy_memhooks.engine.comfy_release import DURING_CLEANUP_NOTICE
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import OptimizationRecord, TriggerKind
 from comfy_memhooks.engine.last_rung import UNLOADED_NOTICE
+from comfy_memhooks.engine.request import CleanupRequest
 from comfy_memhooks.probe.readings import GIB, MIB, RamReading, RamSource
 from comfy_memhooks.triggers.settings import SettingsStore
 from tests.engine.test_last_rung import reactor
@@ -147,3 +150,58 @@ def test_without_comfyuis_own_release_the_first_boundary_climbs_the_rung(
     assert first.trigger.node_id == "1" and _names(first)[-2:] == RUNG[:2]
     assert first.actions[2].skipped_reason != LEFT_TO_COMFYUI
     assert setup.reactor.FS_MODEL is None
+
+
+def test_a_cleanup_that_comfyuis_release_ran_during_says_its_figure_includes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup = Setup(tmp_path, monkeypatch)
+    setup.run("first", "Const", "Add", "Add")
+    quiet = setup.engine.release.last
+    assert quiet is not None and quiet.core_calls_during_cleanups == 0 and "during a cleanup" not in quiet.describe()
+    setup.ram.available = GIB  # 15 of 16 GB: the watchdog cleans up
+    in_cleanup, released = threading.Event(), threading.Event()
+
+    def hold_the_cleanup_open() -> None:
+        in_cleanup.set()
+        assert released.wait(timeout=60)
+
+    setup.probe.during_cleanup = hold_the_cleanup_open
+    outcomes: list[Any] = []
+    watchdog = threading.Thread(
+        target=lambda: outcomes.append(setup.engine.run_if_free(CleanupRequest.model_free(TriggerKind.WATCHDOG, 80.0))),
+        name=WATCHDOG_THREAD,
+    )
+    watchdog.start()
+    assert in_cleanup.wait(timeout=60)
+    try:
+        setup.run("second", "Const", first_input=10)  # ComfyUI's release after the node does not wait for the engine
+    finally:
+        released.set()
+        watchdog.join()
+
+    (outcome,) = outcomes
+    record = outcome.record
+    assert record is not None and record.notice == DURING_CLEANUP_NOTICE
+    # ComfyUI evicted the first prompt's three outputs while the node added one: that is the cleanup's figure.
+    assert record.ram_freed_bytes == 2 * ENTRY
+    release = setup.engine.release.last
+    assert release is not None and (release.core_calls, release.core_calls_during_cleanups) == (1, 1)
+    assert "1 of ComfyUI's releases ran during a cleanup of comfy_memhooks', whose figure includes them" in (
+        release.describe()
+    )
+    setup.ram.available = GIB // 2  # more in use: worth another cleanup, and ComfyUI is not releasing now
+    later = setup.engine.run_if_free(CleanupRequest.model_free(TriggerKind.WATCHDOG, 80.0))
+    assert later is not None and later.record is not None and later.record.notice is None
+
+
+def test_comfyuis_releases_from_inside_a_node_are_counted_as_releases_not_as_nodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup = Setup(tmp_path, monkeypatch)
+
+    setup.run("pinned", "Const", "Pin", "Add")
+
+    release = setup.engine.release.last
+    assert release is not None and (release.core_calls, release.ours_calls) == (4, 0)  # 3 after nodes, 1 inside
+    assert release.describe().startswith("ComfyUI released its cache 4 time(s) in this prompt, evicting 0 outputs")
