@@ -28,6 +28,12 @@ from .reactor import NOT_LOADED, drop_faces, reactor_modules, unload_models
 logger = logging.getLogger(__name__)
 
 NOT_IN_COMFYUI = "ComfyUI is not loaded in this process (comfy.model_management is missing)"
+LEFT_TO_COMFYUI = (
+    "ComfyUI releases its cache itself after each node and has not had its turn in this prompt yet: left to it"
+)
+"""Why the boundary's ``comfy_cache_release`` did nothing before a prompt's first node on 0.33 and later; the last
+rung then waits too (the next boundary comes after ComfyUI's release)."""
+KEPT_FOR_REACTOR = "a ReActor node runs next and would load them again at once: kept"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,8 @@ class ActionContext:
             cache for memory must judge.
         caches: ComfyUI's caches as the hook last saw them (the engine's), for the actions that ask its output cache.
         release: ComfyUI's own release after every node, as the engine watches it (0.33 and later).
+        before_reactor_node: the cleanup runs just before a ReActor node, which would load ReActor's models
+            again at once: the last rung keeps them.
     """
 
     before: MemorySnapshot
@@ -50,6 +58,7 @@ class ActionContext:
     read_ram: Callable[[], RamReading] | None = None
     caches: SeenCaches = field(default_factory=SeenCaches)
     release: PromptReleaseWatch = field(default_factory=PromptReleaseWatch)
+    before_reactor_node: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,10 +191,7 @@ def _comfy_cache_release_at_boundary(context: ActionContext) -> ActionOutcome:
     """As :func:`_comfy_cache_release`, after ComfyUI's own release after every node (0.33 and later) has had
     its turn in the prompt: until then the cache is left to it."""
     if context.release.waiting_for_comfyui():
-        return ActionOutcome(
-            skipped_reason="ComfyUI releases its cache itself after each node and has not had its turn in this "
-            "prompt yet: left to it"
-        )
+        return ActionOutcome(skipped_reason=LEFT_TO_COMFYUI)
     return _comfy_cache_release(context)
 
 
@@ -225,13 +231,13 @@ def _release_reactor_caches(_: ActionContext) -> ActionOutcome:
     return ActionOutcome(detail="; ".join(details))
 
 
-def _reactor_faces_under_pressure(_: ActionContext) -> ActionOutcome:
-    detail, skipped = drop_reactor_faces()
+def _reactor_faces_under_pressure(context: ActionContext) -> ActionOutcome:
+    detail, skipped = (None, KEPT_FOR_REACTOR) if context.before_reactor_node else drop_reactor_faces()
     return ActionOutcome(detail=detail, skipped_reason=skipped)
 
 
-def _reactor_models_under_pressure(_: ActionContext) -> ActionOutcome:
-    detail, skipped = unload_reactor_models()
+def _reactor_models_under_pressure(context: ActionContext) -> ActionOutcome:
+    detail, skipped = (None, KEPT_FOR_REACTOR) if context.before_reactor_node else unload_reactor_models()
     return ActionOutcome(detail=detail, skipped_reason=skipped)
 
 
@@ -314,7 +320,7 @@ LAST_RUNG: tuple[tuple[Action, ...], ...] = (
     (COMFY_MODELS_FOR_RAM,),
 )
 """The last rung under pressure (:mod:`.last_rung`), cheapest to reload first; each step runs only while RAM is
-still at or above its threshold."""
+still at or above its threshold. Just before a ReActor node, ReActor's two steps keep its models and faces."""
 
 
 _CONSERVATIVE = (GC_COLLECT, CUDA_EMPTY_CACHE)

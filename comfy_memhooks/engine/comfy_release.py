@@ -6,11 +6,14 @@ machine's RAM), and when ``psutil.virtual_memory().available`` (the host's, on 0
 prompt's large outputs and then pinned memory. It binds that method once, as the prompt starts. So before each
 prompt the hook (:func:`PromptReleaseWatch.prompt_event`) puts a counting pass-through in the cache's own
 attribute, which ComfyUI then binds: it tells what ComfyUI's cache evicted in the prompt (outputs, and the bytes as
-ComfyUI counts them) apart from what comfy_memhooks' ``comfy_cache_release`` asked it for, and it holds the engine
-while ComfyUI releases, so that a cleanup of comfy_memhooks' (the watchdog's, from its own thread) neither runs in
-the middle of it nor counts what ComfyUI freed. The pass-through returns exactly what ComfyUI's method returned
-and is taken out when the prompt ends; the cache's ``active_evictions`` and ``full_evictions`` (flags on 0.33,
-reset per prompt) are read then.
+ComfyUI counts them) apart from what comfy_memhooks' ``comfy_cache_release`` asked it for. ComfyUI calls the same
+bound method from inside nodes too (0.33's pinning asks ``extra_ram_release`` before it pins memory), so those calls
+are ComfyUI's as well. The pass-through holds the engine while ComfyUI releases, so that no cleanup of
+comfy_memhooks' (the watchdog's, from its own thread) starts in the middle of it; it never waits, so when a cleanup
+is already running ComfyUI goes ahead, and that cleanup's figure includes what ComfyUI freed: the watch counts such
+releases (:attr:`PromptReleaseWatch.releases_during_cleanups`) and the engine says so on the cleanup's record. The
+pass-through returns exactly what ComfyUI's method returned and is taken out when the prompt ends; the cache's
+``active_evictions`` and ``full_evictions`` (flags on 0.33, reset per prompt) are read then.
 
 comfy_memhooks' own cleanups before a node come after ComfyUI's release for the node before it (ComfyUI releases
 between two calls of ``execute``; the boundary cleanup runs inside the second), and each measures its own actions
@@ -29,6 +32,9 @@ from typing import Any
 RELEASE_METHOD = "ram_release"
 _ABSENT = object()
 
+DURING_CLEANUP_NOTICE = "ComfyUI's cache released during this cleanup: the figure includes it"
+"""What a cleanup's record says when ComfyUI's own release ran while it did (it never waits for the engine)."""
+
 
 @dataclass(frozen=True, slots=True)
 class PromptRelease:
@@ -38,7 +44,8 @@ class PromptRelease:
         prompt_id: the prompt.
         started_at: wall-clock time the prompt started.
         finished_at: when it ended; ``None`` while it runs.
-        core_calls: ComfyUI's own calls of its cache's ``ram_release`` (one or more after every node).
+        core_calls: ComfyUI's own calls of its cache's ``ram_release``: one or more after every node, and from
+            inside nodes where 0.33 asks ``extra_ram_release`` before it pins memory.
         core_evicted: outputs those calls evicted.
         core_freed_bytes: what they freed as ComfyUI counts it (the CPU tensors of the evicted outputs).
         ours_calls: calls made for comfy_memhooks' ``comfy_cache_release``.
@@ -49,6 +56,8 @@ class PromptRelease:
         full_evictions: the cache's ``full_evictions`` (every output it could evict, small ones too).
         memhooks_cleanups: cleanups comfy_memhooks performed during the prompt (every trigger).
         memhooks_freed_bytes: the RAM they returned, as comfy_memhooks measures it (this process's RSS).
+        core_calls_during_cleanups: those of ComfyUI's calls that ran while a cleanup of comfy_memhooks' did (the
+            engine was busy and ComfyUI does not wait for it): that cleanup's figure includes what they freed.
     """
 
     prompt_id: str | None
@@ -64,6 +73,7 @@ class PromptRelease:
     full_evictions: bool | int | None = None
     memhooks_cleanups: int = 0
     memhooks_freed_bytes: int = 0
+    core_calls_during_cleanups: int = 0
 
     def describe(self) -> str:
         """In words, for the panel and the detailed report."""
@@ -82,9 +92,15 @@ class PromptRelease:
             if self.ours_calls
             else ""
         )
+        during = (
+            f"; {self.core_calls_during_cleanups} of ComfyUI's releases ran during a cleanup of comfy_memhooks', "
+            "whose figure includes them"
+            if self.core_calls_during_cleanups
+            else ""
+        )
         return (
-            f"ComfyUI's cache this prompt{running}: its own release after each node evicted {self.core_evicted} "
-            f"outputs ({_gb(self.core_freed_bytes)} as ComfyUI counts them){said}{asked}. "
+            f"ComfyUI released its cache {self.core_calls} time(s) in this prompt{running}, evicting "
+            f"{self.core_evicted} outputs ({_gb(self.core_freed_bytes)} as ComfyUI counts them){said}{asked}{during}. "
             f"comfy_memhooks freed {_gb(self.memhooks_freed_bytes)} in {self.memhooks_cleanups} cleanups."
         )
 
@@ -99,6 +115,7 @@ class _Tally:
     __slots__ = (
         "cleanups_at_start",
         "core_calls",
+        "core_during",
         "core_evicted",
         "core_freed",
         "ours_calls",
@@ -112,7 +129,7 @@ class _Tally:
         self.prompt_id = prompt_id
         self.started_at = started_at
         self.cleanups_at_start = cleanups_at_start
-        self.core_calls = self.core_evicted = self.core_freed = 0
+        self.core_calls = self.core_evicted = self.core_freed = self.core_during = 0
         self.ours_calls = self.ours_evicted = self.ours_freed = 0
 
     def freeze(
@@ -132,6 +149,7 @@ class _Tally:
             full,
             cleanups[0] - self.cleanups_at_start[0],
             max(cleanups[1] - self.cleanups_at_start[1], 0),
+            self.core_during,
         )
 
 
@@ -173,7 +191,7 @@ def _class_attribute(cls: type, name: str) -> Any:
 
 
 def _hold_nothing() -> contextlib.AbstractContextManager[bool]:
-    return contextlib.nullcontext(False)
+    return contextlib.nullcontext(True)  # no engine to hold: none is busy
 
 
 def _no_cleanups() -> tuple[int, int]:
@@ -196,9 +214,12 @@ class PromptReleaseWatch:
 
     Attributes:
         hold: makes a context manager that holds comfy_memhooks' engine without waiting for it (it yields whether
-            it got it): ComfyUI's release runs under it. The subscriber sets the engine's
-            (``Engine.held_without_waiting``) when it installs the hook; until then nothing is held.
+            it got it, ``False`` while a cleanup runs): ComfyUI's release runs under it. The engine sets its own
+            (``Engine.held_without_waiting``); until then nothing is held.
         cleanups: comfy_memhooks' cleanups since start-up and the RAM they freed (the engine's history totals).
+        releases_during_cleanups: ComfyUI's own releases since start-up that ran while a cleanup of comfy_memhooks'
+            did; a cleanup that sees it grow says its figure includes what ComfyUI freed
+            (:data:`DURING_CLEANUP_NOTICE`).
 
     Args:
         wall_clock: the time stamped on each prompt's figures.
@@ -207,6 +228,7 @@ class PromptReleaseWatch:
     def __init__(self, wall_clock: Callable[[], float] = time.time):
         self.hold: Callable[[], contextlib.AbstractContextManager[bool]] = _hold_nothing
         self.cleanups: Callable[[], tuple[int, int]] = _no_cleanups
+        self.releases_during_cleanups = 0
         self._wall_clock = wall_clock
         self._ours = _Ours()
         self._tally: _Tally | None = None
@@ -229,7 +251,8 @@ class PromptReleaseWatch:
     def waiting_for_comfyui(self) -> bool:
         """A prompt runs whose cache ComfyUI releases itself after each node, and it has not had its turn yet: the
         boundary cleanup before the prompt's first node leaves the cache to it (it evicts older prompts' outputs
-        right after that node), so that the two do not race for the same outputs."""
+        right after that node), so that the two do not race for the same outputs, and the last rung waits for the
+        next boundary. ComfyUI's calls from inside a node (when it pins memory) come only once the first node runs."""
         tally = self._tally
         return tally is not None and tally.core_calls == 0
 
@@ -266,7 +289,10 @@ class PromptReleaseWatch:
                 tally.ours_evicted += before - len(entries)
                 tally.ours_freed += _whole(freed)
                 return freed
-            with self.hold():
+            with self.hold() as held:
+                if not held:  # a cleanup runs (another thread's): counted first, so it sees this before it ends
+                    self.releases_during_cleanups += 1
+                    tally.core_during += 1
                 freed = original(*args, **kwargs)
             tally.core_calls += 1
             tally.core_evicted += before - len(entries)

@@ -20,7 +20,9 @@ from ..probe.memory import MemoryProbe
 from ..probe.readings import MemorySnapshot
 from .actions import (
     BOUNDARY_ACTIONS,
+    COMFY_CACHE_RELEASE,
     LAST_RUNG,
+    LEFT_TO_COMFYUI,
     MODE_ACTIONS,
     MODEL_FREE_ACTIONS,
     REACTOR_MODELS_UNDER_PRESSURE,
@@ -30,7 +32,7 @@ from .actions import (
     escalation_ladder,
 )
 from .comfy_cache import SeenCaches
-from .comfy_release import HeldWithoutWaiting, PromptReleaseWatch
+from .comfy_release import DURING_CLEANUP_NOTICE, HeldWithoutWaiting, PromptReleaseWatch
 from .history import (
     ActionReport,
     HeldBack,
@@ -46,7 +48,7 @@ from .last_rung import UNLOADED_NOTICE, near_limit, rung_for
 from .modes import MODE_STRENGTH, MODEL_FREE_STRENGTH, UNLOADING_STRENGTH, Mode
 from .policy import decide
 from .pressure import DEFAULT_THRESHOLDS, EffectivenessGuard, Thresholds, pressure_levels
-from .reactor import kept_description
+from .reactor import is_reactor_node, kept_description
 from .request import CleanupRequest, RoomToMake, Urgency
 
 __all__ = ["Engine", "HeldBack", "Outcome"]  # Outcome and HeldBack: callers import them from here
@@ -96,7 +98,9 @@ class Engine:
     def held_without_waiting(self) -> HeldWithoutWaiting:
         """Holds the engine, if no optimization runs now, while ComfyUI releases memory itself (``with``; it gives
         whether it got it). Meanwhile no cleanup of comfy_memhooks' starts (the watchdog, which never waits, skips
-        that reading), so none counts what ComfyUI freed. It never waits: ComfyUI's own release is never delayed."""
+        that reading), so none started meanwhile counts what ComfyUI freed. It never waits: ComfyUI's own release
+        is never delayed, and a cleanup already running when ComfyUI releases says on its record that its figure
+        includes it."""
         return HeldWithoutWaiting(self._lock)
 
     def cooldown_remaining(self, cooldown_seconds: float) -> float:
@@ -269,11 +273,16 @@ class Engine:
 
         ``until``: other steps, and a test of a snapshot; each step runs while the test says memory is still short.
         ``last_rung``: the RAM threshold of the last rung; when RAM is still close to the limit after the rest,
-        the rung's steps run while RAM is at or above that threshold.
+        and ComfyUI's output cache was asked (not left to ComfyUI's own release, which has not had its turn), the
+        rung's steps run while RAM is at or above that threshold.
         """
         started_at = self._wall_clock()
         started = time.perf_counter()
-        context = ActionContext(before, vram_threshold, ram_threshold, self.probe.read_ram, self.caches, self.release)
+        reactor_next = trigger.before_node and is_reactor_node(trigger.node_class)  # the rung keeps what it loads
+        context = ActionContext(
+            before, vram_threshold, ram_threshold, self.probe.read_ram, self.caches, self.release, reactor_next
+        )
+        releases_during = self.release.releases_during_cleanups
         reports = []
         usage = self.probe.usage()  # each action's "after" is the next one's "before": measured once, not twice
         for action in steps:
@@ -293,21 +302,23 @@ class Engine:
                 report, usage = self._run_action(action, context, usage, escalation=True)
                 reports.append(report)
             after = self.probe.snapshot()
-        unloaded = False
-        if last_rung is not None and near_limit(after, last_rung):
-            for step in LAST_RUNG:
-                if not pressure_levels(after, last_rung, math.inf):
-                    break
+        # The guard weighs it as unloading once the rung had every step to try: a later one may find no more unless
+        # usage grows. Not when the rung did not run, nor when it kept ReActor's models for the node about to use them.
+        unloading = False
+        if last_rung is not None and near_limit(after, last_rung) and not _left_to_comfyui(reports):
+            unloading = not reactor_next
+            for step in LAST_RUNG:  # near the limit: RAM is over its threshold before the first step
                 for action in step:
                     report, usage = self._run_action(action, context, usage, escalation=True)
                     reports.append(report)
                 after = self.probe.snapshot()
-            unloaded = True
+                if not pressure_levels(after, last_rung, math.inf):
+                    break
         duration = time.perf_counter() - started
         self._last_optimized_at = self._clock()
         if trigger.pressure:
             strength = MODEL_FREE_STRENGTH if mode is None else MODE_STRENGTH[mode]
-            self.guard.remember(before, after, UNLOADING_STRENGTH if unloaded else strength)
+            self.guard.remember(before, after, UNLOADING_STRENGTH if unloading else strength)
         record = OptimizationRecord(
             sequence=self.history.next_sequence(),
             started_at=started_at,
@@ -320,7 +331,7 @@ class Engine:
             duration_seconds=duration,
             actions=tuple(reports),
             kept=kept_description(),
-            notice=_notice(reports),
+            notice=_notice(reports, self.release.releases_during_cleanups != releases_during),
         )
         self.history.record(record)
         logger.info(
@@ -371,8 +382,16 @@ class Engine:
         return report, usage_after
 
 
-def _notice(reports: Sequence[ActionReport]) -> str | None:
-    """What the panel says of a cleanup beyond its figures: that ReActor's models were unloaded under pressure."""
+def _left_to_comfyui(reports: Sequence[ActionReport]) -> bool:
+    """ComfyUI's output cache was left to its own release after the node (0.33 and later, before a prompt's
+    first node): the cache was not tried, so the last rung waits for the next boundary."""
+    return any(r.name == COMFY_CACHE_RELEASE.name and r.skipped_reason == LEFT_TO_COMFYUI for r in reports)
+
+
+def _notice(reports: Sequence[ActionReport], comfyui_released: bool) -> str | None:
+    """What the panel says of a cleanup beyond its figures: that ReActor's models were unloaded under pressure,
+    that ComfyUI's own release ran meanwhile (``comfyui_released``) and so is in the figure."""
     name = REACTOR_MODELS_UNDER_PRESSURE.name
-    unloaded = (r.detail is not None and r.error is None for r in reports if r.name == name)
-    return UNLOADED_NOTICE if any(unloaded) else None
+    unloaded = any(r.detail is not None and r.error is None for r in reports if r.name == name)
+    said = ([UNLOADED_NOTICE] if unloaded else []) + ([DURING_CLEANUP_NOTICE] if comfyui_released else [])
+    return "; ".join(said) or None

@@ -67,6 +67,11 @@ class Trigger:
     predicted_bytes: int | None = None
     headroom_bytes: int | None = None
 
+    @property
+    def before_node(self) -> bool:
+        """It runs just before its node starts: a rule's "before" phase, or the boundary cleanup."""
+        return self.phase == "before" or self.kind is TriggerKind.BOUNDARY
+
 
 @dataclass(frozen=True, slots=True)
 class ActionReport:

@@ -3,8 +3,8 @@
 A pressure cleanup first runs what unloads no model: garbage collection, the heap back to the system, ComfyUI's
 output cache asked for RAM, and the escalation ladder. When RAM is still at or above its threshold after all that
 and usage is close to the limit (:func:`near_limit`: at or above :data:`UNLOAD_PERCENT` of the container's limit
-inside one), the next thing the kernel does is kill ComfyUI. Then this rung releases what reloads fastest first,
-one step at a time, and stops as soon as RAM is back under its threshold:
+inside one, of the machine's RAM where there is none), the next thing the kernel does is kill ComfyUI. Then this
+rung releases what reloads fastest first, one step at a time, and stops as soon as RAM is back under its threshold:
 
 1. ReActor's face caches (the next swap analyses its images again: a fraction of a second);
 2. ReActor's onnxruntime sessions (about 900 MB with the real models; they reload from disk on the next swap, in
@@ -13,8 +13,11 @@ one step at a time, and stops as soon as RAM is back under its threshold:
 
 Only where no node is running: in ComfyUI's worker thread, between nodes (the boundary check before a node, a
 heavy-node rule before or after its node, the UnifiedMemoryManager node itself), never from the watchdog's thread,
-which runs while a node (ReActor's, perhaps) uses those sessions. The setting ``pressure_unloads_models`` turns it
-off.
+which runs while a node (ReActor's, perhaps) uses those sessions. Just before a ReActor node (its rule's "before"
+phase, or the boundary cleanup before it) ReActor's two steps keep what that node is about to use; ComfyUI's models
+may still go. At the boundary before a prompt's first node on ComfyUI 0.33 and later, where ComfyUI's output cache
+is left to ComfyUI's own release after that node, the cache has not been tried yet: the rung waits for the next
+boundary. The setting ``pressure_unloads_models`` turns it off.
 """
 
 from __future__ import annotations
@@ -37,7 +40,11 @@ UNLOADED_NOTICE = "ReActor's models unloaded under pressure: they reload on the 
 
 
 def near_limit(snapshot: MemorySnapshot, ram_threshold: float) -> bool:
-    """RAM is at or above its threshold and close to the limit: the last rung may run."""
+    """RAM is at or above its threshold and close to the limit: the last rung may run.
+
+    The limit is the one the reading is against, whatever its source: the container's inside one (cgroup), the
+    machine's RAM on a bare host, which is then what the kernel's OOM killer acts on.
+    """
     percent = snapshot.ram.percent
     return percent is not None and percent >= max(ram_threshold, UNLOAD_PERCENT)
 
@@ -49,7 +56,7 @@ def rung_for(allowed: bool, ram_threshold: float | None, snapshot: MemorySnapsho
     return rung, rung is not None and near_limit(snapshot, rung)
 
 
-Result = tuple["str | None", "str | None"]
+Result = tuple[str | None, str | None]
 """What a step did, or why it did nothing: ``(detail, skipped_reason)``, as the cleanup actions report it."""
 
 
@@ -82,7 +89,9 @@ def free_comfy_models_for_ram(ram: RamReading, ram_threshold: float) -> Result:
     missing under ``ram_threshold`` is free.
 
     ``free_memory`` reads the host's available RAM (psutil) for the CPU device; inside a container the target is
-    that reading plus the container's shortfall, as for ComfyUI's output cache.
+    that reading plus the container's shortfall, as for ComfyUI's output cache. Only models loaded on the CPU
+    device count (``device.type == "cpu"``): the weights a GPU model keeps in RAM (offloaded, low VRAM) are not
+    asked for. ``free_memory`` lists the models it unloaded whole; a partial unload is not listed.
     """
     model_management = comfy_model_management()
     torch = sys.modules.get("torch")
@@ -102,9 +111,9 @@ def free_comfy_models_for_ram(ram: RamReading, ram_threshold: float) -> Result:
         return None, f"RAM is under its {ram_threshold:g}% threshold"
     required = host_available_bytes() + missing
     unloaded = model_management.free_memory(required, torch.device("cpu"))
-    count = len(unloaded) if isinstance(unloaded, list) else 0
-    detail = (
-        f"free_memory({required / GIB:.2f} GB, cpu) for {missing / GIB:.2f} GB missing: "
-        f"{count} of {len(loaded)} model(s) in RAM unloaded"
+    said = (
+        f"{len(unloaded)} of {len(loaded)} model(s) in RAM unloaded"
+        if isinstance(unloaded, list)
+        else f"it did not say how many of the {len(loaded)} model(s) in RAM it unloaded"
     )
-    return detail, None
+    return f"free_memory({required / GIB:.2f} GB, cpu) for {missing / GIB:.2f} GB missing: {said}", None

@@ -33,8 +33,30 @@ _EMPTY_FACES: tuple[tuple[str, Callable[[], Any]], ...] = (
 )
 
 
-def reactor_modules() -> list[ModuleType]:
-    """ReActor's swapper module, found by what it holds, under whatever name its folder gave it."""
+def is_reactor_node(node_class: str | None) -> bool:
+    """A node of ReActor's pack, by the prefix its classes share (``ReActorFaceSwap``, ``ReActorFaceSwapOpt``…),
+    as the default heavy-node rule ``ReActor*`` matches them."""
+    return node_class is not None and node_class.startswith("ReActor")
+
+
+class _Found:
+    """ReActor's swapper modules as last found, and what ``sys.modules`` was when a scan last found none (its size
+    and newest key), so that a record does not pay for a scan (an attribute look-up on every module) while nothing
+    changed."""
+
+    modules: tuple[ModuleType, ...] = ()
+    scanned_none_at: tuple[int, object] | None = None
+
+
+def _modules_mark() -> tuple[int, object]:
+    """``sys.modules``' size and newest key: an import adds a key at the end (a dict keeps insertion order)."""
+    try:
+        return len(sys.modules), next(reversed(sys.modules), None)
+    except RuntimeError:  # another thread imported something meanwhile: a mark no scan had, so the next one scans
+        return -1, None
+
+
+def _scan() -> tuple[ModuleType, ...]:
     found: dict[int, ModuleType] = {}
     for module in list(sys.modules.values()):
         if module is None:
@@ -47,7 +69,26 @@ def reactor_modules() -> list[ModuleType]:
             continue
         if matches:
             found[id(module)] = module
-    return list(found.values())
+    return tuple(found.values())
+
+
+def reactor_modules() -> list[ModuleType]:
+    """ReActor's swapper module, found by what it holds, under whatever name its folder gave it.
+
+    Once found it is kept while ``sys.modules`` still holds it (checked by identity, reading no attribute); until
+    then ``sys.modules`` is scanned again only when it has changed since the last scan, not on every call.
+    """
+    modules = _Found.modules
+    if modules:
+        loaded = {id(module) for module in list(sys.modules.values())}
+        if all(id(module) in loaded for module in modules):
+            return list(modules)
+    mark = _modules_mark()
+    if not modules and mark == _Found.scanned_none_at:
+        return []
+    modules = _scan()
+    _Found.modules, _Found.scanned_none_at = modules, None if modules else mark
+    return list(modules)
 
 
 def models_held(module: ModuleType) -> list[str]:

@@ -93,7 +93,9 @@ def test_what_comfyuis_own_release_evicted_is_counted_per_prompt(
     )  # the running prompt's outputs stay, as ComfyUI keeps them
     assert setup.cache.get(order[-1]) == 12  # the results are ComfyUI's own: 10, 11, 12
     assert setup.memory_management.extra_ram_release_callback is None  # ComfyUI unset it; nothing of ours is left
-    assert "evicted 3 outputs (1.50 GB as ComfyUI counts them)" in second.describe()
+    assert second.describe().startswith(
+        "ComfyUI released its cache 3 time(s) in this prompt, evicting 3 outputs (1.50 GB as ComfyUI counts them)"
+    )
 
 
 def test_another_extensions_wrapper_on_the_cache_stays_in_place(
@@ -420,10 +422,10 @@ def test_the_panel_and_the_report_say_which_reading_is_used_and_what_the_cache_r
     serialize(data)  # plain JSON all through
     assert data["ram_reader"] == "comfy.system_memory"
     assert data["ram_reader_text"].startswith("RAM read by ComfyUI's comfy.system_memory")
-    assert data["prompt_release"]["core_evicted"] == 3 and "evicted 3 outputs" in data["prompt_release"]["text"]
+    assert data["prompt_release"]["core_evicted"] == 3 and "evicting 3 outputs" in data["prompt_release"]["text"]
     report = detailed_report(
         snapshot, core_check=setup.engine.probe.core_ram.last, release=setup.engine.release.current()
     )
     assert "RAM read by ComfyUI's comfy.system_memory" in report
-    assert "ComfyUI's cache this prompt: its own release after each node evicted 3 outputs" in report
+    assert "ComfyUI released its cache 3 time(s) in this prompt, evicting 3 outputs" in report
     assert "comfy_memhooks freed" in report

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from comfy_memhooks.engine import reactor as reactor_module
+from comfy_memhooks.engine.actions import KEPT_FOR_REACTOR
 from comfy_memhooks.engine.core import Engine
 from comfy_memhooks.engine.history import Trigger, TriggerKind
 from comfy_memhooks.engine.last_rung import UNLOADED_NOTICE, near_limit
@@ -54,18 +56,26 @@ def reactor(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
 
 class ReActorProbe(FakeProbe):
     """RAM in use: ``base`` percent, plus ``faces`` percent while ReActor keeps faces and ``models`` while it holds
-    its sessions."""
+    its sessions; of a container's limit, or of the machine's RAM (``source``)."""
 
-    def __init__(self, module: types.ModuleType, base: float, faces: float, models: float):
+    def __init__(
+        self,
+        module: types.ModuleType,
+        base: float,
+        faces: float,
+        models: float,
+        source: RamSource = RamSource.CGROUP_V1,
+    ):
         super().__init__()
-        self.module, self.base, self.faces, self.models = module, base, faces, models
+        self.module, self.base, self.faces, self.models, self.source = module, base, faces, models, source
 
     def _ram(self) -> RamReading:
         percent = self.base
         percent += self.faces if self.module.SOURCE_FACES or self.module.TARGET_FACES else 0.0
         percent += self.models if self.module.FS_MODEL is not None else 0.0
         used = int(TOTAL * percent / 100)
-        return RamReading(RamSource.CGROUP_V1, TOTAL, used, TOTAL - used, used, 4 * TOTAL)
+        host_total = TOTAL if self.source is RamSource.HOST else 4 * TOTAL  # on a bare host its RAM is the limit
+        return RamReading(self.source, TOTAL, used, TOTAL - used, used, host_total)
 
     def usage(self) -> tuple[int | None, int | None]:
         return self._ram().used_bytes, None
@@ -221,3 +231,169 @@ def test_the_setting_is_on_by_default_and_checked() -> None:
     with pytest.raises(InvalidSetting) as raised:
         AutoSettings.parse({"pressure_unloads_models": "sometimes"})
     assert raised.value.field == "pressure_unloads_models"
+
+
+def test_on_a_bare_host_the_machines_ram_is_the_limit_near_which_models_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No container: the host's RAM is what the kernel's OOM killer acts on, so 90% of it is close to the limit."""
+    module = reactor(monkeypatch)
+    engine = Engine(probe=ReActorProbe(module, base=60, faces=1, models=30, source=RamSource.HOST))  # 91% of the RAM
+
+    outcome = boundary(engine)
+
+    assert outcome.record.before.ram.source is RamSource.HOST
+    assert names(outcome) == ["gc_collect", "malloc_trim", "comfy_cache_release", *RUNG[:2]]
+    assert module.FS_MODEL is None and outcome.record.notice == UNLOADED_NOTICE
+
+
+def _management(monkeypatch: pytest.MonkeyPatch, torch: Any, returned: Any) -> list[tuple[int, Any]]:
+    """A stand-in ``comfy.model_management`` with one model on the CPU; ``free_memory`` returns ``returned``."""
+    calls: list[tuple[int, Any]] = []
+    management = types.ModuleType("comfy.model_management")
+    management.current_loaded_models = [types.SimpleNamespace(device=torch.device("cpu"))]  # type: ignore[attr-defined]
+
+    def free_memory(required: int, device: Any) -> Any:
+        calls.append((required, device))
+        return returned
+
+    management.free_memory = free_memory  # type: ignore[attr-defined]
+    management.soft_empty_cache = lambda: None  # type: ignore[attr-defined]  # a mode's escalation calls it
+    monkeypatch.setitem(sys.modules, "comfy.model_management", management)
+    monkeypatch.setattr("comfy_memhooks.engine.last_rung.host_available_bytes", lambda: 3 * GIB)
+    return calls
+
+
+def test_before_a_reactor_node_its_models_and_faces_stay_and_comfyuis_may_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default rule runs Conservative before ``ReActor*`` at the threshold: ReActor's node is about to use its
+    sessions and faces, so unloading them would only make it load them again; ComfyUI's models may still go."""
+    torch = pytest.importorskip("torch")
+    module = reactor(monkeypatch)
+    calls = _management(monkeypatch, torch, [])
+    engine = Engine(probe=ReActorProbe(module, base=60, faces=1, models=30))  # 91%
+    before = Trigger(
+        kind=TriggerKind.HOOK,
+        reason="before ReActorFaceSwap",
+        node_id="3",
+        node_class="ReActorFaceSwap",
+        phase="before",
+    )
+
+    outcome = engine.run(
+        CleanupRequest(
+            trigger=before,
+            mode=Mode.CONSERVATIVE,
+            thresholds=THRESHOLDS,
+            urgency=Urgency.UNDER_PRESSURE,
+            unload_models=True,
+        )
+    )
+
+    assert outcome.record is not None and names(outcome)[-3:] == RUNG
+    faces, models, comfyui = outcome.record.actions[-3:]
+    assert faces.skipped_reason == models.skipped_reason == KEPT_FOR_REACTOR
+    assert module.FS_MODEL is not None and module.SOURCE_FACES == ["face"]
+    assert comfyui.skipped_reason is None and len(calls) == 1  # ComfyUI's own models were asked for
+    assert outcome.record.notice is None
+    assert outcome.record.kept is not None and "swap model inswapper_128.onnx" in outcome.record.kept
+
+
+def test_the_boundary_before_a_reactor_node_keeps_them_too_and_before_another_node_they_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = reactor(monkeypatch)
+    engine = Engine(probe=ReActorProbe(module, base=60, faces=1, models=30))  # 91%
+
+    def before(node_class: str) -> Any:
+        return engine.run(
+            CleanupRequest.model_free(
+                TriggerKind.BOUNDARY, 80.0, node_id="4", node_class=node_class, unload_models=True
+            )
+        )
+
+    kept = before("ReActorFaceSwapOpt")
+    assert [a.skipped_reason for a in kept.record.actions if a.name in RUNG[:2]] == [KEPT_FOR_REACTOR] * 2
+    assert module.FS_MODEL is not None
+    unloaded = before("VAEDecode")
+    assert names(unloaded)[-2:] == RUNG[:2] and module.FS_MODEL is None
+
+
+def test_a_rung_that_kept_reactors_models_does_not_hold_back_the_cleanup_after_its_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The guard weighs a cleanup by what its rung could try: one that kept ReActor's models for its node (and
+    freed nothing) is no reason to hold back the cleanup after the node, which may unload them."""
+    module = reactor(monkeypatch)
+    engine = Engine(probe=ReActorProbe(module, base=60, faces=1, models=30))  # 91%, and nothing grows
+
+    def rule(phase: str, mode: Mode) -> Any:
+        trigger = Trigger(kind=TriggerKind.HOOK, reason=phase, node_id="3", node_class="ReActorFaceSwap", phase=phase)
+        return engine.run(CleanupRequest(trigger=trigger, mode=mode, thresholds=THRESHOLDS, unload_models=True))
+
+    assert rule("before", Mode.CONSERVATIVE).performed and module.FS_MODEL is not None
+    after = rule("after", Mode.BALANCED)
+
+    assert after.performed and not after.held_back
+    assert names(after)[-2:] == RUNG[:2] and module.FS_MODEL is None
+
+
+def test_a_rung_with_nothing_left_to_unload_holds_the_next_one_back_until_usage_grows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every step of the rung found nothing to unload: a later cleanup near the limit can find no more, and the
+    guard holds it back (else every node would pay for one) until usage grows."""
+    module = reactor(monkeypatch)
+    module.unload_all_models()
+    module.SOURCE_FACES = module.TARGET_FACES = None  # type: ignore[attr-defined]
+    probe = ReActorProbe(module, base=95, faces=1, models=1)
+    engine = Engine(probe=probe)
+
+    first = boundary(engine)
+    assert first.performed and all(first.record.actions[-1 - i].skipped_reason for i in range(3))
+    assert names(first)[-3:] == RUNG
+    held = boundary(engine)
+    assert held.held_back and not held.performed
+    probe.base = 97  # 200 MB more in use: worth another
+    assert boundary(engine).performed
+
+
+def test_when_free_memory_does_not_list_what_it_unloaded_the_count_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    module = reactor(monkeypatch)
+    calls = _management(monkeypatch, torch, None)
+    engine = Engine(probe=ReActorProbe(module, base=93, faces=1, models=1))
+
+    outcome = boundary(engine)
+
+    assert len(calls) == 1
+    detail = outcome.record.actions[-1].detail or ""
+    assert detail.endswith("it did not say how many of the 1 model(s) in RAM it unloaded"), detail
+    assert "0 of 1" not in detail
+
+
+def test_reactors_module_is_found_once_and_sys_modules_is_scanned_again_only_when_it_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scans: list[int] = []
+    scan = reactor_module._scan
+
+    def counting() -> Any:
+        scans.append(len(sys.modules))
+        return scan()
+
+    monkeypatch.setattr(reactor_module, "_scan", counting)
+    monkeypatch.setitem(sys.modules, "memhooks_test_unrelated", types.ModuleType("memhooks_test_unrelated"))
+    assert reactor_module.reactor_modules() == [] and len(scans) == 1
+    assert reactor_module.kept_description() is None and reactor_module.reactor_modules() == []
+    assert len(scans) == 1  # nothing changed in sys.modules: not scanned again
+
+    module = reactor(monkeypatch)  # ReActor's node pack is imported
+    assert reactor_module.reactor_modules() == [module] and len(scans) == 2
+    for _ in range(3):
+        assert reactor_module.kept_description() is not None  # what every record asks
+    assert len(scans) == 2  # found: kept, not looked for again
+
+    monkeypatch.delitem(sys.modules, module.__name__)  # gone (a test's stand-in taken out)
+    assert reactor_module.reactor_modules() == [] and len(scans) == 3
+    again = reactor(monkeypatch)
+    assert reactor_module.reactor_modules() == [again] and len(scans) == 4
+    newer = reactor(monkeypatch)  # another module in its place, under the same name: the one kept is not ReActor's
+    assert reactor_module.reactor_modules() == [newer] and len(scans) == 5

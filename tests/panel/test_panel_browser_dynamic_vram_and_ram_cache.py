@@ -101,8 +101,8 @@ async def test_after_033_the_panel_says_which_ram_reading_is_used_and_what_comfy
     release = served.page.locator('[data-role="comfy-release"]')
     await release.wait_for()
     assert await release.text_content() == (
-        "ComfyUI's cache this prompt: its own release after each node evicted 4 outputs (2.00 GB as ComfyUI counts "
-        "them) (this prompt's outputs too: no, small ones too: no); for comfy_memhooks' requests, 1 more (0.50 GB). "
+        "ComfyUI released its cache 9 time(s) in this prompt, evicting 4 outputs (2.00 GB as ComfyUI counts them) "
+        "(this prompt's outputs too: no, small ones too: no); for comfy_memhooks' requests, 1 more (0.50 GB). "
         "comfy_memhooks freed 1.00 GB in 2 cleanups."
     )
 
