@@ -128,4 +128,4 @@ async def test_what_comfyuis_cache_released_shows_when_a_prompt_ends_after_the_p
 
     await release.wait_for()
     assert await release.text_content() == finished.describe()
-    assert "evicted 2 outputs (1.00 GB as ComfyUI counts them) (this prompt's outputs too: yes" in finished.describe()
+    assert "evicting 2 outputs (1.00 GB as ComfyUI counts them) (this prompt's outputs too: yes" in finished.describe()
