@@ -17,9 +17,9 @@ requirements): ``python -m tests.reactor_models <models folder>``. The folder is
 
 The detector finds exactly one face, in the middle of any image that is not dark (its score rises with the image's
 mean brightness), and none in a black image, so both a swap and ReActor's "no face" path can be run. Each file is
-as large as the real one: the weights that give it its size are random and used by the graph (onnxruntime drops an
-initializer no node reads), multiplied by zero where they meet the result, so the memory ReActor's sessions take
-is what users see, and the results stay exact.
+as large as the real one (within ``SIZE_TOLERANCE``: :func:`size_mismatches`): the weights that give it its size
+are random and used by the graph (onnxruntime drops an initializer no node reads), multiplied by zero where they
+meet the result, so the memory ReActor's sessions take is what users see, and the results stay exact.
 """
 
 from __future__ import annotations
@@ -30,10 +30,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER = "generated.json"
+SIZE_TOLERANCE = 0.02  # each generated file is within 2% of the real one's size
 
-# The real files' sizes in bytes (buffalo_l.zip of insightface 0.7, inswapper_128.onnx, AdamCodd's ViT).
+# The real files' sizes in bytes, keyed by file name: buffalo_l.zip of insightface 0.7 and inswapper_128.onnx;
+# AdamCodd/vit-base-nsfw-detector's model.safetensors, which the Hub lists as 344 MB: google/vit-base-patch16-384
+# with two labels, 86,092,034 float32 parameters (344,368,136 bytes) and a header of a few kilobytes. Its exact
+# byte count is not recorded here; the figure below is those parameters and a 20 kB header.
 REAL_SIZES = {
     "inswapper_128.onnx": 554_253_681,
     "det_10g.onnx": 16_923_827,
@@ -41,6 +45,7 @@ REAL_SIZES = {
     "genderage.onnx": 1_322_532,
     "2d106det.onnx": 5_030_888,
     "1k3d68.onnx": 143_607_619,
+    "model.safetensors": 344_388_136,
 }
 SWAPPER = Path("insightface") / "inswapper_128.onnx"
 BUFFALO = Path("insightface") / "models" / "buffalo_l"
@@ -88,12 +93,23 @@ class _Builder:
         return output
 
     def zero_from(self, vector: str, target_bytes: int, reserved_bytes: int = 0) -> str:
-        """A scalar 0 computed from ``vector`` (1 x K) times a random K x N matrix: the file's real size, used."""
+        """A scalar 0 computed from ``vector`` (1 x K) times random weights: the file's real size, used.
+
+        A K x N matrix takes the bulk; what is left of the size (less than one column of K floats, which is 8% of
+        ``genderage``) goes into a 1 x M row multiplied by the vector's mean, so the file is the real size to a
+        few bytes whatever K is.
+        """
         width = self.widths[vector]
-        columns = max((target_bytes - reserved_bytes) // 4 // width, 1)
+        budget = max(target_bytes - reserved_bytes, 4 * width)
+        columns = budget // 4 // width
         matrix = self.rng.random((width, columns), dtype=self.np.float32)
-        product = self.op("MatMul", [vector, self.const(matrix)])
-        total = self.op("ReduceSum", [product], keepdims=0)
+        total = self.op("ReduceSum", [self.op("MatMul", [vector, self.const(matrix)])], keepdims=0)
+        rest = (budget - 4 * width * columns) // 4
+        if rest:
+            mean = self.op("ReduceMean", [vector], axes=[1], keepdims=1)
+            row = self.rng.random((1, rest), dtype=self.np.float32)
+            tail = self.op("ReduceSum", [self.op("MatMul", [mean, self.const(row)])], keepdims=0)
+            total = self.op("Add", [total, tail])
         return self.op("Mul", [total, self.const(self.np.float32(0.0))])
 
     def flat(self, tensor: str, elements: int) -> str:
@@ -237,8 +253,38 @@ def generate(models: Path) -> dict[str, int]:
     sizes = {str(path.relative_to(models)): path.stat().st_size for path in sorted(models.rglob("*")) if path.is_file()}
     sizes.pop(MARKER, None)
     marker = {"version": GENERATOR_VERSION, "seconds": round(time.monotonic() - started, 1), "sizes": sizes}
-    (models / MARKER).write_text(json.dumps(marker, indent=1))
+    temporary = models / f"{MARKER}.partial"
+    temporary.write_text(json.dumps(marker, indent=1))
+    temporary.replace(models / MARKER)
     return sizes
+
+
+def read_marker(models: Path) -> dict[str, Any] | None:
+    """What the generation into ``models`` recorded (its version, seconds and sizes), or ``None`` to make them again.
+
+    ``None`` when the marker is missing, unreadable, not JSON or not an object (a file edited or cut short by hand:
+    it is written last, and atomically, so an interrupted generation leaves none), or from another version.
+    """
+    try:
+        marker = json.loads((models / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: json.JSONDecodeError and UnicodeDecodeError
+        return None
+    if not isinstance(marker, dict) or marker.get("version") != GENERATOR_VERSION:
+        return None
+    return marker
+
+
+def size_mismatches(sizes: dict[str, int]) -> list[str]:
+    """Each real file whose generated one (``sizes``: bytes by path) is missing or not within ``SIZE_TOLERANCE``."""
+    by_name = {Path(path).name: size for path, size in sizes.items()}
+    mismatches = []
+    for name, real in REAL_SIZES.items():
+        generated = by_name.get(name)
+        if generated is None:
+            mismatches.append(f"{name}: not generated")
+        elif abs(generated - real) > SIZE_TOLERANCE * real:
+            mismatches.append(f"{name}: {generated:,} bytes, the real one {real:,} ({generated / real - 1:+.1%})")
+    return mismatches
 
 
 def main(argv: list[str]) -> int:

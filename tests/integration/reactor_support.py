@@ -1,15 +1,19 @@
 """The real ReActor in a real ComfyUI for the integration tests: its generated models, a server, its workflows.
 
 ``REACTOR_DIR`` names a checkout of Gourieff/ComfyUI-ReActor (v0.7, which runs every model on onnxruntime), whose
-requirements are installed in ``COMFYUI_PYTHON``; without it the tests are skipped. Its models are generated once
-into the pytest cache (:mod:`tests.reactor_models`, about 30 s, 1.2 GB) and linked into each server's
-``models`` folder, where ReActor reads them; nothing is downloaded (the Hugging Face libraries run offline).
+requirements are installed in ``COMFYUI_PYTHON``; without either the tests are skipped. Its models are generated
+once into the pytest cache (:mod:`tests.reactor_models`, 1.2 GB; the log says how long it took) and linked into
+each server's ``models`` folder, where ReActor reads them; nothing is downloaded (the Hugging Face libraries run
+offline).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,11 +22,12 @@ from typing import Any
 import pytest
 
 from tests.integration.comfyui_server import PROJECT, ComfyUI, skip_reason
-from tests.reactor_models import BUFFALO, FACE_RESTORE, GENERATOR_VERSION, MARKER, NSFW, SWAPPER
+from tests.reactor_models import BUFFALO, FACE_RESTORE, GENERATOR_VERSION, NSFW, SWAPPER, read_marker
+
+logger = logging.getLogger(__name__)
 
 REACTOR_DIR = os.environ.get("REACTOR_DIR")
 PROBE_PACK = Path(__file__).resolve().parent / "memhooks_reactor_probe_pack"
-PRESSURE_PACK = Path(__file__).resolve().parent / "memhooks_pressure_pack"
 GENERATE_SECONDS = 300
 MIB = 1024**2
 
@@ -30,6 +35,21 @@ GREY = 0x808080  # a face is found in any image brighter than a quarter grey (te
 BLACK = 0x000000  # no face is found in a black one
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+REQUIRED_MODULES = ("onnx", "onnxruntime", "transformers")  # ReActor's, and the generator's besides torch
+
+
+@functools.cache
+def missing_modules(python: str) -> str | None:
+    """Which of ``REQUIRED_MODULES`` ``python`` cannot import (comma-separated), ``""`` if none, ``None`` if it
+    did not run. One subprocess for the whole session: ``find_spec`` locates a module without importing it."""
+    check = "import importlib.util as u, sys; print(', '.join(m for m in sys.argv[1:] if u.find_spec(m) is None))"
+    try:
+        done = subprocess.run(
+            [python, "-c", check, *REQUIRED_MODULES], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def reactor_skip_reason() -> str | None:
@@ -41,6 +61,12 @@ def reactor_skip_reason() -> str | None:
         return "REACTOR_DIR is not set: no ComfyUI-ReActor checkout to load (see docs/testing.md)"
     if not (Path(REACTOR_DIR) / "scripts" / "reactor_swapper.py").is_file():
         return f"REACTOR_DIR={REACTOR_DIR} holds no scripts/reactor_swapper.py"
+    python = comfyui_python()
+    missing = missing_modules(python)
+    if missing is None:
+        return f"COMFYUI_PYTHON={python} did not run"
+    if missing:
+        return f"COMFYUI_PYTHON={python} lacks {missing}: install ReActor's requirements.txt into it"
     return None
 
 
@@ -49,23 +75,36 @@ def reactor_marks() -> list[pytest.MarkDecorator]:
     return [pytest.mark.integration, pytest.mark.skipif(reason is not None, reason=reason or "")]
 
 
+def comfyui_python() -> str:
+    return os.environ.get("COMFYUI_PYTHON") or sys.executable
+
+
 def generated_models(cache_dir: Path) -> Path:
-    """The generated models under ``cache_dir``, made now (in ComfyUI's Python) unless this version made them."""
+    """The generated models under ``cache_dir``, made now (in ComfyUI's Python) unless this version made them.
+
+    A marker that is missing, corrupt or from another version means the files are made again; the folders an
+    older version of the generator made are removed first (1.2 GB each).
+    """
     models = cache_dir / f"reactor-models-v{GENERATOR_VERSION}"
-    marker = models / MARKER
-    if marker.is_file() and json.loads(marker.read_text()).get("version") == GENERATOR_VERSION:
+    marker = read_marker(models)
+    if marker is not None:
+        logger.info("ReActor's models: reused from %s (generated in %s s)", models, marker.get("seconds"))
         return models
-    python = os.environ.get("COMFYUI_PYTHON") or sys.executable
+    for older in cache_dir.glob("reactor-models-v*"):
+        if older != models:
+            shutil.rmtree(older, ignore_errors=True)
     done = subprocess.run(
-        [python, "-m", "tests.reactor_models", str(models)],
+        [comfyui_python(), "-m", "tests.reactor_models", str(models)],
         cwd=PROJECT,
         capture_output=True,
         text=True,
         timeout=GENERATE_SECONDS,
         check=False,
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"generating ReActor's models failed:\n{done.stderr[-4000:]}")
+    marker = read_marker(models)
+    if done.returncode != 0 or marker is None:
+        raise RuntimeError(f"generating ReActor's models failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    logger.info("ReActor's models: generated into %s in %s s", models, marker["seconds"])
     return models
 
 

@@ -23,7 +23,6 @@ from tests.integration.comfyui_server import ComfyError
 from tests.integration.reactor_support import (
     GREY,
     MIB,
-    PRESSURE_PACK,
     generated_models,
     reactor_marks,
     reactor_server,
@@ -70,7 +69,6 @@ def run_in_container(models: Path, *, with_memhooks: bool, settings: dict[str, A
             pytest.skip("cannot create a v1 memory cgroup here (needs root and a writable v1 memory hierarchy)")
         server = reactor_server(
             models,
-            packs=(PRESSURE_PACK,),
             with_memhooks=with_memhooks,
             settings=settings or {},
             launcher=enter_group_launcher(group),
