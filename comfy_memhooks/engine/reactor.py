@@ -53,7 +53,7 @@ def _modules_mark() -> tuple[int, object]:
     try:
         return len(sys.modules), next(reversed(sys.modules), None)
     except RuntimeError:  # another thread imported something meanwhile: a mark no scan had, so the next one scans
-        return -1, None
+        return len(sys.modules), object()
 
 
 def _scan() -> tuple[ModuleType, ...]:
