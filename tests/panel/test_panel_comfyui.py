@@ -139,7 +139,7 @@ async def _the_comfyui_lines_are_shown(page: Any, comfyui: ComfyUI) -> None:
         """(selector) => {
             const line = document.querySelector(selector);
             return line && !line.hidden && !line.textContent.includes(" so far")
-                && line.textContent.startsWith("ComfyUI's cache this prompt: its own release after each node evicted ");
+                && line.textContent.startsWith("ComfyUI released its cache ");
         }""",
         arg=f'{PANEL} [data-role="comfy-release"]',
         timeout=30_000,
